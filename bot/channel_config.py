@@ -1,0 +1,178 @@
+"""Per-channel model settings: the fields, their validation and how layers resolve.
+
+One place parses and validates a value, so the CLI and Slack refuse the same things with the
+same words. A stored ``None`` means "inherit from the layer below".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FIELDS",
+    "EffectiveSettings",
+    "FieldSpec",
+    "InvalidSetting",
+    "env_defaults",
+    "parse_field_name",
+    "parse_value",
+    "resolve",
+]
+
+REASONING_EFFORTS = ("low", "medium", "high")
+MAX_INSTRUCTIONS_CHARS = 8_000
+MAX_MODEL_NAME_CHARS = 200
+MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
+
+
+class InvalidSetting(ValueError):
+    """A field name or value was refused; ``str()`` names the valid range."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    description: str
+    valid: str
+    parse: Callable[[str], Any]
+
+
+def _parse_model(raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > MAX_MODEL_NAME_CHARS or any(c.isspace() for c in value):
+        raise InvalidSetting(
+            f"model must be a model name without spaces, 1-{MAX_MODEL_NAME_CHARS} characters"
+        )
+    return value
+
+
+def _parse_instructions(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise InvalidSetting("instructions must not be empty (use reset to inherit the default)")
+    if len(value) > MAX_INSTRUCTIONS_CHARS:
+        raise InvalidSetting(
+            f"instructions must be at most {MAX_INSTRUCTIONS_CHARS:,} characters "
+            f"(got {len(value):,})"
+        )
+    return value
+
+
+def _float_in(name: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise InvalidSetting(f"{name} must be a number from {low:g} to {high:g}") from None
+        if not low <= value <= high or value != value:  # value != value catches NaN
+            raise InvalidSetting(f"{name} must be a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _parse_max_tokens(raw: str) -> int:
+    message = f"max_output_tokens must be a whole number from 16 to {MAX_OUTPUT_TOKENS_LIMIT:,}"
+    try:
+        value = int(raw.strip().replace(",", "").replace("_", ""))
+    except ValueError:
+        raise InvalidSetting(message) from None
+    if not 16 <= value <= MAX_OUTPUT_TOKENS_LIMIT:
+        raise InvalidSetting(message)
+    return value
+
+
+def _parse_effort(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in REASONING_EFFORTS:
+        raise InvalidSetting(f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}")
+    return value
+
+
+FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec
+    for spec in (
+        FieldSpec("model", "model name", "a model name", _parse_model),
+        FieldSpec(
+            "instructions",
+            "system instructions",
+            f"text up to {MAX_INSTRUCTIONS_CHARS:,} characters",
+            _parse_instructions,
+        ),
+        FieldSpec("temperature", "sampling temperature", "0 to 2", _float_in("temperature", 0, 2)),
+        FieldSpec("top_p", "nucleus sampling", "0 to 1", _float_in("top_p", 0, 1)),
+        FieldSpec(
+            "max_output_tokens",
+            "answer length cap",
+            f"16 to {MAX_OUTPUT_TOKENS_LIMIT:,}",
+            _parse_max_tokens,
+        ),
+        FieldSpec(
+            "reasoning_effort",
+            "reasoning effort",
+            " | ".join(REASONING_EFFORTS),
+            _parse_effort,
+        ),
+    )
+}
+
+_ALIASES = {"max-output-tokens": "max_output_tokens", "reasoning-effort": "reasoning_effort"}
+
+
+def parse_field_name(raw: str) -> str:
+    name = raw.strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in FIELDS:
+        raise InvalidSetting(f"unknown setting '{raw}': valid settings are {', '.join(FIELDS)}")
+    return name
+
+
+def parse_value(field: str, raw: str) -> Any:
+    """Parse and validate ``raw`` for ``field``; raises ``InvalidSetting`` naming the range."""
+    return FIELDS[parse_field_name(field)].parse(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveSettings:
+    """What a turn uses, and where each value came from (``channel`` or ``default``)."""
+
+    model: str
+    instructions: str
+    temperature: float | None
+    top_p: float | None
+    max_output_tokens: int | None
+    reasoning_effort: str | None
+    sources: Mapping[str, str]
+
+    def value(self, field: str) -> Any:
+        return getattr(self, field)
+
+
+def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, Any]:
+    return {
+        "model": default_model,
+        "instructions": default_instructions,
+        "temperature": None,
+        "top_p": None,
+        "max_output_tokens": None,
+        "reasoning_effort": None,
+    }
+
+
+def resolve(
+    layers: list[tuple[str, Mapping[str, Any] | None]],
+) -> EffectiveSettings:
+    """Resolve layers listed from lowest to highest priority, e.g. ``[("default", …),
+    ("channel", …)]``: the highest layer with a non-``None`` value wins."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in FIELDS:
+        values[name] = None
+        sources[name] = "unset"
+        for layer_name, layer in layers:
+            if layer is not None and layer.get(name) is not None:
+                values[name] = layer[name]
+                sources[name] = layer_name
+    return EffectiveSettings(sources=sources, **values)

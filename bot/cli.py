@@ -1,0 +1,187 @@
+"""Command line: ``python -m bot [run|migrate|doctor|config …]``.
+
+This is the only place the environment is read (``load_settings``); everything below gets
+explicit arguments. Errors an operator can fix are printed as one plain line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.channel_config import FIELDS, InvalidSetting, parse_value
+from bot.channel_settings import StoredChannelSettings
+from bot.errors import ConfigError
+from bot.logs import configure_logging
+from bot.settings import DEFAULT_INSTRUCTIONS, Settings, load_settings
+
+__all__ = ["main"]
+
+
+class _StorageSettings(BaseSettings):
+    """What ``migrate`` and ``config --team`` need: only the database (no Slack or model keys)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    database_url: str = "sqlite+aiosqlite:///./data/bot.db"
+    default_model: str | None = None
+    default_instructions: str = DEFAULT_INSTRUCTIONS
+
+
+def _storage_settings() -> _StorageSettings:
+    try:
+        return _StorageSettings()
+    except ValidationError as exc:
+        name = str(exc.errors()[0].get("loc", ("DATABASE_URL",))[0]).upper()
+        raise ConfigError(f"{name} is invalid") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Slack bot for OpenAI Responses-API endpoints."
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="start the service (the default); applies migrations first")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    commands.add_parser("doctor", help="check configuration, Slack token and model endpoint")
+
+    config = commands.add_parser("config", help="show or edit a channel's model settings")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    for name, help_text in (
+        ("show", "show a channel's effective settings"),
+        ("set", "change a channel's settings"),
+        ("reset", "reset a channel's settings to the defaults"),
+    ):
+        sub = config_commands.add_parser(name, help=help_text)
+        sub.add_argument("--channel", required=True, help="channel id, e.g. C0123456789")
+        sub.add_argument("--team", help="workspace id (default: the bot token's workspace)")
+        if name == "set":
+            sub.add_argument("--model")
+            sub.add_argument("--instructions")
+            sub.add_argument("--temperature")
+            sub.add_argument("--top-p", dest="top_p")
+            sub.add_argument("--max-output-tokens", dest="max_output_tokens")
+            sub.add_argument("--reasoning-effort", dest="reasoning_effort")
+        if name == "reset":
+            sub.add_argument(
+                "--field", action="append", choices=list(FIELDS), help="reset only this field"
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        if command == "run":
+            return _run()
+        if command == "migrate":
+            return asyncio.run(_migrate())
+        if command == "doctor":
+            from bot.doctor import run_doctor
+
+            return asyncio.run(run_doctor())
+        if command == "config":
+            return asyncio.run(_config(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except InvalidSetting as exc:
+        print(f"error: {exc}. Nothing was saved.", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _run() -> int:
+    settings = load_settings()
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
+    )
+    from bot.service import Service
+
+    asyncio.run(Service(settings).run_forever())
+    return 0
+
+
+async def _migrate() -> int:
+    from storage.migrate import upgrade_to_head
+
+    url = _storage_settings().database_url
+    await upgrade_to_head(url)
+    print("database is at the latest migration")
+    return 0
+
+
+async def _resolve_team(team: str | None) -> str:
+    if team:
+        return team
+    settings: Settings = load_settings()
+    from slack_sdk.errors import SlackApiError
+
+    from bot.service import make_slack_client
+    from bot.slack.identity import fetch_identity
+
+    try:
+        identity = await fetch_identity(make_slack_client(settings))
+    except SlackApiError as exc:
+        raise ConfigError(
+            f"could not ask Slack for the workspace ({exc.response.get('error')}): pass --team"
+        ) from None
+    return identity.team_id
+
+
+async def _config(args: argparse.Namespace) -> int:
+    from storage.engine import create_engine, create_session_factory
+    from storage.migrate import upgrade_to_head
+    from storage.repositories import Store
+
+    values: dict[str, object] = {}
+    if args.config_command == "set":
+        # Validate everything before touching the database: never half-saved.
+        for name in FIELDS:
+            raw = getattr(args, name, None)
+            if raw is not None:
+                values[name] = parse_value(name, raw)
+        if not values:
+            raise ConfigError("nothing to set: give at least one of --model, --instructions, ...")
+
+    storage_settings = _storage_settings()
+    team_id = await _resolve_team(args.team)
+    await upgrade_to_head(storage_settings.database_url)
+    engine = create_engine(storage_settings.database_url)
+    try:
+        store = Store(create_session_factory(engine))
+        if args.config_command == "set":
+            await store.update_channel_settings(
+                team_id=team_id, channel_id=args.channel, values=values, updated_by="cli"
+            )
+            print(f"saved for {args.channel}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        elif args.config_command == "reset":
+            await store.reset_channel_settings(
+                team_id=team_id, channel_id=args.channel, fields=args.field
+            )
+            what = ", ".join(args.field) if args.field else "all settings"
+            print(f"reset {what} for {args.channel} to the defaults")
+        resolver = StoredChannelSettings(
+            store=store,
+            default_model=storage_settings.default_model or "(DEFAULT_MODEL is not set)",
+            default_instructions=storage_settings.default_instructions,
+        )
+        effective = await resolver.effective(team_id=team_id, channel_id=args.channel)
+        print(f"settings for channel {args.channel} (workspace {team_id}):")
+        for name in FIELDS:
+            value = effective.value(name)
+            shown = "(model default)" if value is None else _one_line(str(value))
+            print(f"  {name:<18} {shown}  [{effective.sources[name]}]")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,416 @@
+"""The turn: one user message in, one model answer out, one chain per thread.
+
+Pure logic over small interfaces (a model client, a reply sink, thread history, the store): no
+Slack SDK, no httpx. The Slack adapter turns events into ``IncomingMessage``; this module
+decides whether to answer, keeps turns of one thread in order, claims the event exactly once,
+calls the model with the thread's ``previous_response_id`` and advances the chain only when the
+answer was delivered.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.channel_config import EffectiveSettings
+from bot.errors import ChainNotFoundError, DeliveryError, ModelError, ResponseIncompleteError
+from bot.model.types import (
+    Completed,
+    ModelEvent,
+    ModelResult,
+    ReasoningDelta,
+    ResponseRequest,
+    TextDelta,
+)
+from bot.thread_locks import KeyedLocks
+from bot.user_messages import INTERNAL_ERROR, user_message
+from storage.repositories import ThreadRecord, TokenUsage, TurnStart
+
+__all__ = [
+    "ConversationService",
+    "HistoryMessage",
+    "IncomingMessage",
+    "ModelClient",
+    "ReplySink",
+    "ReplySinks",
+    "SettingsSource",
+    "ThreadHistory",
+    "TurnOutcome",
+]
+
+logger = logging.getLogger(__name__)
+
+EMPTY_MESSAGE_TEXT = "(The user mentioned you without writing anything else.)"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A human message that may become a turn. ``thread_ts`` is the thread the answer goes
+    to (the message's own ``ts`` for a new conversation)."""
+
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    ts: str
+    user_id: str
+    text: str
+    event_id: str | None = None
+    mentions_bot: bool = False
+    is_direct: bool = False
+    starts_thread: bool = False
+
+    @property
+    def claim_keys(self) -> list[str]:
+        # Two keys: Slack's retries share the event id; the app_mention/message pair for one
+        # message shares channel+ts but not the event id.
+        keys = [f"msg:{self.team_id}:{self.channel_id}:{self.ts}"]
+        if self.event_id:
+            keys.insert(0, f"event:{self.event_id}")
+        return keys
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMessage:
+    """One earlier message of a thread, as the model should see it."""
+
+    role: str  # "user" or "assistant"
+    text: str
+    ts: str
+
+
+class TurnOutcome(enum.StrEnum):
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INCOMPLETE = "incomplete"
+    UNDELIVERED = "undelivered"
+
+
+class ModelClient(Protocol):
+    def stream(self, request: ResponseRequest) -> AsyncIterator[ModelEvent]: ...
+
+
+class ReplySink(Protocol):
+    """Where one turn's answer goes. ``finish``/``fail`` return the first reply's ts."""
+
+    async def started(self) -> None: ...
+
+    async def reasoning(self) -> None: ...
+
+    async def delta(self, text: str) -> None: ...
+
+    async def finish(self, text: str) -> str | None: ...
+
+    async def fail(self, notice: str, partial_text: str) -> str | None: ...
+
+
+class ReplySinks(Protocol):
+    def open(self, message: IncomingMessage) -> ReplySink: ...
+
+
+class ThreadHistory(Protocol):
+    async def messages(
+        self, *, team_id: str, channel_id: str, thread_ts: str
+    ) -> list[HistoryMessage]: ...
+
+
+class SettingsSource(Protocol):
+    async def effective(self, *, team_id: str, channel_id: str) -> EffectiveSettings: ...
+
+
+class ConversationStore(Protocol):
+    async def claim_event(self, *, keys: Sequence[str]) -> bool: ...
+
+    async def find_thread(
+        self, *, team_id: str, channel_id: str, thread_ts: str
+    ) -> ThreadRecord | None: ...
+
+    async def start_turn(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        thread_ts: str,
+        user_id: str,
+        user_ts: str,
+        event_id: str | None,
+        model: str,
+    ) -> TurnStart: ...
+
+    async def complete_turn(
+        self,
+        *,
+        turn_id: int,
+        response_id: str,
+        reply_ts: str | None,
+        usage: TokenUsage,
+        first_token_at: datetime | None = None,
+    ) -> None: ...
+
+    async def fail_turn(
+        self,
+        *,
+        turn_id: int,
+        status: str,
+        error_code: str | None,
+        response_id: str | None = None,
+        reply_ts: str | None = None,
+        usage: TokenUsage | None = None,
+    ) -> None: ...
+
+    async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
+
+
+class _Attempt:
+    """Collects one model call's stream into the sink and remembers what arrived."""
+
+    def __init__(self, sink: ReplySink) -> None:
+        self.sink = sink
+        self.text_parts: list[str] = []
+        self.first_token_at: datetime | None = None
+        self.result: ModelResult | None = None
+
+    @property
+    def partial_text(self) -> str:
+        return "".join(self.text_parts)
+
+    async def run(self, model: ModelClient, request: ResponseRequest) -> ModelResult:
+        async for event in model.stream(request):
+            if isinstance(event, TextDelta):
+                if self.first_token_at is None:
+                    self.first_token_at = datetime.now(UTC)
+                self.text_parts.append(event.text)
+                await self.sink.delta(event.text)
+            elif isinstance(event, ReasoningDelta):
+                await self.sink.reasoning()
+            elif isinstance(event, Completed):
+                self.result = event.result
+        if self.result is None:  # the client raises first; this guards a broken client
+            raise ModelError("the model stream ended without a result", code="no_result")
+        return self.result
+
+
+class ConversationService:
+    """Handles ``IncomingMessage``s. Construct once per process."""
+
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        model: ModelClient,
+        sinks: ReplySinks,
+        history: ThreadHistory,
+        settings: SettingsSource,
+        locks: KeyedLocks | None = None,
+    ) -> None:
+        self._store = store
+        self._model = model
+        self._sinks = sinks
+        self._history = history
+        self._settings = settings
+        self._locks = locks or KeyedLocks()
+
+    async def handle(self, message: IncomingMessage) -> TurnOutcome:
+        """Answer ``message`` if it is addressed to the bot; at most once per message."""
+        addressed = message.mentions_bot or message.is_direct
+        if not addressed and message.starts_thread:
+            return TurnOutcome.IGNORED  # a top-level channel message not for the bot
+        key = (message.team_id, message.channel_id, message.thread_ts)
+        # The lock comes first so turns of one thread run in arrival order (see KeyedLocks).
+        async with self._locks.hold(key):
+            if not addressed:
+                thread = await self._store.find_thread(
+                    team_id=message.team_id,
+                    channel_id=message.channel_id,
+                    thread_ts=message.thread_ts,
+                )
+                if thread is None:
+                    return TurnOutcome.IGNORED  # a thread the bot is not part of
+            if not await self._store.claim_event(keys=message.claim_keys):
+                logger.info(
+                    "duplicate delivery ignored",
+                    extra={"event_id": message.event_id, "channel": message.channel_id},
+                )
+                return TurnOutcome.DUPLICATE
+            return await self._run_turn(message)
+
+    async def _run_turn(self, message: IncomingMessage) -> TurnOutcome:
+        started = time.monotonic()
+        settings = await self._settings.effective(
+            team_id=message.team_id, channel_id=message.channel_id
+        )
+        turn = await self._store.start_turn(
+            team_id=message.team_id,
+            channel_id=message.channel_id,
+            thread_ts=message.thread_ts,
+            user_id=message.user_id,
+            user_ts=message.ts,
+            event_id=message.event_id,
+            model=settings.model,
+        )
+        log_extra = {
+            "turn_id": turn.turn_id,
+            "team": message.team_id,
+            "channel": message.channel_id,
+            "thread_ts": message.thread_ts,
+            "event_id": message.event_id,
+        }
+        sink = self._sinks.open(message)
+        try:
+            await sink.started()
+        except DeliveryError as exc:
+            # The indicator is a courtesy: the answer can still be delivered.
+            logger.warning("could not show the working indicator: %s", exc.code, extra=log_extra)
+
+        user_input: list[dict[str, Any]] = [
+            {"role": "user", "content": message.text.strip() or EMPTY_MESSAGE_TEXT}
+        ]
+        request = _build_request(settings, user_input, turn.previous_response_id, message)
+        attempt = _Attempt(sink)
+        try:
+            try:
+                result = await attempt.run(self._model, request)
+            except ChainNotFoundError:
+                if not attempt.partial_text and request.previous_response_id is not None:
+                    logger.info("the endpoint lost the chain; rebuilding it", extra=log_extra)
+                    request = await self._rebuilt_request(settings, message)
+                    await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
+                    attempt = _Attempt(sink)
+                    result = await attempt.run(self._model, request)
+                else:
+                    raise
+        except ModelError as exc:
+            return await self._fail(turn.turn_id, sink, exc, attempt, log_extra)
+        except Exception:
+            logger.exception("turn failed unexpectedly", extra=log_extra)
+            await self._store.fail_turn(turn_id=turn.turn_id, status="failed", error_code="internal")
+            await _tell(sink, INTERNAL_ERROR, attempt.partial_text, log_extra)
+            return TurnOutcome.FAILED
+
+        usage = _token_usage(result)
+        try:
+            reply_ts = await sink.finish(result.text)
+        except DeliveryError as exc:
+            logger.error(
+                "answer could not be delivered to Slack: %s", exc.code, extra=log_extra
+            )
+            await self._store.fail_turn(
+                turn_id=turn.turn_id,
+                status="undelivered",
+                error_code=exc.code,
+                response_id=result.response_id,
+                usage=usage,
+            )
+            return TurnOutcome.UNDELIVERED
+        await self._store.complete_turn(
+            turn_id=turn.turn_id,
+            response_id=result.response_id,
+            reply_ts=reply_ts,
+            usage=usage,
+            first_token_at=attempt.first_token_at,
+        )
+        logger.info(
+            "turn completed",
+            extra={
+                **log_extra,
+                "response_id": result.response_id,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                "output_tokens": result.usage.output_tokens,
+            },
+        )
+        return TurnOutcome.COMPLETED
+
+    async def _fail(
+        self,
+        turn_id: int,
+        sink: ReplySink,
+        exc: ModelError,
+        attempt: _Attempt,
+        log_extra: Mapping[str, Any],
+    ) -> TurnOutcome:
+        incomplete = isinstance(exc, ResponseIncompleteError)
+        logger.warning(
+            "model call failed: %s",
+            exc.code,
+            extra={**log_extra, "error_code": exc.code, "request_id": exc.request_id},
+        )
+        await self._store.fail_turn(
+            turn_id=turn_id,
+            status="incomplete" if incomplete else "failed",
+            error_code=exc.code,
+            response_id=getattr(exc, "response_id", None),
+        )
+        partial = attempt.partial_text or getattr(exc, "partial_text", "")
+        await _tell(sink, user_message(exc), partial, log_extra)
+        return TurnOutcome.INCOMPLETE if incomplete else TurnOutcome.FAILED
+
+    async def _rebuilt_request(
+        self, settings: EffectiveSettings, message: IncomingMessage
+    ) -> ResponseRequest:
+        earlier = await self._history.messages(
+            team_id=message.team_id, channel_id=message.channel_id, thread_ts=message.thread_ts
+        )
+        items: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.text}
+            for m in earlier
+            if m.text.strip() and _ts_key(m.ts) < _ts_key(message.ts)
+        ]
+        items.append({"role": "user", "content": message.text.strip() or EMPTY_MESSAGE_TEXT})
+        return _build_request(settings, items, None, message)
+
+
+async def _tell(
+    sink: ReplySink, notice: str, partial_text: str, log_extra: Mapping[str, Any]
+) -> None:
+    try:
+        await sink.fail(notice, partial_text)
+    except DeliveryError as exc:
+        logger.error("could not tell the thread about a failure: %s", exc.code, extra=log_extra)
+
+
+def _build_request(
+    settings: EffectiveSettings,
+    user_input: list[dict[str, Any]],
+    previous_response_id: str | None,
+    message: IncomingMessage,
+) -> ResponseRequest:
+    # Instructions are not carried over by previous_response_id: send them on every turn.
+    return ResponseRequest(
+        model=settings.model,
+        input=user_input,
+        instructions=settings.instructions,
+        previous_response_id=previous_response_id,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_output_tokens=settings.max_output_tokens,
+        reasoning_effort=settings.reasoning_effort,
+        metadata={
+            "slack_team": message.team_id,
+            "slack_channel": message.channel_id,
+            "slack_thread": message.thread_ts,
+        },
+    )
+
+
+def _token_usage(result: ModelResult) -> TokenUsage:
+    u = result.usage
+    return TokenUsage(
+        input_tokens=u.input_tokens,
+        cached_tokens=u.cached_tokens,
+        output_tokens=u.output_tokens,
+        reasoning_tokens=u.reasoning_tokens,
+    )
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, fraction = ts.partition(".")
+    try:
+        return int(seconds), int(fraction or 0)
+    except ValueError:
+        return 0, 0

@@ -1,0 +1,327 @@
+"""Turn decoded Responses-API stream events into ``ModelEvent``s and typed errors.
+
+Pure: no I/O, no clock. :class:`StreamAccumulator` is fed one decoded event dict at a time (from
+``bot.model.sse``) and knows nothing about HTTP, so every recorded stream in the fixtures can be
+checked against it directly.
+
+What real endpoints do that this tolerates (see ``../shared/fixtures/responses/SOURCES.md``):
+
+- Items are tracked by ``output_index`` and item ``type``: Copilot gives every event a new
+  ``item_id`` and OpenRouter's reasoning id changes between the stream and the final response.
+- Reasoning models put a ``reasoning`` item first, and OpenRouter interleaves items, so the
+  message is never assumed to be at index 0.
+- ``sequence_number`` may be missing (March 2025 format); it is not needed.
+- ``error`` comes flat (``{"type":"error","code","message"}``) or nested
+  (``{"type":"error","error":{...}}``) and is usually followed by ``response.failed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.errors import (
+    ResponseFailedError,
+    ResponseIncompleteError,
+    StreamProtocolError,
+)
+from bot.model.types import Completed, ModelEvent, ModelResult, ReasoningDelta, TextDelta, Usage
+
+__all__ = [
+    "StreamAccumulator",
+    "normalise_usage",
+    "result_from_response_json",
+    "text_from_output",
+]
+
+_TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
+# Content part types that are the answer. A refusal is what the model says instead of an answer,
+# so the user should see it rather than an empty reply.
+_ANSWER_PARTS = {"output_text": "text", "refusal": "refusal"}
+_ANSWER_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
+_REASONING_DELTAS = frozenset(
+    {
+        "response.reasoning_summary_text.delta",  # OpenAI summaries
+        "response.reasoning_text.delta",  # raw chain of thought (DeepSeek, gpt-oss)
+    }
+)
+
+
+def _int(value: Any) -> int:
+    # Relays send null, floats or strings for counts now and then; usage must never fail a turn.
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def normalise_usage(d: dict[str, Any] | None) -> Usage:
+    """Usage in either naming: OpenAI's ``input_tokens``/``output_tokens``/``*_details`` or the
+    Chat-Completions style ``prompt_tokens``/``completion_tokens``/``*_details`` of relays."""
+    if not isinstance(d, dict):
+        return Usage()
+    if "input_tokens" in d or "output_tokens" in d:
+        input_tokens = _int(d.get("input_tokens"))
+        output_tokens = _int(d.get("output_tokens"))
+        in_details = _dict(d.get("input_tokens_details"))
+        out_details = _dict(d.get("output_tokens_details"))
+    else:
+        input_tokens = _int(d.get("prompt_tokens"))
+        output_tokens = _int(d.get("completion_tokens"))
+        in_details = _dict(d.get("prompt_tokens_details"))
+        out_details = _dict(d.get("completion_tokens_details"))
+    total = d.get("total_tokens")
+    return Usage(
+        input_tokens=input_tokens,
+        cached_tokens=_int(in_details.get("cached_tokens")),
+        output_tokens=output_tokens,
+        reasoning_tokens=_int(out_details.get("reasoning_tokens")),
+        total_tokens=_int(total) if total is not None else input_tokens + output_tokens,
+    )
+
+
+def text_from_output(output: Any) -> str | None:
+    """The answer text of a response's ``output`` list, chosen by item and part type.
+
+    ``None`` when there is no ``message`` item at all (so a caller can fall back to what it
+    streamed); ``""`` when there are messages without text (e.g. only function calls follow).
+    """
+    if not isinstance(output, list):
+        return None
+    texts: list[str] = []
+    found = False
+    for item in output:
+        if not isinstance(item, dict) or item.get("type") != "message":
+            continue
+        found = True
+        for part in item.get("content") or []:
+            if not isinstance(part, dict):
+                continue
+            key = _ANSWER_PARTS.get(str(part.get("type")))
+            if key is not None and isinstance(part.get(key), str):
+                texts.append(part[key])
+    return "".join(texts) if found else None
+
+
+def _error_fields(error: Any) -> tuple[str | None, str | None]:
+    """(code, message) of an error object, flat or nested under ``error``.
+
+    An error object's ``type`` (e.g. ``insufficient_quota``) stands in for a missing ``code``,
+    but not the ``type`` of a flat ``{"type": "error", ...}`` event, which names the event.
+    """
+    error = _dict(error)
+    nested = error.get("error")
+    if isinstance(nested, dict):
+        error = nested
+    elif isinstance(nested, str) and "message" not in error:
+        error = {**error, "message": nested}
+    error_type = error.get("type")
+    if error_type in ("error", "response.error"):
+        error_type = None
+    code = error.get("code") or error_type
+    message = error.get("message")
+    return (
+        str(code) if code is not None else None,
+        message if isinstance(message, str) and message else None,
+    )
+
+
+def result_from_response_json(body: dict[str, Any]) -> ModelResult:
+    """A non-streamed ``POST /responses`` body as a ``ModelResult``.
+
+    Raises ``ResponseIncompleteError`` / ``ResponseFailedError`` when the body's status says so,
+    and ``StreamProtocolError`` when it is not a response at all.
+    """
+    if not isinstance(body, dict):
+        raise StreamProtocolError("the model endpoint answered with something that is not JSON")
+    response_id = body.get("id")
+    status = body.get("status") or "completed"
+    text = text_from_output(body.get("output"))
+    if text is None:
+        # OpenRouter adds a top-level ``output_text``; use it only when no message item exists.
+        top = body.get("output_text")
+        text = top if isinstance(top, str) else ""
+    if status == "failed" or (body.get("error") and "output" not in body):
+        code, message = _error_fields(body.get("error"))
+        raise ResponseFailedError(
+            message or "the model endpoint reported that the response failed",
+            code=code,
+            response_id=response_id if isinstance(response_id, str) else None,
+            partial_text=text,
+        )
+    if status == "incomplete":
+        reason = _dict(body.get("incomplete_details")).get("reason")
+        raise ResponseIncompleteError(
+            f"the response is incomplete ({reason or 'no reason given'})",
+            reason=reason if isinstance(reason, str) else None,
+            response_id=response_id if isinstance(response_id, str) else None,
+            partial_text=text,
+        )
+    if not isinstance(response_id, str) or not response_id:
+        raise StreamProtocolError("the model endpoint's answer has no response id")
+    model = body.get("model")
+    return ModelResult(
+        response_id=response_id,
+        text=text,
+        usage=normalise_usage(body.get("usage")),
+        model=model if isinstance(model, str) else None,
+        status=str(status),
+    )
+
+
+@dataclass(slots=True)
+class _Item:
+    type: str | None
+    # content_index → streamed answer text of that part
+    parts: dict[int, str] = field(default_factory=dict)
+
+
+class StreamAccumulator:
+    """State machine over one stream's events.
+
+    ``feed(event)`` returns the ``ModelEvent``s to pass on (``TextDelta``, ``ReasoningDelta``,
+    finally ``Completed``) and raises ``ResponseFailedError`` / ``ResponseIncompleteError`` on the
+    terminal failure events. ``finish()`` must be called when the body ends: it raises
+    ``StreamProtocolError`` (or ``ResponseFailedError`` after an ``error`` event) when no terminal
+    event arrived. Events after the terminal one are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, _Item] = {}
+        self._error: tuple[str | None, str | None] | None = None
+        self.response_id: str | None = None
+        self.model: str | None = None
+        self.result: ModelResult | None = None
+        self.done = False
+
+    @property
+    def streamed_text(self) -> str:
+        """The answer text from the deltas so far, in output/content order."""
+        return "".join(
+            item.parts[c]
+            for i in sorted(self._items)
+            if (item := self._items[i]).type in (None, "message")
+            for c in sorted(item.parts)
+        )
+
+    @property
+    def partial_text(self) -> str:
+        return self.streamed_text
+
+    def feed(self, event: dict[str, Any]) -> list[ModelEvent]:
+        if self.done:
+            return []
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            if "error" in event:  # a relay's bare ``{"error": {...}}`` frame
+                kind = "error"
+            else:
+                return []
+        if kind in _ANSWER_DELTAS:
+            return self._answer_delta(event)
+        if kind in _REASONING_DELTAS:
+            delta = event.get("delta")
+            return [ReasoningDelta(delta)] if isinstance(delta, str) and delta else []
+        if kind == "response.output_item.added" or kind == "response.output_item.done":
+            self._item_seen(event)
+        elif kind == "response.created" or kind == "response.in_progress":
+            self._note_response(_dict(event.get("response")))
+        elif kind == "error" or kind == "response.error":
+            self._error = _error_fields(event)
+        elif kind in _TERMINAL:
+            return self._terminal(kind, _dict(event.get("response")))
+        # Everything else (content_part.*, *.done, annotations, function-call arguments,
+        # web-search progress, future event types) carries no answer text we need.
+        return []
+
+    def finish(self) -> None:
+        """The body ended. Raise unless a terminal event was seen."""
+        if self.done:
+            return
+        self.done = True
+        if self._error is not None:
+            code, message = self._error
+            raise ResponseFailedError(
+                message or "the model endpoint reported an error in the stream",
+                code=code,
+                response_id=self.response_id,
+                partial_text=self.partial_text,
+            )
+        raise StreamProtocolError(
+            "the stream ended before the response was complete",
+            code="stream_interrupted",
+            response_id=self.response_id,
+            partial_text=self.partial_text,
+        )
+
+    def _note_response(self, response: dict[str, Any]) -> None:
+        rid, model = response.get("id"), response.get("model")
+        if isinstance(rid, str) and rid:
+            self.response_id = rid
+        if isinstance(model, str) and model:
+            self.model = model
+
+    def _item_seen(self, event: dict[str, Any]) -> None:
+        index = event.get("output_index")
+        item_type = _dict(event.get("item")).get("type")
+        if isinstance(index, int):
+            item = self._items.setdefault(index, _Item(type=None))
+            if isinstance(item_type, str):
+                item.type = item_type
+
+    def _answer_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
+        delta = event.get("delta")
+        if not isinstance(delta, str) or not delta:
+            return []
+        index = event.get("output_index")
+        index = index if isinstance(index, int) else 0
+        item = self._items.setdefault(index, _Item(type=None))
+        if item.type not in (None, "message"):
+            return []  # text deltas inside a non-message item are not the answer
+        content = event.get("content_index")
+        content = content if isinstance(content, int) else 0
+        item.parts[content] = item.parts.get(content, "") + delta
+        return [TextDelta(delta)]
+
+    def _terminal(self, kind: str, response: dict[str, Any]) -> list[ModelEvent]:
+        self.done = True
+        self._note_response(response)
+        # The terminal response's own output is the authority, but a relay that sends a
+        # skeletal output (a message without text) must not wipe out what was streamed.
+        final = text_from_output(response.get("output"))
+        streamed = self.streamed_text
+        text = final if final is not None and (final or not streamed) else streamed
+        if kind == "response.failed":
+            code, message = _error_fields(response.get("error"))
+            if code is None and message is None and self._error is not None:
+                code, message = self._error
+            raise ResponseFailedError(
+                message or "the model endpoint reported that the response failed",
+                code=code,
+                response_id=self.response_id,
+                partial_text=text,
+            )
+        if kind == "response.incomplete":
+            reason = _dict(response.get("incomplete_details")).get("reason")
+            raise ResponseIncompleteError(
+                f"the response is incomplete ({reason or 'no reason given'})",
+                reason=reason if isinstance(reason, str) else None,
+                response_id=self.response_id,
+                partial_text=text,
+            )
+        if self.response_id is None:
+            raise StreamProtocolError(
+                "the stream completed without a response id", partial_text=text
+            )
+        self.result = ModelResult(
+            response_id=self.response_id,
+            text=text,
+            usage=normalise_usage(response.get("usage")),
+            model=self.model,
+            status="completed",
+        )
+        return [Completed(self.result)]

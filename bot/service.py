@@ -1,0 +1,196 @@
+"""The running service: builds every part from ``Settings``, owns their lifetimes.
+
+``start()`` applies migrations, opens the database, the Slack and model clients, closes turns a
+crash left pending, and starts the HTTP server (and the Socket Mode connection). ``stop()``
+stops taking events, gives turns in flight a grace period, then closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channel_settings import StoredChannelSettings
+from bot.conversation import ConversationService
+from bot.errors import ConfigError
+from bot.metrics import Metrics
+from bot.model.client import ResponsesClient
+from bot.model.retry import RetryPolicy
+from bot.server import build_web_app
+from bot.settings import Settings
+from bot.slack.app import build_slack_app
+from bot.slack.history import SlackThreadHistory
+from bot.slack.identity import BotIdentity, fetch_identity
+from bot.slack.reply import SlackReplySinks
+from bot.turn_tracker import TurnTracker
+from storage.engine import create_engine, create_session_factory
+from storage.migrate import upgrade_to_head
+from storage.repositories import Store
+
+__all__ = ["Service", "make_slack_client"]
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED_NOTICE = (
+    ":warning: My answer to this message was interrupted because the bot restarted. "
+    "Please send your message again."
+)
+
+
+def make_slack_client(settings: Settings) -> AsyncWebClient:
+    """The one Slack Web API client: bot token, ``SLACK_API_URL``, 429s and resets retried."""
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=30,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+class Service:
+    def __init__(self, settings: Settings, *, shutdown_grace: float = 30.0) -> None:
+        self.settings = settings
+        self.shutdown_grace = shutdown_grace
+        self.metrics = Metrics()
+        self.tracker = TurnTracker()
+        self.port: int | None = None
+        self.identity: BotIdentity | None = None
+        self._runner: web.AppRunner | None = None
+        self._socket_handler: AsyncSocketModeHandler | None = None
+        self._cleanup: list[Any] = []
+
+    async def start(self) -> None:
+        settings = self.settings
+        await upgrade_to_head(settings.database_url)
+        engine = create_engine(settings.database_url)
+        self._cleanup.append(engine.dispose)
+        self.store = Store(create_session_factory(engine))
+
+        slack = make_slack_client(settings)
+        try:
+            self.identity = await fetch_identity(slack)
+        except SlackApiError as exc:
+            raise ConfigError(
+                f"SLACK_BOT_TOKEN was refused by Slack ({exc.response.get('error')}): "
+                "check the token and SLACK_API_URL"
+            ) from None
+
+        model = ResponsesClient(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value(),
+            connect_timeout=settings.model_connect_timeout,
+            idle_timeout=settings.model_idle_timeout,
+            total_timeout=settings.model_total_timeout,
+            retry=RetryPolicy(max_retries=settings.model_max_retries),
+        )
+        self._cleanup.append(model.aclose)
+        self.conversation = ConversationService(
+            store=self.store,
+            model=model,
+            sinks=SlackReplySinks(slack),
+            history=SlackThreadHistory(slack, self.identity),
+            settings=StoredChannelSettings(
+                store=self.store,
+                default_model=settings.default_model,
+                default_instructions=settings.default_instructions,
+            ),
+        )
+        socket_mode = settings.effective_mode == "socket"
+        signing_secret = settings.slack_signing_secret
+        bolt = build_slack_app(
+            client=slack,
+            signing_secret=signing_secret.get_secret_value() if signing_secret else None,
+            identity=self.identity,
+            conversation=self.conversation,
+            metrics=self.metrics,
+            tracker=self.tracker,
+            verify_requests=not socket_mode,
+        )
+        await self._close_interrupted_turns(slack)
+
+        web_app = build_web_app(
+            slack_app=None if socket_mode else bolt,
+            readiness=self._readiness,
+            metrics=self.metrics,
+            accepting=lambda: self.tracker.accepting,
+        )
+        self._runner = web.AppRunner(web_app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.host, settings.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else settings.port
+
+        if socket_mode and settings.slack_app_token is not None:
+            self._socket_handler = AsyncSocketModeHandler(
+                bolt, app_token=settings.slack_app_token.get_secret_value(), web_client=slack
+            )
+            await self._socket_handler.connect_async()
+        logger.info(
+            "service started",
+            extra={"mode": settings.effective_mode, "port": self.port, "team": self.identity.team_id},
+        )
+
+    async def _readiness(self) -> str | None:
+        try:
+            await self.store.ping()
+            if not await self.store.schema_is_current():
+                return "database migrations are not applied"
+        except Exception as exc:  # readiness must answer, whatever the database does
+            return f"database unavailable ({type(exc).__name__})"
+        return None
+
+    async def _close_interrupted_turns(self, slack: AsyncWebClient) -> None:
+        for turn in await self.store.close_abandoned_turns(error_code="interrupted"):
+            logger.warning(
+                "closed a turn left pending by a previous run",
+                extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
+            )
+            try:
+                await slack.chat_postMessage(
+                    channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
+                )
+            except Exception as exc:  # telling the thread is best effort; the turn is closed
+                logger.warning("could not tell the thread: %s", type(exc).__name__)
+
+    async def stop(self) -> None:
+        self.tracker.accepting = False
+        if self._socket_handler is not None:
+            await self._socket_handler.disconnect_async()
+            await self._socket_handler.close_async()
+        if not await self.tracker.wait_idle(self.shutdown_grace):
+            logger.warning(
+                "shutdown grace period ended with turns in flight",
+                extra={"in_flight": self.tracker.active},
+            )
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for close in reversed(self._cleanup):
+            await close()
+        logger.info("service stopped")
+
+    async def run_forever(self) -> None:
+        """Start, wait for SIGTERM or SIGINT, stop."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        logger.info("stop signal received")
+        await self.stop()

@@ -1,0 +1,166 @@
+"""Configuration: read once, by the CLI, from the environment and ``.env``.
+
+Every name here is a public contract (``.env.example`` lists them all). Nothing reads the
+environment at import time; ``load_settings()`` is called by the CLI and its result is passed
+down as explicit keyword arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+__all__ = ["DEFAULT_INSTRUCTIONS", "Settings", "load_settings"]
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful assistant in a Slack workspace. Answer clearly and concisely. "
+    "Use Markdown for formatting when it helps."
+)
+
+
+class Settings(BaseSettings):
+    """The service's settings. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # Slack
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    bot_mode: Literal["socket", "http"] | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by design
+    port: int = Field(default=3000, ge=0, le=65535)
+    slack_api_url: str = "https://slack.com/api/"
+    slack_command: str = "/ai"
+    admin_user_ids: str = ""
+
+    # Model endpoint
+    openai_base_url: str = "https://api.xiexus.cn/v1"
+    openai_api_key: SecretStr
+    default_model: str
+    default_instructions: str = DEFAULT_INSTRUCTIONS
+    model_connect_timeout: float = Field(default=10.0, gt=0)
+    model_idle_timeout: float = Field(default=60.0, gt=0)
+    model_total_timeout: float = Field(default=600.0, gt=0)
+    model_max_retries: int = Field(default=2, ge=0, le=10)
+
+    # Storage
+    database_url: str = "sqlite+aiosqlite:///./data/bot.db"
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("bot_mode", "log_format", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("slack_api_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # Only http(s): a file:// or other scheme would send a secret somewhere unexpected.
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slack_trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins the method name straight onto the base URL.
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("default_model", "openai_api_key", mode="before")
+    @classmethod
+    def _not_blank(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("slack_command")
+    @classmethod
+    def _command_shape(cls, value: str) -> str:
+        if not value.startswith("/") or len(value) < 2:
+            raise ValueError("must start with / (for example /ai)")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_requirements(self) -> Settings:
+        mode = self.effective_mode
+        if mode == "socket" and self.slack_app_token is None:
+            raise ValueError("SLACK_APP_TOKEN is required when BOT_MODE=socket")
+        if mode == "http" and (
+            self.slack_signing_secret is None or not self.slack_signing_secret.get_secret_value()
+        ):
+            raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode")
+        return self
+
+    @property
+    def effective_mode(self) -> Literal["socket", "http"]:
+        if self.bot_mode is not None:
+            return self.bot_mode
+        return "socket" if self.slack_app_token is not None else "http"
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(part.strip() for part in self.admin_user_ids.split(",") if part.strip())
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so log redaction can scrub them."""
+        values = [self.slack_bot_token, self.openai_api_key]
+        values += [s for s in (self.slack_signing_secret, self.slack_app_token) if s is not None]
+        return [v.get_secret_value() for v in values if v.get_secret_value()]
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Build ``Settings`` or raise ``ConfigError`` with one plain line naming the problem."""
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = error.get("loc") or ()
+    if location:
+        name = str(location[0]).upper()
+        if error.get("type") == "missing":
+            return f"{name} is required: set it in the environment or in .env"
+        message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        return f"{name} is invalid: {message}"
+    # Model-level checks name their variable themselves.
+    return str(error.get("msg", "invalid configuration")).removeprefix("Value error, ")

@@ -1,0 +1,92 @@
+"""Slack event payloads → ``IncomingMessage``, or ``None`` when no model call may follow.
+
+One guarantee: only a human's new message can become a turn. Bots (by ``bot_id``, the bot's
+own messages included), edits, deletions and other subtypes return ``None``; ``file_share``
+and ``thread_broadcast`` are human messages and are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from bot.conversation import IncomingMessage
+
+__all__ = ["HUMAN_SUBTYPES", "from_app_mention", "from_message", "strip_mention"]
+
+HUMAN_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+
+def strip_mention(text: str, bot_user_id: str) -> str:
+    """Remove ``<@BOT>`` and ``<@BOT|name>`` and tidy the whitespace left behind."""
+    stripped = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+    return re.sub(r"[ \t]{2,}", " ", stripped).strip()
+
+
+def mentions(text: str, bot_user_id: str) -> bool:
+    return re.search(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", text) is not None
+
+
+def _is_human(event: Mapping[str, Any]) -> bool:
+    return (
+        event.get("subtype") in HUMAN_SUBTYPES
+        and not event.get("bot_id")
+        and not event.get("bot_profile")
+        and "edited" not in event
+        and isinstance(event.get("user"), str)
+        and isinstance(event.get("ts"), str)
+        and isinstance(event.get("channel"), str)
+    )
+
+
+def from_app_mention(
+    event: Mapping[str, Any], *, team_id: str, bot_user_id: str, event_id: str | None
+) -> IncomingMessage | None:
+    """A mention in a channel: answered in the mention's thread, or in a new one at it."""
+    if event.get("type") != "app_mention" or not _is_human(event):
+        return None
+    if event.get("user") == bot_user_id:
+        return None
+    ts = event["ts"]
+    thread_ts = event.get("thread_ts")
+    return IncomingMessage(
+        team_id=team_id,
+        channel_id=event["channel"],
+        thread_ts=thread_ts if isinstance(thread_ts, str) else ts,
+        ts=ts,
+        user_id=event["user"],
+        text=strip_mention(str(event.get("text") or ""), bot_user_id),
+        event_id=event_id,
+        mentions_bot=True,
+        starts_thread=not isinstance(thread_ts, str),
+    )
+
+
+def from_message(
+    event: Mapping[str, Any], *, team_id: str, bot_user_id: str, event_id: str | None
+) -> IncomingMessage | None:
+    """A plain message: a DM to the bot, or a candidate follow-up in a channel thread."""
+    if event.get("type") != "message" or not _is_human(event):
+        return None
+    if event.get("user") == bot_user_id:
+        return None
+    text = str(event.get("text") or "")
+    is_direct = event.get("channel_type") == "im"
+    if not is_direct and mentions(text, bot_user_id):
+        # Slack also sends this message as app_mention; that listener answers it.
+        return None
+    ts = event["ts"]
+    thread_ts = event.get("thread_ts")
+    return IncomingMessage(
+        team_id=team_id,
+        channel_id=event["channel"],
+        thread_ts=thread_ts if isinstance(thread_ts, str) else ts,
+        ts=ts,
+        user_id=event["user"],
+        text=strip_mention(text, bot_user_id),
+        event_id=event_id,
+        mentions_bot=False,
+        is_direct=is_direct,
+        starts_thread=not isinstance(thread_ts, str),
+    )

@@ -1,0 +1,295 @@
+"""A model's Markdown answer → Slack message payloads (pure functions, no Slack SDK).
+
+Slack's ``markdown`` block renders real Markdown, but a message's markdown blocks may hold at
+most 12,000 characters in total. ``split_markdown`` cuts a long answer into chunks that each fit
+one message without losing or repeating a character, and without cutting a fenced code block in
+two: a split inside a fence closes it at the end of one chunk and reopens it (same opening line,
+language tag included) at the top of the next. ``message_payload`` wraps a chunk for
+``chat.postMessage`` / ``chat.update``.
+
+The contract of ``split_markdown``, which the tests check exhaustively:
+
+* every chunk is at most ``limit`` characters, added fence lines included;
+* a chunk that starts inside a code block begins with that block's opening line (repeated);
+* a chunk that ends inside a code block (never the last one) ends with its closing fence,
+  preceded by ``"\\n"`` only when the chunk does not already end with a newline;
+* remove those added lines and the chunks concatenate to exactly the input, less its leading
+  blank lines and trailing whitespace (which Slack does not show either).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAX_FALLBACK_CHARS",
+    "MAX_MARKDOWN_CHARS",
+    "message_payload",
+    "plain_text",
+    "split_markdown",
+]
+
+MAX_MARKDOWN_CHARS = 12_000
+"""Slack's limit on the cumulative text of the ``markdown`` blocks of one message."""
+
+MAX_FALLBACK_CHARS = 3_000
+"""Length cap of the plain ``text`` fallback. It only feeds notifications, screen readers and
+clients that cannot draw blocks, so a short preview is enough; 3,000 also keeps it within every
+Slack text limit (section text, ``chat.update``'s practical 4,000)."""
+
+ELLIPSIS = "…"
+
+# CommonMark allows at most 3 spaces of indentation, but models nest fences inside list items
+# with deeper indentation, and treating those as plain text would let a split cut the block.
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+_FENCE_RE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+
+
+@dataclass(frozen=True)
+class _Fence:
+    opener: str
+    """The opening line as written, newline included: repeated at the top of the next chunk."""
+    closer: str
+    """Indentation and fence characters that close this block."""
+
+    @property
+    def char(self) -> str:
+        return self.closer.lstrip(" \t")[0]
+
+    @property
+    def size(self) -> int:
+        return len(self.closer.lstrip(" \t"))
+
+
+class _Lines:
+    """Line offsets of a text and the code fence open after each line."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.ends: list[int] = []
+        self.opens_fence: list[bool] = []
+        self.fence_after: list[_Fence | None] = []
+        start = 0
+        fence: _Fence | None = None
+        while start < len(text):
+            newline = text.find("\n", start)
+            end = len(text) if newline == -1 else newline + 1
+            line = text[start:end]
+            before = fence
+            fence = _next_fence(fence, line)
+            self.ends.append(end)
+            self.opens_fence.append(before is None and fence is not None)
+            self.fence_after.append(fence)
+            start = end
+        # Where each code block ends (the end of its closing line, or of the text), by the
+        # index of its opening line.
+        self.block_end: dict[int, int] = {}
+        opening: int | None = None
+        for i, fence_after in enumerate(self.fence_after):
+            if self.opens_fence[i]:
+                opening = i
+            elif fence_after is None and opening is not None:
+                self.block_end[opening] = self.ends[i]
+                opening = None
+        if opening is not None:
+            self.block_end[opening] = len(text)
+
+    def start(self, i: int) -> int:
+        return self.ends[i - 1] if i else 0
+
+    def fence_at(self, position: int) -> _Fence | None:
+        """The fence open at ``position``: only whole lines before it count, so a position in
+        the middle of a line has the state of that line's start."""
+        index = bisect.bisect_right(self.ends, position) - 1
+        return self.fence_after[index] if index >= 0 else None
+
+
+def _next_fence(fence: _Fence | None, line: str) -> _Fence | None:
+    match = _FENCE_RE.match(line.rstrip("\r\n"))
+    if fence is None:
+        if match is None:
+            return None
+        marker = match["fence"]
+        if marker[0] == "`" and "`" in match["info"]:
+            return None  # CommonMark: a backtick fence's info string has no backticks
+        return _Fence(opener=line, closer=match["indent"] + marker)
+    if (
+        match is not None
+        and match["fence"][0] == fence.char
+        and len(match["fence"]) >= fence.size
+        and not match["info"].strip()
+    ):
+        return None
+    return fence
+
+
+def split_markdown(text: str, *, limit: int = MAX_MARKDOWN_CHARS) -> list[str]:
+    """Split ``text`` into chunks of at most ``limit`` characters (see the module docstring).
+
+    Splits at the last paragraph boundary that fits (a blank line, or just before or after a
+    code block), else at a line end, else after a space, else anywhere; a boundary is only used
+    if it leaves the chunk at least a third (paragraphs) or half (the rest) full, so an early
+    blank line does not produce a string of tiny messages, and never one that leaves a chunk
+    with nothing visible. Text with nothing visible gives ``[]``: there is no message to post.
+    """
+    if limit < 1:
+        raise ValueError("limit must be positive")
+    text = _LEADING_BLANK_LINES.sub("", text).rstrip()
+    if not text:
+        return []
+    lines = _Lines(text)
+    chunks: list[str] = []
+    position = 0
+    while position < len(text):
+        prefix = _usable(lines.fence_at(position), limit)
+        head = prefix.opener if prefix else ""
+        if len(head) + len(text) - position <= limit:
+            chunks.append(head + text[position:])
+            break
+        end = _choose_end(lines, position, len(head), limit)
+        chunks.append(head + text[position:end] + _suffix(lines, end, limit))
+        position = end
+    return chunks
+
+
+def _usable(fence: _Fence | None, limit: int) -> _Fence | None:
+    # Repeating a fence costs its opening line plus its closer in every chunk. An absurdly long
+    # opening line (or a tiny limit) could leave no room for content, so such a block is split
+    # as plain text instead: the size guarantee always wins over the rendering nicety.
+    if fence is None or len(fence.opener) + len(fence.closer) + 2 > limit // 2:
+        return None
+    return fence
+
+
+def _suffix(lines: _Lines, end: int, limit: int) -> str:
+    fence = _usable(lines.fence_at(end), limit)
+    if fence is None:
+        return ""
+    return fence.closer if lines.text[end - 1] == "\n" else "\n" + fence.closer
+
+
+def _choose_end(lines: _Lines, position: int, head: int, limit: int) -> int:
+    text = lines.text
+    room = limit - head
+    window_text = text[position : position + room]
+    visible = position + len(window_text) - len(window_text.lstrip())
+
+    def fits_size(end: int) -> bool:
+        return head + (end - position) + len(_suffix(lines, end, limit)) <= limit
+
+    def fits(end: int) -> bool:
+        # A split before the first visible character would post a message that shows nothing.
+        return end > visible and fits_size(end)
+
+    # Line indexes whose end falls inside the window, latest first.
+    first = bisect.bisect_right(lines.ends, position)
+    last = bisect.bisect_right(lines.ends, position + room) - 1
+    window = range(last, first - 1, -1)
+
+    def is_paragraph_end(i: int) -> bool:
+        if lines.fence_after[i] is not None:
+            return False
+        following = i + 1
+        if following < len(lines.ends) and lines.opens_fence[following]:
+            # Moving a code block to the next message is worth a short message only if the
+            # block then fits whole; one that must be cut anyway may as well start here.
+            return lines.block_end[following] - lines.start(following) <= room
+        blank = not text[lines.start(i) : lines.ends[i]].strip()
+        closes_block = i > 0 and lines.fence_after[i - 1] is not None
+        return blank or closes_block
+
+    def is_line_end(i: int) -> bool:
+        # Splitting right after an opening fence would leave an empty code block behind.
+        return text[lines.ends[i] - 1] == "\n" and not lines.opens_fence[i]
+
+    for predicate, minimum in ((is_paragraph_end, room // 3), (is_line_end, room // 2)):
+        for i in window:
+            end = lines.ends[i]
+            if end - position < minimum:
+                break
+            if predicate(i) and fits(end):
+                return end
+
+    # One long line: after the last space that fits, else as far as fits.
+    end = position + room
+    while end > position + room // 2:
+        space = max(text.rfind(" ", position + 1, end), text.rfind("\t", position + 1, end))
+        if space < 0 or space + 1 <= position + room // 2:
+            break
+        if fits(space + 1):
+            return space + 1
+        end = space
+    end = position + room
+    while end > position + 1 and not fits_size(end):
+        end -= 1
+    if end > position + 1 and text[end - 1] == "\r" and end < len(text) and text[end] == "\n":
+        end -= 1  # keep a CRLF together
+    return end
+
+
+# --- plain-text fallback -------------------------------------------------------------------
+
+_INLINE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # image → its alt text
+    (re.compile(r"\[([^\]]+)\]\((\S+?)(?:\s+\"[^\"]*\")?\)"), r"\1 (\2)"),  # link → text (url)
+    (re.compile(r"`([^`\n]+)`"), r"\1"),
+    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),
+    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),
+    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),
+    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),
+)
+_LINE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^\s{0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$"), r"\1"),  # heading
+    (re.compile(r"^\s{0,3}(?:[-*_]\s*){3,}$"), ""),  # thematic break
+    (re.compile(r"^(\s*)>\s?"), r"\1"),  # block quote
+    (re.compile(r"^(\s*)[-*+]\s+\[([ xX])\]\s+"), r"\1• [\2] "),  # task list item
+    (re.compile(r"^(\s*)[-*+]\s+"), r"\1• "),  # bullet
+)
+
+
+def plain_text(markdown: str) -> str:
+    """Readable plain text for Markdown: markers dropped, links as ``text (url)``, code kept.
+
+    Best effort for a notification preview, not a Markdown parser. ``&``, ``<`` and ``>`` are
+    escaped because Slack reads ``text`` as mrkdwn, where ``<...>`` would become a link or a
+    mention.
+    """
+    out: list[str] = []
+    fence: _Fence | None = None
+    for line in markdown.splitlines():
+        after = _next_fence(fence, line)
+        if after is not fence:  # an opening or closing fence line: drop it, keep the code
+            fence = after
+            continue
+        if fence is None:
+            for pattern, replacement in _LINE_RULES:
+                line = pattern.sub(replacement, line)
+            for pattern, replacement in _INLINE_RULES:
+                line = pattern.sub(replacement, line)
+        out.append(line.rstrip())
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = limit - len(ELLIPSIS)
+    entity = text.rfind("&", max(0, cut - 5), cut)
+    if entity >= 0 and ";" not in text[entity:cut]:
+        cut = entity  # never leave half an "&amp;" behind
+    return text[:cut].rstrip() + ELLIPSIS
+
+
+def message_payload(chunk: str) -> dict[str, Any]:
+    """``chat.postMessage`` / ``chat.update`` arguments showing ``chunk`` as one Markdown block.
+
+    ``text`` is the plain-text fallback (notifications, accessibility), at most
+    ``MAX_FALLBACK_CHARS``; the ``markdown`` block is what people see in the thread. ``chunk``
+    should come from ``split_markdown`` so that it fits the block's limit.
+    """
+    fallback = _truncate(plain_text(chunk), MAX_FALLBACK_CHARS) or ELLIPSIS
+    return {"text": fallback, "blocks": [{"type": "markdown", "text": chunk}]}

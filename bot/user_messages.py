@@ -1,0 +1,115 @@
+"""The one table of what a user is told when a turn fails.
+
+Sentences are short, plain, say what happened and what to do, and never include exception
+text from a library (which could carry a URL, a request body or a secret).
+"""
+
+from __future__ import annotations
+
+from bot.errors import (
+    ContextTooLongError,
+    ModelAuthError,
+    ModelBadRequestError,
+    ModelConnectionError,
+    ModelError,
+    ModelNotFoundError,
+    ModelRateLimitError,
+    ModelServerError,
+    ModelStreamError,
+    ModelTimeoutError,
+    QuotaExceededError,
+    ResponseFailedError,
+    ResponseIncompleteError,
+    StreamProtocolError,
+)
+
+__all__ = ["INTERNAL_ERROR", "user_message"]
+
+INTERNAL_ERROR = (
+    ":warning: Something went wrong on my side while answering. "
+    "Please send your message again; if it keeps happening, tell your Slack admin."
+)
+
+_INCOMPLETE_REASONS = {
+    "max_output_tokens": (
+        "The answer reached the channel's length limit (max_output_tokens) and was cut short. "
+        "Ask me to continue, or ask an admin to raise the limit."
+    ),
+    "content_filter": "The model service stopped this answer with its content filter.",
+}
+
+# Most specific type first: the first isinstance match wins.
+_TABLE: list[tuple[type[ModelError], str]] = [
+    (
+        QuotaExceededError,
+        "The model service says this workspace's quota is used up. "
+        "An admin needs to check the model account's billing; I can't answer until then.",
+    ),
+    (
+        ModelRateLimitError,
+        "The model service is rate-limiting me right now. Please wait a minute and send your "
+        "message again.",
+    ),
+    (
+        ContextTooLongError,
+        "This conversation has grown too long for the model. Please start a new thread "
+        "(mention me in the channel) to continue.",
+    ),
+    (
+        ModelNotFoundError,
+        "The model configured for this channel was not found at the model service. "
+        "An admin can pick another one with the settings command.",
+    ),
+    (
+        ModelAuthError,
+        "The model service refused my credentials. An admin needs to check the bot's API key.",
+    ),
+    (
+        ModelBadRequestError,
+        "The model service refused this request. An admin can check the channel's settings "
+        "(model, temperature, token limits).",
+    ),
+    (
+        ModelServerError,
+        "The model service had an internal error. Please try again in a moment.",
+    ),
+    (
+        ModelTimeoutError,
+        "The model service took too long to answer. Please try again in a moment.",
+    ),
+    (
+        ModelConnectionError,
+        "I couldn't reach the model service. Please try again in a moment; if it keeps "
+        "happening, tell your Slack admin.",
+    ),
+    (
+        ResponseFailedError,
+        "The model service failed while writing this answer. Please try again.",
+    ),
+    (
+        StreamProtocolError,
+        "The answer from the model service was cut off or garbled. Please try again.",
+    ),
+    (
+        ModelStreamError,
+        "The answer from the model service broke off. Please try again.",
+    ),
+]
+
+
+def user_message(exc: ModelError) -> str:
+    """The sentence for ``exc``, prefixed with a warning sign."""
+    if isinstance(exc, ResponseIncompleteError):
+        text = _INCOMPLETE_REASONS.get(
+            exc.reason or "", "The model service stopped before finishing this answer."
+        )
+        return f":warning: {text}"
+    if isinstance(exc, ModelTimeoutError) and exc.kind == "idle":
+        return ":warning: The model service stopped sending mid-answer. Please try again."
+    for error_type, text in _TABLE:
+        if isinstance(exc, error_type):
+            return f":warning: {text}"
+    return (
+        ":warning: The model service returned an error. Please try again; if it keeps "
+        "happening, tell your Slack admin."
+    )

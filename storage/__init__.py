@@ -1,0 +1,49 @@
+"""Persistence for the bot: threads and their response chains, turns, channel settings and
+event claims, on SQLite (aiosqlite) or PostgreSQL (asyncpg) through SQLAlchemy's asyncio API.
+
+Typical wiring::
+
+    engine = create_engine(url)
+    await upgrade_to_head(url)
+    store = Store(create_session_factory(engine))
+    ...
+    await engine.dispose()
+
+This package never imports ``bot``.
+"""
+
+from storage.engine import READ_ONLY, create_engine, create_migration_engine, create_session_factory
+from storage.migrate import current_revision, head_revision, upgrade_to_head
+from storage.models import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, Base, TurnStatus
+from storage.repositories import (
+    AbandonedTurn,
+    ChannelSettingsRecord,
+    Store,
+    ThreadRecord,
+    TokenUsage,
+    TurnNotFoundError,
+    TurnRecord,
+    TurnStart,
+)
+
+__all__ = [
+    "READ_ONLY",
+    "SETTING_FIELDS",
+    "WORKSPACE_DEFAULT_CHANNEL",
+    "AbandonedTurn",
+    "Base",
+    "ChannelSettingsRecord",
+    "Store",
+    "ThreadRecord",
+    "TokenUsage",
+    "TurnNotFoundError",
+    "TurnRecord",
+    "TurnStart",
+    "TurnStatus",
+    "create_engine",
+    "create_migration_engine",
+    "create_session_factory",
+    "current_revision",
+    "head_revision",
+    "upgrade_to_head",
+]

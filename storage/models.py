@@ -1,0 +1,254 @@
+"""Table definitions (SQLAlchemy 2 declarative).
+
+Storage keeps ids and metadata, never message bodies: the Slack thread is the transcript.
+Every timestamp is a timezone-aware UTC ``datetime`` set by Python, so SQLite and PostgreSQL
+store and return the same values (see :class:`UTCDateTime`).
+
+Changing a table here needs a new revision in ``migrations/versions``; a test checks that
+``alembic upgrade head`` produces exactly these tables.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Final
+
+from sqlalchemy import (
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "SETTING_FIELDS",
+    "WORKSPACE_DEFAULT_CHANNEL",
+    "Base",
+    "ChannelSettings",
+    "EventClaim",
+    "Thread",
+    "Turn",
+    "TurnStatus",
+    "UTCDateTime",
+    "utcnow",
+]
+
+NAMING_CONVENTION: Final = {
+    # Deterministic constraint names make migrations reproducible and let later migrations
+    # drop or alter constraints by name (SQLite otherwise leaves them unnamed).
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+WORKSPACE_DEFAULT_CHANNEL: Final = ""
+"""``channel_settings.channel_id`` of a workspace's default row.
+
+An empty string rather than NULL, because NULLs never collide in a unique constraint on
+either engine, so NULL would allow several "default" rows per workspace.
+"""
+
+SETTING_FIELDS: Final = (
+    "model",
+    "instructions",
+    "temperature",
+    "top_p",
+    "max_output_tokens",
+    "reasoning_effort",
+)
+"""The per-channel settings an admin may set; a NULL value means "inherit"."""
+
+# Slack ids (T…, C…, U…) and message timestamps ("1700000000.000100") are short; the bound
+# only catches garbage. Ids minted by model endpoints and relays vary more, hence 255.
+_SLACK_ID = String(32)
+_SLACK_TS = String(32)
+_EXTERNAL_ID = String(255)
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the only clock storage uses)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always returns aware UTC datetimes.
+
+    PostgreSQL's ``timestamptz`` already does; SQLite stores text without an offset and hands
+    back naive values. Converting on the way in and tagging on the way out makes both engines
+    behave the same. Naive datetimes are refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: storage needs timezone-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding the shared :class:`MetaData`."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class TurnStatus(StrEnum):
+    """Lifecycle of a turn (stored as its string value)."""
+
+    PENDING = "pending"
+    """The request is in flight (or a crash left it so: see ``close_abandoned_turns``)."""
+    COMPLETED = "completed"
+    """The answer was delivered; the thread's chain head now points at its response."""
+    FAILED = "failed"
+    """The model call or its delivery failed; ``error_code`` says why."""
+    INCOMPLETE = "incomplete"
+    """The endpoint ended the response early (e.g. ``max_output_tokens``)."""
+    STOPPED = "stopped"
+    """The user stopped the streamed answer in Slack."""
+    UNDELIVERED = "undelivered"
+    """The model answered but the reply could not be posted to Slack."""
+
+
+class Thread(Base):
+    """A Slack thread the bot takes part in, and the head of its response chain."""
+
+    __tablename__ = "threads"
+    __table_args__ = (UniqueConstraint("team_id", "channel_id", "thread_ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key referenced by ``turns.thread_id``."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace (team) id."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id."""
+    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    """Slack ts of the thread's parent message."""
+    head_response_id: Mapped[str | None] = mapped_column(_EXTERNAL_ID)
+    """Response id of the last completed turn: the next turn's ``previous_response_id``."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the bot first answered in this thread."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    """When the row last changed (the chain head advanced)."""
+
+
+class Turn(Base):
+    """One user message and the bot's answer to it."""
+
+    __tablename__ = "turns"
+    __table_args__ = (
+        # list_turns: a thread's turns in order.
+        Index("ix_turns_thread_id_id", "thread_id", "id"),
+        # close_abandoned_turns: find pending turns without scanning history.
+        Index("ix_turns_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key; increasing, so it orders a thread's turns."""
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    """The thread this turn belongs to."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id (denormalised for per-team reporting)."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id (denormalised for per-channel reporting)."""
+    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack user who wrote the message."""
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    """Slack event id that delivered the message, if it came from the Events API."""
+    user_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    """Slack ts of the user's message."""
+    reply_ts: Mapped[str | None] = mapped_column(_SLACK_TS)
+    """Slack ts of the bot's first reply message, once posted."""
+    status: Mapped[str] = mapped_column(String(16), default=TurnStatus.PENDING.value)
+    """A :class:`TurnStatus` value."""
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    """Why the turn did not complete (an endpoint error code or one of the service's own)."""
+    response_id: Mapped[str | None] = mapped_column(_EXTERNAL_ID)
+    """Id of the model response that answered this turn."""
+    previous_response_id: Mapped[str | None] = mapped_column(_EXTERNAL_ID)
+    """Response the request continued from (None: the chain started afresh)."""
+    model: Mapped[str] = mapped_column(String(255))
+    """Model name sent in the request."""
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    """Input tokens billed, including cached ones."""
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    """Input tokens served from the endpoint's prompt cache."""
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    """Output tokens billed, including reasoning ones."""
+    reasoning_tokens: Mapped[int] = mapped_column(default=0)
+    """Output tokens spent on reasoning."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the turn was recorded."""
+    started_at: Mapped[datetime | None] = mapped_column()
+    """When the model call began."""
+    first_token_at: Mapped[datetime | None] = mapped_column()
+    """When the first output text arrived (time to first token)."""
+    finished_at: Mapped[datetime | None] = mapped_column()
+    """When the turn was closed, whatever its outcome."""
+    duration_ms: Mapped[int | None] = mapped_column()
+    """Milliseconds from ``started_at`` to ``finished_at``."""
+
+
+class ChannelSettings(Base):
+    """Admin overrides for one channel, or a workspace's defaults (channel ``""``).
+
+    Every setting is nullable: NULL means "inherit" (channel → workspace row → environment).
+    """
+
+    __tablename__ = "channel_settings"
+    __table_args__ = (UniqueConstraint("team_id", "channel_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id, or :data:`WORKSPACE_DEFAULT_CHANNEL` for the workspace's defaults."""
+    model: Mapped[str | None] = mapped_column(String(255))
+    """Model name."""
+    instructions: Mapped[str | None] = mapped_column(Text)
+    """System instructions, sent with every request (they do not carry over a chain)."""
+    temperature: Mapped[float | None] = mapped_column(Double)
+    """Sampling temperature."""
+    top_p: Mapped[float | None] = mapped_column(Double)
+    """Nucleus sampling mass."""
+    max_output_tokens: Mapped[int | None] = mapped_column()
+    """Cap on output tokens per response."""
+    reasoning_effort: Mapped[str | None] = mapped_column(String(32))
+    """Reasoning effort for reasoning models (e.g. "low", "medium", "high")."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    """When the row last changed."""
+    updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)
+    """Slack user id of whoever changed it last (None: changed by the operator's CLI)."""
+
+
+class EventClaim(Base):
+    """A processed-event marker: the first process to insert a key owns the event."""
+
+    __tablename__ = "event_claims"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """Dedupe key, e.g. ``event:Ev123`` or ``msg:T1:C1:1700000000.000100``."""
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    """When the key was claimed; old claims are pruned by this column."""

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.service import Service
+from tests.e2e.harness import MODEL_KEY, BotUnderTest, make_settings
+from tests.fakes.responses_server import FakeResponsesServer
+from tests.fakes.slack_server import FakeSlack
+
+StartBot = Callable[..., Awaitable[BotUnderTest]]
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as slack:
+        yield slack
+
+
+@pytest.fixture
+async def fake_model() -> AsyncIterator[FakeResponsesServer]:
+    async with FakeResponsesServer(api_key=MODEL_KEY) as model:
+        yield model
+
+
+@pytest.fixture
+async def start_bot(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> AsyncIterator[StartBot]:
+    """Start (and, at the end, stop) the real service in this process; may be called again
+    after ``stop()`` to restart it on the same database."""
+    started: list[Service] = []
+    session = aiohttp.ClientSession()
+
+    async def start(**overrides: Any) -> BotUnderTest:
+        service = Service(make_settings(tmp_path, fake_slack, fake_model, **overrides),
+                          shutdown_grace=5)
+        await service.start()
+        started.append(service)
+        return BotUnderTest(service=service, slack=fake_slack, model=fake_model, http=session)
+
+    yield start
+    for service in started:
+        if service.port is not None and service.tracker.accepting:
+            await service.stop()
+    await session.close()
+
+
+@pytest.fixture
+async def bot(start_bot: StartBot) -> BotUnderTest:
+    return await start_bot()

@@ -1,0 +1,889 @@
+"""A fake OpenAI Responses-API server for tests: real HTTP on 127.0.0.1, port 0.
+
+It speaks the real wire format (checked against the official ``openai`` SDK in
+``tests/model/test_fake_server_with_openai_sdk.py``): ``POST /v1/responses`` answers a full
+response JSON, or for ``"stream": true`` a ``text/event-stream`` of ``event: <type>`` /
+``data: <json>`` frames in OpenAI's order with ``sequence_number``s, ``resp_``/``msg_`` ids and
+usage; ``GET /v1/models`` answers a model list.
+
+Typical use::
+
+    async with FakeResponsesServer(api_key="test-key") as fake:
+        client = ResponsesClient(base_url=fake.base_url, api_key="test-key")
+        fake.error(429, {"error": {...}}, headers={"retry-after-ms": "10"})  # first call
+        fake.reply("hello", delta_count=2)                                   # second call
+        ...
+        await fake.wait_for_requests(2)
+        assert fake.requests[1]["body"]["previous_response_id"] == ...
+
+Behaviour of each ``POST /v1/responses``, in order:
+
+1. The request is recorded in :attr:`FakeResponsesServer.requests` (a ``RecordedRequest``:
+   method, path, lowercased headers, JSON body, client peer) and waiters are woken.
+2. A wrong or missing ``Authorization: Bearer <api_key>`` gets 401 ``invalid_api_key``.
+3. A ``previous_response_id`` this server did not issue (or forgot, see ``forget_all``) gets
+   OpenAI's 400 ``previous_response_not_found``. Neither 2 nor 3 consumes a script.
+4. Otherwise the next scripted behaviour is popped from the queue (``reply``, ``error``,
+   ``stream_failure``, ``incomplete``, ``drop_after``, ``stall_after``, ``raw``,
+   ``previous_response_not_found``); with an empty queue it replies with the answerer's text
+   (default: ``"answer N to: <last user text>"``). Ids of completed (and incomplete)
+   responses are remembered for chaining and listed in ``response_ids``.
+
+Wait on conditions with ``wait_for_requests`` / ``wait_for_disconnects``; never sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from aiohttp import web
+
+__all__ = ["Answerer", "FakeResponsesServer", "RecordedRequest", "UsageStyle", "last_user_text"]
+
+Answerer = Callable[[dict[str, Any], int], str]
+"""``(request_body, n) -> answer text``; ``n`` counts generated answers from 1."""
+
+UsageStyle = Literal["openai", "relay"]
+
+
+def last_user_text(body: Mapping[str, Any]) -> str:
+    """The text of the last user message in a request's ``input`` (string or items)."""
+    data = body.get("input")
+    if isinstance(data, str):
+        return data
+    if not isinstance(data, list):
+        return ""
+    for item in reversed(data):
+        if not isinstance(item, dict) or item.get("role", "user") != "user":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "".join(
+                str(part.get("text", ""))
+                for part in content
+                if isinstance(part, dict) and part.get("type") in ("input_text", "text")
+            )
+    return ""
+
+
+class RecordedRequest(dict[str, Any]):
+    """One received ``POST /v1/responses``: a dict with the keys ``method``, ``path``,
+    ``headers`` (lowercased names), ``body`` (parsed JSON, ``None`` if not JSON) and ``peer``
+    (the client's ``host:port``; equal ports mean a reused connection), also readable as
+    attributes (``request.body``)."""
+
+    @property
+    def method(self) -> str:
+        return str(self["method"])
+
+    @property
+    def path(self) -> str:
+        return str(self["path"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = self["headers"]
+        return headers
+
+    @property
+    def body(self) -> Any:
+        return self["body"]
+
+    @property
+    def peer(self) -> str | None:
+        peer: str | None = self["peer"]
+        return peer
+
+
+def _default_answerer(body: dict[str, Any], n: int) -> str:
+    return f"answer {n} to: {last_user_text(body)}"
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _split(text: str, parts: int) -> list[str]:
+    """``text`` in ``parts`` nearly equal pieces (fewer when the text is shorter)."""
+    parts = max(1, min(parts, len(text)))
+    if not text:
+        return []
+    size, extra = divmod(len(text), parts)
+    pieces, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def _error_body(message: str, *, type_: str, code: str | None, param: str | None) -> bytes:
+    error = {"message": message, "type": type_, "param": param, "code": code}
+    return json.dumps({"error": error}, indent=2).encode()
+
+
+# ------------------------------------------------------------------------------ scripts
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    text: str | None = None
+    delta_count: int = 3
+    delay_between_deltas: float = 0.0
+    usage_style: UsageStyle = "openai"
+    reasoning: bool = False
+    usage: Mapping[str, int] | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _HTTPError:
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamFailure:
+    text: str
+    delta_count: int
+    code: str
+    message: str
+    nested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Incomplete:
+    reason: str
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Stop after ``n_deltas`` deltas: ``drop`` closes the connection, else it stalls."""
+
+    n_deltas: int
+    drop: bool
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    body: bytes
+    status: int
+    content_type: str
+    headers: Mapping[str, str]
+    chunk_size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ChainNotFound:
+    pass
+
+
+_Script = _Reply | _HTTPError | _StreamFailure | _Incomplete | _Cut | _Raw | _ChainNotFound
+
+
+# ------------------------------------------------------------------------------ wire objects
+
+
+def _usage(
+    style: UsageStyle,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> dict[str, Any]:
+    total = input_tokens + output_tokens
+    if style == "relay":
+        return {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": total,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens, "text_tokens": input_tokens},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning_tokens,
+                "text_tokens": output_tokens - reasoning_tokens,
+            },
+        }
+    return {
+        "input_tokens": input_tokens,
+        # cache_write_tokens: sent by current endpoints and required by the current SDK models.
+        "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": total,
+    }
+
+
+@dataclass(slots=True)
+class _Answer:
+    """One response being produced: ids, texts and the envelope fields OpenAI sends."""
+
+    request: dict[str, Any]
+    text: str
+    reasoning_text: str | None
+    usage: dict[str, Any]
+    response_id: str = field(default_factory=lambda: _new_id("resp"))
+    message_id: str = field(default_factory=lambda: _new_id("msg"))
+    reasoning_id: str = field(default_factory=lambda: _new_id("rs"))
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    sequence: int = 0
+
+    @property
+    def message_index(self) -> int:
+        return 1 if self.reasoning_text is not None else 0
+
+    def reasoning_item(self) -> dict[str, Any]:
+        summary = [{"type": "summary_text", "text": self.reasoning_text or ""}]
+        return {"id": self.reasoning_id, "type": "reasoning", "summary": summary}
+
+    def message_item(self, text: str, status: str) -> dict[str, Any]:
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "status": status,
+            "content": [self.output_text_part(text)],
+            "role": "assistant",
+        }
+
+    @staticmethod
+    def output_text_part(text: str) -> dict[str, Any]:
+        return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+    def envelope(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        *,
+        usage: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        incomplete_reason: str | None = None,
+    ) -> dict[str, Any]:
+        req = self.request
+        reasoning = req.get("reasoning") if isinstance(req.get("reasoning"), dict) else {}
+        return {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": error,
+            "incomplete_details": (
+                {"reason": incomplete_reason} if incomplete_reason is not None else None
+            ),
+            "instructions": req.get("instructions"),
+            "max_output_tokens": req.get("max_output_tokens"),
+            "max_tool_calls": None,
+            "model": req.get("model", "fake-model"),
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": req.get("previous_response_id"),
+            "prompt_cache_key": None,
+            "reasoning": {
+                "effort": (reasoning or {}).get("effort"),
+                "summary": (reasoning or {}).get("summary"),
+            },
+            "safety_identifier": None,
+            "service_tier": "default",
+            "store": req.get("store", True),
+            "temperature": req.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": req.get("top_p", 1.0),
+            "truncation": req.get("truncation", "disabled"),
+            "usage": usage,
+            "user": None,
+            "metadata": req.get("metadata") or {},
+        }
+
+    def output(self, status: str = "completed") -> list[dict[str, Any]]:
+        items = [self.reasoning_item()] if self.reasoning_text is not None else []
+        return [*items, self.message_item(self.text, status)]
+
+    def event(self, type_: str, **fields: Any) -> bytes:
+        payload = {"type": type_, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return f"event: {type_}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    def opening(self) -> list[bytes]:
+        """Frames up to and including the message's empty ``output_text`` part."""
+        frames = [
+            self.event("response.created", response=self.envelope("in_progress", [])),
+            self.event("response.in_progress", response=self.envelope("in_progress", [])),
+        ]
+        if self.reasoning_text is not None:
+            rid, summary = self.reasoning_id, self.reasoning_text
+            empty = {"id": rid, "type": "reasoning", "summary": []}
+            part = {"type": "summary_text", "text": ""}
+            common = {"item_id": rid, "output_index": 0, "summary_index": 0}
+            frames += [
+                self.event("response.output_item.added", output_index=0, item=empty),
+                self.event("response.reasoning_summary_part.added", **common, part=part),
+                *(
+                    self.event("response.reasoning_summary_text.delta", **common, delta=piece)
+                    for piece in _split(summary, 2)
+                ),
+                self.event("response.reasoning_summary_text.done", **common, text=summary),
+                self.event(
+                    "response.reasoning_summary_part.done",
+                    **common,
+                    part={"type": "summary_text", "text": summary},
+                ),
+                self.event("response.output_item.done", output_index=0, item=self.reasoning_item()),
+            ]
+        index = self.message_index
+        in_progress = {**self.message_item("", "in_progress"), "content": []}
+        frames += [
+            self.event("response.output_item.added", output_index=index, item=in_progress),
+            self.event(
+                "response.content_part.added",
+                item_id=self.message_id,
+                output_index=index,
+                content_index=0,
+                part=self.output_text_part(""),
+            ),
+        ]
+        return frames
+
+    def delta(self, piece: str) -> bytes:
+        return self.event(
+            "response.output_text.delta",
+            item_id=self.message_id,
+            output_index=self.message_index,
+            content_index=0,
+            delta=piece,
+            logprobs=[],
+        )
+
+    def closing(self, *, status: str = "completed") -> list[bytes]:
+        """Frames after the last delta, through the message item's ``done``."""
+        common = {"item_id": self.message_id, "output_index": self.message_index}
+        return [
+            self.event(
+                "response.output_text.done", **common, content_index=0, text=self.text, logprobs=[]
+            ),
+            self.event(
+                "response.content_part.done",
+                **common,
+                content_index=0,
+                part=self.output_text_part(self.text),
+            ),
+            self.event(
+                "response.output_item.done",
+                output_index=self.message_index,
+                item=self.message_item(self.text, status),
+            ),
+        ]
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+class FakeResponsesServer:
+    """Scriptable fake of ``POST /v1/responses`` and ``GET /v1/models``.
+
+    ``api_key``: the key expected in ``Authorization: Bearer …`` (``None`` accepts any).
+    ``answerer``: text for unscripted replies and for ``reply()`` without text.
+    ``check_chain``: answer unknown ``previous_response_id``s with 400 (as OpenAI does).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = "test-key",
+        answerer: Answerer | None = None,
+        models: Sequence[str] = ("fake-model",),
+        check_chain: bool = True,
+    ) -> None:
+        self.api_key = api_key
+        self.answerer: Answerer = answerer or _default_answerer
+        self.models = list(models)
+        self.check_chain = check_chain
+        self.requests: list[RecordedRequest] = []
+        """Every ``POST /v1/responses``, in order (see ``RecordedRequest``)."""
+        self.model_list_requests = 0
+        self.response_ids: list[str] = []
+        """Ids of the responses this server completed (or left incomplete), in order."""
+        self.disconnects = 0
+        """Responses cut short because the client closed the connection."""
+        self._known_ids: set[str] = set()
+        self._scripts: deque[_Script] = deque()
+        self._answers = 0
+        self._changed = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/responses", self._handle_responses)
+        app.router.add_get("/v1/models", self._handle_models)
+        # handler_cancellation: a client that hangs up cancels its handler, which is how
+        # ``disconnects`` sees a stalled or slow stream being abandoned.
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        self._stopping.set()  # releases stalled handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``, the value for a client's base URL."""
+        if self._port is None:
+            raise RuntimeError("FakeResponsesServer is not started")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    # --------------------------------------------------------------- scripting
+
+    def reply(
+        self,
+        text: str | None = None,
+        *,
+        delta_count: int = 3,
+        delay_between_deltas: float = 0.0,
+        usage_style: UsageStyle = "openai",
+        reasoning: bool = False,
+        usage: Mapping[str, int] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next call with ``text`` (default: the answerer's), streamed as
+        ``delta_count`` deltas ``delay_between_deltas`` seconds apart, after waiting ``delay``
+        seconds before the first byte (a slow model).
+
+        ``usage_style``: ``"openai"`` (``input_tokens``…) or ``"relay"`` (``prompt_tokens``…).
+        ``usage``: exact counts as ``input_tokens``, ``cached_tokens``, ``output_tokens``,
+        ``reasoning_tokens`` (rendered in ``usage_style``). ``reasoning``: put a reasoning item
+        with a summary before the message (at ``output_index`` 0).
+        """
+        self._scripts.append(
+            _Reply(text, delta_count, delay_between_deltas, usage_style, reasoning, usage, delay)
+        )
+
+    def error(
+        self,
+        status: int,
+        body: Mapping[str, Any] | str | bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Answer the next call with an HTTP ``status``: a dict body is sent as JSON, a string
+        or bytes as is (``content_type`` defaults to ``application/json`` / ``text/plain``).
+        Works for any status, e.g. a 307 with a ``Location`` header."""
+        if isinstance(body, Mapping):
+            raw, default_type = json.dumps(body, indent=2).encode(), "application/json"
+        else:
+            raw = body.encode() if isinstance(body, str) else body
+            default_type = "text/plain"
+        self._scripts.append(
+            _HTTPError(status, raw, content_type or default_type, dict(headers or {}))
+        )
+
+    def stream_failure(
+        self,
+        text: str = "partial answer",
+        *,
+        delta_count: int = 2,
+        code: str = "server_error",
+        message: str = "The server had an error while processing your request.",
+        nested: bool = True,
+    ) -> None:
+        """A 200 stream that sends ``text`` in deltas, then an ``error`` event (``nested``:
+        ``{"error": {...}}`` as OpenAI records it, else flat) and ``response.failed``.
+        A non-streamed call gets a 200 body with ``status: failed``."""
+        self._scripts.append(_StreamFailure(text, delta_count, code, message, nested))
+
+    def incomplete(self, reason: str = "max_output_tokens", *, text: str | None = None) -> None:
+        """End with ``response.incomplete`` (``incomplete_details.reason``) after the text."""
+        self._scripts.append(_Incomplete(reason, text))
+
+    def drop_after(self, n_deltas: int, *, text: str | None = None) -> None:
+        """Close the connection abruptly after ``n_deltas`` deltas (no terminal event).
+        A non-streamed call is dropped before any byte."""
+        self._scripts.append(_Cut(n_deltas, drop=True, text=text))
+
+    def stall_after(self, n_deltas: int, *, text: str | None = None) -> None:
+        """Stop sending after ``n_deltas`` deltas, keeping the connection open until the
+        client leaves or the server stops. A non-streamed call never gets an answer."""
+        self._scripts.append(_Cut(n_deltas, drop=False, text=text))
+
+    def raw(
+        self,
+        body: bytes | str,
+        *,
+        status: int = 200,
+        content_type: str = "text/event-stream",
+        headers: Mapping[str, str] | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        """Send ``body`` byte for byte (e.g. a recorded stream), in ``chunk_size`` writes."""
+        data = body.encode() if isinstance(body, str) else body
+        self._scripts.append(_Raw(data, status, content_type, dict(headers or {}), chunk_size))
+
+    def previous_response_not_found(self) -> None:
+        """Answer the next call with OpenAI's 400 ``previous_response_not_found``."""
+        self._scripts.append(_ChainNotFound())
+
+    # Shorter names used by tests/e2e; same behaviour as ``reply`` and ``error``.
+
+    def script_reply(self, text: str | None = None, *, delay: float = 0.0, **options: Any) -> None:
+        """Alias of :meth:`reply` (``delay``: seconds before the first byte)."""
+        self.reply(text, delay=delay, **options)
+
+    def script_error(
+        self,
+        status: int,
+        body: Mapping[str, Any] | str | bytes,
+        **options: Any,
+    ) -> None:
+        """Alias of :meth:`error`."""
+        self.error(status, body, **options)
+
+    def forget_all(self) -> None:
+        """Forget every issued response id, as an endpoint that lost its stored chains."""
+        self._known_ids.clear()
+
+    def remember(self, response_id: str) -> None:
+        """Treat ``response_id`` as issued here (to start a test mid-chain)."""
+        self._known_ids.add(response_id)
+
+    @property
+    def known_response_ids(self) -> frozenset[str]:
+        return frozenset(self._known_ids)
+
+    @property
+    def pending_scripts(self) -> int:
+        """Scripted behaviours not yet used."""
+        return len(self._scripts)
+
+    # --------------------------------------------------------------- waiting
+
+    # A ``timeout`` argument (not ``asyncio.timeout`` around the call) so every wait has a
+    # deadline by default and its failure message says what was awaited.
+    async def wait_for_requests(
+        self,
+        n: int,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[RecordedRequest]:
+        """Wait until at least ``n`` ``/v1/responses`` requests arrived; return them."""
+        await self._wait(lambda: len(self.requests) >= n, timeout, f"{n} request(s)")
+        return self.requests
+
+    async def wait_for_disconnects(
+        self,
+        n: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
+        """Wait until ``n`` responses were cut short by the client closing the connection."""
+        await self._wait(lambda: self.disconnects >= n, timeout, f"{n} client disconnect(s)")
+
+    async def _wait(self, predicate: Callable[[], bool], seconds: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(seconds), self._changed:
+                await self._changed.wait_for(predicate)
+        except TimeoutError:
+            raise AssertionError(
+                f"FakeResponsesServer: timed out after {seconds} s waiting for {what} "
+                f"(requests={len(self.requests)}, disconnects={self.disconnects})"
+            ) from None
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --------------------------------------------------------------- handlers
+
+    def _authorised(self, request: web.Request) -> bool:
+        return self.api_key is None or request.headers.get("Authorization") == (
+            f"Bearer {self.api_key}"
+        )
+
+    @staticmethod
+    def _json(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
+        return web.Response(
+            status=status,
+            body=body,
+            content_type="application/json",
+            headers={"x-request-id": _new_id("req"), **(headers or {})},
+        )
+
+    def _unauthorised(self) -> web.Response:
+        message = "Incorrect API key provided. You can find your API key in your account."
+        return self._json(
+            401,
+            _error_body(message, type_="invalid_request_error", code="invalid_api_key", param=None),
+        )
+
+    def _chain_not_found(self, response_id: object) -> web.Response:
+        return self._json(
+            400,
+            _error_body(
+                f"Previous response with id '{response_id}' not found.",
+                type_="invalid_request_error",
+                code="previous_response_not_found",
+                param="previous_response_id",
+            ),
+        )
+
+    async def _handle_models(self, request: web.Request) -> web.StreamResponse:
+        self.model_list_requests += 1
+        if not self._authorised(request):
+            return self._unauthorised()
+        data = [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"}
+            for m in self.models
+        ]
+        return self._json(200, json.dumps({"object": "list", "data": data}).encode())
+
+    async def _handle_responses(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+                peer=f"{peer[0]}:{peer[1]}" if peer else None,
+            )
+        )
+        await self._notify()
+        if not self._authorised(request):
+            return self._unauthorised()
+        if not isinstance(body, dict):
+            return self._json(
+                400,
+                _error_body(
+                    "We could not parse the JSON body of your request.",
+                    type_="invalid_request_error",
+                    code=None,
+                    param=None,
+                ),
+            )
+        previous = body.get("previous_response_id")
+        if self.check_chain and previous is not None and previous not in self._known_ids:
+            return self._chain_not_found(previous)
+        script = self._scripts.popleft() if self._scripts else _Reply()
+        stream = bool(body.get("stream"))
+        try:
+            return await self._run(script, request, body, stream)
+        except asyncio.CancelledError:
+            # handler_cancellation: the client hung up mid-answer.
+            self.disconnects += 1
+            await asyncio.shield(self._notify())
+            raise
+        except ConnectionResetError:
+            self.disconnects += 1
+            await self._notify()
+            raise
+
+    async def _run(
+        self, script: _Script, request: web.Request, body: dict[str, Any], stream: bool
+    ) -> web.StreamResponse:
+        if isinstance(script, _ChainNotFound):
+            return self._chain_not_found(body.get("previous_response_id"))
+        if isinstance(script, _HTTPError):
+            return web.Response(
+                status=script.status,
+                body=script.body,
+                headers={
+                    "Content-Type": script.content_type,
+                    "x-request-id": _new_id("req"),
+                    **script.headers,
+                },
+            )
+        if isinstance(script, _Raw):
+            return await self._send_raw(request, script)
+        if isinstance(script, _Reply):
+            if script.delay:
+                await asyncio.sleep(script.delay)  # simulating a slow model, not synchronising
+            answer = self._answer(body, script.text, script)
+            if not stream:
+                self._issue(answer)
+                return self._json(200, self._body(answer, "completed"))
+            return await self._stream(
+                request, answer, script.delta_count, script.delay_between_deltas
+            )
+        if isinstance(script, _Incomplete):
+            answer = self._answer(body, script.text, _Reply())
+            if not stream:
+                self._issue(answer)
+                return self._json(200, self._body(answer, "incomplete", reason=script.reason))
+            return await self._stream(request, answer, 3, 0.0, incomplete=script.reason)
+        if isinstance(script, _StreamFailure):
+            answer = self._answer(body, script.text, _Reply())
+            if not stream:
+                error = {"code": script.code, "message": script.message}
+                return self._json(200, self._body(answer, "failed", error=error))
+            return await self._stream(request, answer, script.delta_count, 0.0, failure=script)
+        # _Cut
+        if not stream:
+            return await self._cut(request, None, script)
+        answer = self._answer(body, script.text, _Reply())
+        return await self._stream(request, answer, max(script.n_deltas + 2, 3), 0.0, cut=script)
+
+    def _answer(self, body: dict[str, Any], text: str | None, reply: _Reply) -> _Answer:
+        self._answers += 1
+        answer_text = text if text is not None else self.answerer(body, self._answers)
+        counts = dict(reply.usage or {})
+        reasoning_tokens = counts.get("reasoning_tokens", 8 if reply.reasoning else 0)
+        usage = _usage(
+            reply.usage_style,
+            input_tokens=counts.get("input_tokens", 10 + len(last_user_text(body).split())),
+            output_tokens=counts.get(
+                "output_tokens", max(1, len(answer_text.split())) + reasoning_tokens
+            ),
+            cached_tokens=counts.get("cached_tokens", 0),
+            reasoning_tokens=reasoning_tokens,
+        )
+        return _Answer(
+            request=body,
+            text=answer_text,
+            reasoning_text="Thinking about the question." if reply.reasoning else None,
+            usage=usage,
+        )
+
+    def _issue(self, answer: _Answer) -> None:
+        self._known_ids.add(answer.response_id)
+        self.response_ids.append(answer.response_id)
+
+    @staticmethod
+    def _body(
+        answer: _Answer,
+        status: str,
+        *,
+        reason: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bytes:
+        output = [] if status == "failed" else answer.output(status)
+        usage = None if status == "failed" else answer.usage
+        envelope = answer.envelope(
+            status, output, usage=usage, error=error, incomplete_reason=reason
+        )
+        return json.dumps(envelope, indent=2).encode()
+
+    async def _send_raw(self, request: web.Request, script: _Raw) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=script.status,
+            headers={"Content-Type": script.content_type, **script.headers},
+        )
+        await response.prepare(request)
+        size = script.chunk_size or len(script.body) or 1
+        for start in range(0, len(script.body), size):
+            await response.write(script.body[start : start + size])
+        await response.write_eof()
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        answer: _Answer,
+        delta_count: int,
+        delay: float,
+        *,
+        incomplete: str | None = None,
+        failure: _StreamFailure | None = None,
+        cut: _Cut | None = None,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "x-request-id": _new_id("req"),
+            },
+        )
+        await response.prepare(request)
+        for frame in answer.opening():
+            await response.write(frame)
+        for i, piece in enumerate(_split(answer.text, delta_count)):
+            if cut is not None and i == cut.n_deltas:
+                return await self._cut(request, response, cut)
+            if delay and i:
+                await asyncio.sleep(delay)
+            await response.write(answer.delta(piece))
+        if cut is not None:  # fewer deltas than the cut point: cut after all of them
+            return await self._cut(request, response, cut)
+        if failure is not None:
+            error = {"code": failure.code, "message": failure.message, "param": None}
+            # Nested as OpenAI recorded it (with the error's own ``type``), or flat as the SDK
+            # models it, where ``type`` is the event's.
+            fields: dict[str, Any] = (
+                {"error": {"type": failure.code, **error}} if failure.nested else error
+            )
+            await response.write(answer.event("error", **fields))
+            envelope = answer.envelope(
+                "failed", [], error={"code": failure.code, "message": failure.message}
+            )
+            await response.write(answer.event("response.failed", response=envelope))
+        elif incomplete is not None:
+            for frame in answer.closing(status="incomplete"):
+                await response.write(frame)
+            self._issue(answer)
+            envelope = answer.envelope(
+                "incomplete",
+                answer.output("incomplete"),
+                usage=answer.usage,
+                incomplete_reason=incomplete,
+            )
+            await response.write(answer.event("response.incomplete", response=envelope))
+        else:
+            for frame in answer.closing():
+                await response.write(frame)
+            self._issue(answer)
+            envelope = answer.envelope("completed", answer.output(), usage=answer.usage)
+            await response.write(answer.event("response.completed", response=envelope))
+        await response.write_eof()
+        return response
+
+    async def _cut(
+        self, request: web.Request, response: web.StreamResponse | None, cut: _Cut
+    ) -> web.StreamResponse:
+        if cut.drop:
+            transport = request.transport
+            if transport is not None:
+                transport.abort()  # a reset mid-body: the client sees the stream break off
+            return response or web.Response(status=500)
+        await self._stopping.wait()  # stall until the client leaves (cancels us) or stop()
+        return response or web.Response(status=503)

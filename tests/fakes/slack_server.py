@@ -1,0 +1,1156 @@
+"""A fake Slack: Web API and Socket Mode on 127.0.0.1, port 0, for end-to-end tests.
+
+The bot talks to it through the real slack_sdk (``AsyncWebClient(base_url=fake.api_url)``) and
+the real Socket Mode client, so the tests exercise the wire format rather than our assumptions
+about it:
+
+* ``POST`` (or ``GET``) ``/api/<method>``; arguments from the query string, a form body (where
+  ``blocks`` and other structures arrive as JSON strings) or a JSON body; the token from
+  ``Authorization: Bearer …`` or a ``token`` argument. Answers are ``{"ok": true, …}`` or
+  ``{"ok": false, "error": "…"}`` with HTTP 200, or 429 with ``Retry-After`` when told to.
+* Slack's documented limits are enforced (text 40,000 characters, 50 blocks, section text
+  3,000, ``markdown`` blocks 12,000 per message, stream text 12,000 per call), so a reply
+  that Slack would refuse fails here too.
+* Channels keep their messages, so ``conversations.replies`` returns what was posted (and what a
+  test seeded with ``add_message``), and ``thread_messages`` shows what a person would see.
+* ``GET /socket`` is the Socket Mode WebSocket that ``apps.connections.open`` points to: it
+  greets with ``hello`` as Slack does, ``send_envelope`` pushes events and ``acks`` records the
+  client's acknowledgements.
+
+Every call is recorded in ``calls``; ``wait_for`` lets a test wait for a state without sleeping.
+Guesses where Slack's documentation is silent are marked "assumed" below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import itertools
+import json
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+__all__ = ["FakeSlack", "SlackCall"]
+
+T = TypeVar("T")
+
+MAX_TEXT_CHARS = 40_000
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT_CHARS = 3_000
+MAX_HEADER_TEXT_CHARS = 150
+MAX_MARKDOWN_CHARS = 12_000
+MAX_LOADING_MESSAGES = 10
+MAX_REPLIES_LIMIT = 1_000
+DEFAULT_REPLIES_LIMIT = 100
+
+# Arguments that are structures: slack_sdk sends them as JSON in JSON bodies but as JSON
+# *strings* in form bodies and query strings, and Slack accepts both.
+_STRUCTURED_ARGS = frozenset(
+    {"blocks", "attachments", "chunks", "metadata", "view", "loading_messages", "user_auth_blocks"}
+)
+
+
+@dataclass(frozen=True)
+class SlackCall:
+    """One Web API request as the fake received and answered it."""
+
+    method: str
+    """Slack method name, e.g. ``"chat.postMessage"``."""
+    params: dict[str, Any]
+    """Arguments from query, form or JSON body; structures (``blocks`` …) decoded; no token."""
+    headers: dict[str, str]
+    """Request headers (``Authorization`` included, as sent)."""
+    time: float
+    """``time.monotonic()`` when the request arrived (for spacing and rate checks)."""
+    token: str | None
+    """The token the request carried, from the header or the ``token`` argument."""
+    http_method: str
+    """``"GET"`` or ``"POST"``."""
+    status: int
+    """HTTP status of the answer (200, or the status given to ``fail_next``)."""
+    response: dict[str, Any]
+    """The JSON answer."""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.response.get("ok"))
+
+    @property
+    def error(self) -> str | None:
+        error = self.response.get("error")
+        return error if isinstance(error, str) else None
+
+
+class _SlackError(Exception):
+    def __init__(self, code: str, **extra: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class _Fault:
+    error: str
+    status: int
+    retry_after: int | None
+
+
+@dataclass
+class _Message:
+    ts: str
+    text: str
+    user: str | None
+    bot_id: str | None = None
+    thread_ts: str | None = None
+    """The parent's ts for a reply; ``None`` for a top-level message."""
+    blocks: list[dict[str, Any]] | None = None
+    files: list[dict[str, Any]] | None = None
+    subtype: str | None = None
+    reactions: dict[str, list[str]] = field(default_factory=dict)
+    streaming: bool = False
+    """Between chat.startStream and chat.stopStream (or expiry): appends are accepted."""
+
+
+class FakeSlack:
+    """A fake Slack workspace with one bot; see the module docstring.
+
+    Use ``async with FakeSlack() as slack:``, or ``start()`` / ``stop()``.
+    """
+
+    team_id = "T1"
+    team_name = "Fake Team"
+    team_domain = "fake"
+    bot_user_id = "UBOT"
+    bot_id = "BBOT"
+    bot_name = "responses-bot"
+    app_id = "ABOT"
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-1-fake-bot-token",
+        app_token: str = "xapp-1-ABOT-1-fake-app-token",
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.calls: list[SlackCall] = []
+        self.replies_page_size: int | None = None
+        """When set, ``conversations.replies`` pages hold at most this many messages, whatever
+        ``limit`` the client asks for (Slack may return fewer than asked; clients must follow
+        ``next_cursor``)."""
+        self.statuses: list[dict[str, Any]] = []
+        """Every accepted ``assistant.threads.setStatus``: channel_id, thread_ts, status,
+        loading_messages."""
+        self.ephemerals: list[dict[str, Any]] = []
+        """Every accepted ``chat.postEphemeral``: channel, user, text, blocks, thread_ts, ts."""
+        self.views: dict[str, dict[str, Any]] = {}
+        """Views opened, published or updated, by view id."""
+        self.envelopes: list[dict[str, Any]] = []
+        """Socket Mode envelopes sent to the client."""
+        self.acks: list[dict[str, Any]] = []
+        """Socket Mode acknowledgements received: ``{"envelope_id": …}`` and maybe ``payload``."""
+        self.socket_connections = 0
+        """How many Socket Mode connections were ever accepted (a reconnect adds one)."""
+        self.users: dict[str, dict[str, Any]] = {}
+
+        self._channels: dict[str, dict[str, _Message]] = {}
+        self._thread_status: dict[tuple[str, str], str] = {}
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._sockets: list[web.WebSocketResponse] = []
+        self._changed = asyncio.Condition()
+        self._clock = Decimal("1700000000.000000")
+        self._view_ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "api.test": self._api_test,
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
+            "assistant.threads.setStatus": self._assistant_threads_set_status,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+            "conversations.replies": self._conversations_replies,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+            "users.info": self._users_info,
+            "views.open": self._views_open,
+            "views.publish": self._views_publish,
+            "views.update": self._views_update,
+        }
+        self.add_user(self.bot_user_id, name=self.bot_name, is_bot=True)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("GET", "/api/{method}", self._handle_api)
+        app.router.add_route("POST", "/api/{method}", self._handle_api)
+        app.router.add_get("/socket", self._handle_socket)
+        # A short shutdown timeout: a test's server never has slow requests worth waiting for.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving. Close Socket Mode clients first, or they will keep reconnecting."""
+        # Close WebSockets first: the runner would otherwise wait for their handlers to end.
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started")
+        return self._port
+
+    @property
+    def api_url(self) -> str:
+        """Base URL for ``AsyncWebClient(base_url=...)``; ends with ``/api/`` as slack_sdk needs."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/socket"
+
+    # --- test helpers: state -------------------------------------------------------------
+
+    def add_user(
+        self,
+        user_id: str,
+        *,
+        name: str,
+        real_name: str | None = None,
+        display_name: str | None = None,
+        is_admin: bool = False,
+        is_owner: bool = False,
+        is_bot: bool = False,
+    ) -> dict[str, Any]:
+        """Register a user for ``users.info``; returns the user object Slack would send."""
+        real = real_name if real_name is not None else name.title()
+        display = display_name if display_name is not None else name
+        user = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "deleted": False,
+            "real_name": real,
+            "tz": "Europe/London",
+            "profile": {
+                "real_name": real,
+                "real_name_normalized": real,
+                "display_name": display,
+                "display_name_normalized": display,
+                "team": self.team_id,
+            },
+            "is_admin": is_admin or is_owner,  # Slack's owners are admins too
+            "is_owner": is_owner,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+            "is_bot": is_bot,
+            "is_app_user": False,
+            "updated": 1700000000,
+        }
+        self.users[user_id] = user
+        return user
+
+    def add_message(
+        self,
+        channel: str,
+        *,
+        user: str,
+        text: str,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        bot_id: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        subtype: str | None = None,
+    ) -> str:
+        """Seed a message that ``conversations.replies`` will return; returns its ts.
+
+        E2E tests add the user's message this way before sending the matching event, as in
+        Slack the message exists before its event arrives. Messages with ``files`` get the
+        ``file_share`` subtype, as Slack gives them.
+        """
+        if ts is None:
+            ts = self._next_ts()
+        else:
+            self._observe_ts(ts)
+        messages = self._channels.setdefault(channel, {})
+        if ts in messages:
+            raise ValueError(f"message {ts} already exists in {channel}")
+        if subtype is None and files:
+            subtype = "file_share"
+        messages[ts] = _Message(
+            ts=ts,
+            text=text,
+            user=user,
+            bot_id=bot_id,
+            thread_ts=self._thread_root(channel, thread_ts) if thread_ts else None,
+            files=copy.deepcopy(files) if files else None,
+            subtype=subtype,
+        )
+        return ts
+
+    def thread_messages(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """What a person sees in the thread now: parent then replies, as Slack returns them."""
+        return [self._public(channel, m) for m in self._thread(channel, thread_ts)]
+
+    def channel_messages(self, channel: str) -> list[dict[str, Any]]:
+        """Every message of the channel, replies included, oldest first."""
+        messages = sorted(self._channels.get(channel, {}).values(), key=lambda m: Decimal(m.ts))
+        return [self._public(channel, m) for m in messages]
+
+    def bot_replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The thread's messages posted by this bot, oldest first."""
+        return [
+            m for m in self.thread_messages(channel, thread_ts) if m.get("bot_id") == self.bot_id
+        ]
+
+    def message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        found = self._channels.get(channel, {}).get(ts)
+        return self._public(channel, found) if found else None
+
+    def thread_status(self, channel: str, thread_ts: str) -> str:
+        """The assistant status shown in the thread ("" when none, or cleared by a reply)."""
+        return self._thread_status.get((channel, thread_ts), "")
+
+    def expire_stream(self, channel: str, ts: str) -> None:
+        """End a stream as Slack does after ~5 minutes: later append/stop calls get
+        ``message_not_in_streaming_state``; the text streamed so far stays."""
+        message = self._channels[channel][ts]
+        message.streaming = False
+
+    def calls_to(self, method: str) -> list[SlackCall]:
+        return [c for c in self.calls if c.method == method]
+
+    def fail_next(
+        self,
+        method: str,
+        error: str = "ratelimited",
+        *,
+        status: int = 200,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail with ``error`` (state untouched).
+
+        With ``status=429`` the answer carries ``Retry-After`` (``retry_after`` seconds, 1 if
+        not given: Slack always sends one). Faults queue up: calls consume them in order.
+        """
+        if status == 429 and retry_after is None:
+            retry_after = 1
+        queue = self._faults.setdefault(method, deque())
+        queue.extend(_Fault(error, status, retry_after) for _ in range(times))
+
+    # A deadline parameter (ASYNC109) is the point of these helpers: a test names how long a
+    # condition may take, and a missed deadline fails with the recent calls in the message.
+    async def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> T:
+        """Wait until ``predicate()`` is truthy and return its value.
+
+        Re-checked after every API call, socket message and connection change, so no polling
+        interval: the test continues as soon as the state is there.
+        """
+        async with self._changed:
+            try:
+                async with asyncio.timeout(timeout):
+                    while not (result := predicate()):
+                        await self._changed.wait()
+                    return result
+            except TimeoutError:
+                recent = ", ".join(f"{c.method}:{c.error or 'ok'}" for c in self.calls[-10:])
+                raise TimeoutError(
+                    f"condition not met within {timeout}s; last calls: [{recent}]"
+                ) from None
+
+    # --- test helpers: Socket Mode -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return any(not ws.closed for ws in self._sockets)
+
+    async def wait_connected(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until a Socket Mode client is connected and has been sent ``hello``."""
+        await self.wait_for(lambda: self.connected, timeout)
+
+    async def send_envelope(
+        self,
+        payload_type: str,
+        payload: Mapping[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> str:
+        """Send an envelope to the connected client; returns its ``envelope_id``.
+
+        ``payload_type`` is ``"events_api"``, ``"slash_commands"`` or ``"interactive"``.
+        ``accepts_response_payload`` defaults as in Slack: false for events, true otherwise.
+        Slack sends ``retry_attempt``/``retry_reason`` only with events; so does the fake.
+        """
+        ws = self._current_socket()
+        envelope: dict[str, Any] = {
+            "envelope_id": str(uuid.uuid4()),
+            "payload": dict(payload),
+            "type": payload_type,
+            "accepts_response_payload": (
+                payload_type != "events_api"
+                if accepts_response_payload is None
+                else accepts_response_payload
+            ),
+        }
+        if payload_type == "events_api":
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = retry_reason
+        self.envelopes.append(envelope)
+        await ws.send_json(envelope)
+        return str(envelope["envelope_id"])
+
+    def event_payload(
+        self, event: Mapping[str, Any], *, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """An Events API ``event_callback`` body for ``event``, as Slack wraps it."""
+        return {
+            "token": "fake-verification-token",
+            "team_id": self.team_id,
+            "context_team_id": self.team_id,
+            "api_app_id": self.app_id,
+            "event": dict(event),
+            "type": "event_callback",
+            "event_id": event_id or "Ev" + secrets.token_hex(5).upper(),
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+
+    def message_event(
+        self, channel: str, ts: str, *, event_type: str = "message"
+    ) -> dict[str, Any]:
+        """The ``message`` (or ``app_mention``) event Slack sends for a stored message."""
+        stored = self._channels[channel][ts]
+        event: dict[str, Any] = {
+            "type": event_type,
+            "user": stored.user,
+            "text": stored.text,
+            "ts": stored.ts,
+            "team": self.team_id,
+            "channel": channel,
+            "event_ts": stored.ts,
+        }
+        if event_type == "message":
+            event["channel_type"] = _channel_type(channel)
+        if stored.thread_ts:
+            event["thread_ts"] = stored.thread_ts
+            parent = self._channels[channel].get(stored.thread_ts)
+            if parent is not None and parent.user:
+                event["parent_user_id"] = parent.user
+        if stored.subtype:
+            event["subtype"] = stored.subtype
+        if stored.bot_id:
+            event["bot_id"] = stored.bot_id
+        else:
+            # Messages typed by people carry the client's id for the message; bots' do not.
+            event["client_msg_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{channel}/{ts}"))
+        if stored.files:
+            event["files"] = copy.deepcopy(stored.files)
+        return event
+
+    async def send_event(
+        self,
+        event: Mapping[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> str:
+        """Send ``event`` wrapped as Slack does (``event_callback`` in an ``events_api``
+        envelope); returns the envelope id."""
+        return await self.send_envelope(
+            "events_api",
+            self.event_payload(event, event_id=event_id),
+            retry_attempt=retry_attempt,
+            retry_reason=retry_reason,
+        )
+
+    async def wait_ack(
+        self,
+        envelope_id: str,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """Wait for the client's acknowledgement of an envelope and return it."""
+
+        def find() -> dict[str, Any] | None:
+            return next((a for a in self.acks if a.get("envelope_id") == envelope_id), None)
+
+        return await self.wait_for(find, timeout)
+
+    async def send_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask the client to reconnect, as Slack does before recycling a connection."""
+        ws = self._current_socket()
+        await ws.send_json(
+            {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-applink"}}
+        )
+
+    def _current_socket(self) -> web.WebSocketResponse:
+        open_sockets = [ws for ws in self._sockets if not ws.closed]
+        if not open_sockets:
+            raise RuntimeError("no Socket Mode client is connected")
+        return open_sockets[-1]
+
+    # --- HTTP plumbing -------------------------------------------------------------------
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params, token, parse_error = await _read_params(request)
+        status, headers, body = self._answer(method, params, token, parse_error)
+        self.calls.append(
+            SlackCall(
+                method=method,
+                params=params,
+                headers=dict(request.headers),
+                time=time.monotonic(),
+                token=token,
+                http_method=request.method,
+                status=status,
+                response=body,
+            )
+        )
+        await self._notify()
+        return web.json_response(body, status=status, headers=headers)
+
+    def _answer(
+        self, method: str, params: dict[str, Any], token: str | None, parse_error: str | None
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        faults = self._faults.get(method)
+        if faults:
+            fault = faults.popleft()
+            headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+            return fault.status, headers, {"ok": False, "error": fault.error}
+        handler = self._handlers.get(method)
+        if handler is None:
+            return 200, {}, {"ok": False, "error": "unknown_method", "req_method": method}
+        try:
+            self._check_token(method, token)
+            if parse_error is not None:
+                raise _SlackError(parse_error)
+            result = handler(params)
+        except _SlackError as exc:
+            return 200, {}, {"ok": False, "error": exc.code, **exc.extra}
+        return 200, {}, {"ok": True, **result}
+
+    def _check_token(self, method: str, token: str | None) -> None:
+        if method == "api.test":
+            return
+        if not token:
+            raise _SlackError("not_authed")
+        wanted = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token == wanted:
+            return
+        if token in (self.app_token, self.bot_token):
+            raise _SlackError("not_allowed_token_type")
+        raise _SlackError("invalid_auth")
+
+    # --- Socket Mode plumbing ------------------------------------------------------------
+
+    async def _handle_socket(self, request: web.Request) -> web.WebSocketResponse:
+        # autoping answers the client's pings ("sdk-ping-pong:<time>") with pongs carrying the
+        # same data, which is what slack_sdk's stale-connection check reads back.
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        self.socket_connections += 1
+        open_count = sum(1 for s in self._sockets if not s.closed)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": open_count,
+                "debug_info": {
+                    "host": "fake-applink",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        await self._notify()
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(message.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and "envelope_id" in data:
+                    self.acks.append(data)
+                    await self._notify()
+        finally:
+            self._sockets.remove(ws)
+            await self._notify()
+        return ws
+
+    # --- messages ------------------------------------------------------------------------
+
+    def _next_ts(self) -> str:
+        self._clock += Decimal("0.000100")
+        return f"{self._clock:.6f}"
+
+    def _observe_ts(self, ts: str) -> None:
+        # Keep generated ts after every seeded one, so a reply always sorts after its prompt.
+        try:
+            value = Decimal(ts)
+        except InvalidOperation:
+            raise ValueError(f"not a Slack ts: {ts!r}") from None
+        self._clock = max(self._clock, value)
+
+    def _thread_root(self, channel: str, thread_ts: str) -> str:
+        # Replying to a reply lands in the same thread, under its parent.
+        target = self._channels.get(channel, {}).get(thread_ts)
+        return target.thread_ts if target and target.thread_ts else thread_ts
+
+    def _thread(self, channel: str, thread_ts: str) -> list[_Message]:
+        messages = self._channels.get(channel, {})
+        found = [m for m in messages.values() if m.ts == thread_ts or m.thread_ts == thread_ts]
+        return sorted(found, key=lambda m: Decimal(m.ts))
+
+    def _public(self, channel: str, message: _Message) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text}
+        if message.user:
+            out["user"] = message.user
+        if message.subtype:
+            out["subtype"] = message.subtype
+        if message.bot_id:
+            out["bot_id"] = message.bot_id
+            if message.bot_id == self.bot_id:
+                out["app_id"] = self.app_id
+                out["bot_profile"] = {
+                    "id": self.bot_id,
+                    "app_id": self.app_id,
+                    "name": self.bot_name,
+                    "team_id": self.team_id,
+                }
+        out["team"] = self.team_id
+        if message.blocks is not None:
+            out["blocks"] = copy.deepcopy(message.blocks)
+        if message.files:
+            out["files"] = copy.deepcopy(message.files)
+            out["upload"] = False
+        if message.reactions:
+            out["reactions"] = [
+                {"name": name, "users": list(users), "count": len(users)}
+                for name, users in message.reactions.items()
+            ]
+        siblings = self._channels.get(channel, {})
+        if message.thread_ts:
+            out["thread_ts"] = message.thread_ts
+            parent = siblings.get(message.thread_ts)
+            if parent is not None and parent.user:
+                out["parent_user_id"] = parent.user
+        else:
+            replies = sorted(
+                (m for m in siblings.values() if m.thread_ts == message.ts),
+                key=lambda m: Decimal(m.ts),
+            )
+            if replies:
+                repliers = list(dict.fromkeys(r.user for r in replies if r.user))
+                out.update(
+                    thread_ts=message.ts,
+                    reply_count=len(replies),
+                    reply_users_count=len(repliers),
+                    reply_users=repliers,
+                    latest_reply=replies[-1].ts,
+                )
+        return out
+
+    def _find(self, channel: str, ts: str) -> _Message:
+        if channel not in self._channels:
+            raise _SlackError("channel_not_found")
+        message = self._channels[channel].get(ts)
+        if message is None:
+            raise _SlackError("message_not_found")
+        return message
+
+    def _post(
+        self,
+        channel: str,
+        *,
+        text: str,
+        blocks: list[dict[str, Any]] | None,
+        thread_ts: str | None,
+        streaming: bool = False,
+    ) -> _Message:
+        root = self._thread_root(channel, thread_ts) if thread_ts else None
+        message = _Message(
+            ts=self._next_ts(),
+            text=text,
+            user=self.bot_user_id,
+            bot_id=self.bot_id,
+            thread_ts=root,
+            blocks=blocks,
+            streaming=streaming,
+        )
+        self._channels.setdefault(channel, {})[message.ts] = message
+        if root is not None:
+            # Slack clears the assistant status when the app replies in the thread.
+            self._thread_status.pop((channel, root), None)
+        return message
+
+    # --- Web API methods -----------------------------------------------------------------
+
+    def _api_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"args": {k: v for k, v in params.items() if k != "token"}}
+
+    def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_name,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.socket_url}
+
+    def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        text, blocks = _message_content(params)
+        message = self._post(
+            channel, text=text, blocks=blocks, thread_ts=_opt_str(params, "thread_ts")
+        )
+        return {"channel": channel, "ts": message.ts, "message": self._public(channel, message)}
+
+    def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        message = self._find(channel, _required(params, "ts"))
+        if message.bot_id != self.bot_id:
+            raise _SlackError("cant_update_message")
+        text, blocks = _message_content(params)
+        # Slack keeps what an update leaves out: omitted blocks stay, omitted text stays.
+        if "text" in params or "markdown_text" in params:
+            message.text = text
+        if blocks is not None:
+            message.blocks = blocks or None
+        return {
+            "channel": channel,
+            "ts": message.ts,
+            "text": message.text,
+            "message": self._public(channel, message),
+        }
+
+    def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        message = self._find(channel, _required(params, "ts"))
+        if message.bot_id != self.bot_id:
+            raise _SlackError("cant_delete_message")
+        has_replies = any(m.thread_ts == message.ts for m in self._channels[channel].values())
+        if has_replies:
+            # A deleted parent stays as a tombstone so its thread remains reachable.
+            message.text, message.blocks, message.subtype = (
+                "This message was deleted.",
+                None,
+                "tombstone",
+            )
+        else:
+            del self._channels[channel][message.ts]
+        return {"channel": channel, "ts": message.ts}
+
+    def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        user = _required(params, "user", error="user_not_in_channel")
+        text, blocks = _message_content(params)
+        ts = self._next_ts()
+        self.ephemerals.append(
+            {
+                "channel": channel,
+                "user": user,
+                "text": text,
+                "blocks": blocks,
+                "thread_ts": _opt_str(params, "thread_ts"),
+                "ts": ts,
+            }
+        )
+        return {"message_ts": ts}
+
+    def _assistant_threads_set_status(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(params, "channel_id", error="channel_not_found")
+        thread_ts = _required(params, "thread_ts")
+        status = params.get("status")
+        if not isinstance(status, str):
+            raise _SlackError("invalid_arguments")
+        loading = params.get("loading_messages")
+        if isinstance(loading, str):
+            loading = [part for part in loading.split(",") if part]
+        if loading is not None and (
+            not isinstance(loading, list) or len(loading) > MAX_LOADING_MESSAGES
+        ):
+            raise _SlackError("invalid_arguments")  # assumed code for > 10 loading messages
+        self.statuses.append(
+            {
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+                "status": status,
+                "loading_messages": loading,
+            }
+        )
+        self._thread_status[(channel, thread_ts)] = status
+        return {}
+
+    def _chat_start_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        thread_ts = _required(params, "thread_ts")
+        if _channel_type(channel) != "im":
+            if not params.get("recipient_team_id"):
+                raise _SlackError("missing_recipient_team_id")
+            if not params.get("recipient_user_id"):
+                raise _SlackError("missing_recipient_user_id")
+        text = _stream_text(params)
+        message = self._post(channel, text=text, blocks=None, thread_ts=thread_ts, streaming=True)
+        return {"channel": channel, "ts": message.ts}
+
+    def _streaming_message(self, params: dict[str, Any]) -> tuple[str, _Message]:
+        channel = _channel(params)
+        message = self._find(channel, _required(params, "ts"))
+        if not message.streaming:
+            raise _SlackError("message_not_in_streaming_state")
+        return channel, message
+
+    def _append_stream_text(self, message: _Message, text: str) -> None:
+        if len(message.text) + len(text) > MAX_MARKDOWN_CHARS:
+            raise _SlackError("msg_too_long")  # assumed code: the 12,000 limit is cumulative
+        message.text += text
+
+    def _chat_append_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, message = self._streaming_message(params)
+        text = _stream_text(params)
+        if not text and not params.get("chunks"):
+            raise _SlackError("invalid_arguments")  # markdown_text is required (or chunks)
+        self._append_stream_text(message, text)
+        return {"channel": channel, "ts": message.ts}
+
+    def _chat_stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, message = self._streaming_message(params)
+        self._append_stream_text(message, _stream_text(params))
+        if "blocks" in params:
+            message.blocks = _blocks(params["blocks"])
+        message.streaming = False
+        return {"channel": channel, "ts": message.ts, "message": self._public(channel, message)}
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        ts = _required(params, "ts", error="thread_not_found")
+        if channel not in self._channels:
+            raise _SlackError("channel_not_found")
+        target = self._channels[channel].get(ts)
+        if target is None:
+            raise _SlackError("thread_not_found")
+        # Assumed: given a reply's ts, Slack answers with that reply alone.
+        thread = [target] if target.thread_ts else self._thread(channel, ts)
+        limit = _int_param(params, "limit", DEFAULT_REPLIES_LIMIT)
+        limit = max(1, min(limit, MAX_REPLIES_LIMIT, self.replies_page_size or MAX_REPLIES_LIMIT))
+        start = 0
+        cursor = params.get("cursor")
+        if cursor:
+            start = _decode_cursor(str(cursor), thread)
+        page = thread[start : start + limit]
+        has_more = start + limit < len(thread)
+        next_cursor = _encode_cursor(thread[start + limit].ts) if has_more else ""
+        return {
+            "messages": [self._public(channel, m) for m in page],
+            "has_more": has_more,
+            "response_metadata": {"next_cursor": next_cursor},
+        }
+
+    def _reaction_target(self, params: dict[str, Any]) -> tuple[_Message, str]:
+        channel = _channel(params)
+        timestamp = _required(params, "timestamp", error="no_item_specified")
+        name = _required(params, "name", error="invalid_name")
+        return self._find(channel, timestamp), name.strip(":")
+
+    def _reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        message, name = self._reaction_target(params)
+        users = message.reactions.setdefault(name, [])
+        if self.bot_user_id in users:
+            raise _SlackError("already_reacted")
+        users.append(self.bot_user_id)
+        return {}
+
+    def _reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
+        message, name = self._reaction_target(params)
+        users = message.reactions.get(name, [])
+        if self.bot_user_id not in users:
+            raise _SlackError("no_reaction")
+        users.remove(self.bot_user_id)
+        if not users:
+            del message.reactions[name]
+        return {}
+
+    def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(_required(params, "user", error="user_not_found"))
+        if user is None:
+            raise _SlackError("user_not_found")
+        return {"user": copy.deepcopy(user)}
+
+    def _store_view(self, view: Any, view_id: str | None = None) -> dict[str, Any]:
+        if not isinstance(view, dict) or not isinstance(view.get("type"), str):
+            raise _SlackError("invalid_arguments")
+        view_id = view_id or f"V{next(self._view_ids):08d}"
+        stored = {
+            **copy.deepcopy(view),
+            "id": view_id,
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+            "hash": f"{time.time():.6f}.{secrets.token_hex(4)}",
+        }
+        self.views[view_id] = stored
+        return {"view": copy.deepcopy(stored)}
+
+    def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        _required(params, "trigger_id", error="invalid_trigger_id")
+        return self._store_view(params.get("view"))
+
+    def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        user_id = _required(params, "user_id", error="user_not_found")
+        existing = next(
+            (
+                v
+                for v in self.views.values()
+                if v.get("type") == "home" and v.get("user") == user_id
+            ),
+            None,
+        )
+        view = params.get("view")
+        if isinstance(view, dict):
+            view = {**view, "user": user_id}
+        return self._store_view(view, existing["id"] if existing else None)
+
+    def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        view_id = params.get("view_id")
+        external_id = params.get("external_id")
+        existing = self.views.get(str(view_id)) if view_id else None
+        if existing is None and external_id:
+            existing = next(
+                (v for v in self.views.values() if v.get("external_id") == external_id), None
+            )
+        if existing is None:
+            raise _SlackError("not_found")
+        wanted_hash = params.get("hash")
+        if wanted_hash and wanted_hash != existing["hash"]:
+            raise _SlackError("hash_conflict")
+        return self._store_view(params.get("view"), existing["id"])
+
+
+# --- request parsing and validation (module level: no state) -------------------------------
+
+
+async def _read_params(request: web.Request) -> tuple[dict[str, Any], str | None, str | None]:
+    """Arguments, token and a parse error code (``None`` when the body was readable)."""
+    params: dict[str, Any] = dict(request.query)
+    parse_error: str | None = None
+    if request.method == "POST" and request.can_read_body:
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                body, parse_error = {}, "invalid_json"
+            if isinstance(body, dict):
+                params.update(body)
+            else:
+                parse_error = "invalid_json"
+        else:
+            form = await request.post()
+            for key in form:
+                value = form[key]
+                params[key] = (
+                    {"filename": value.filename} if isinstance(value, web.FileField) else value
+                )
+    for key in _STRUCTURED_ARGS & params.keys():
+        value = params[key]
+        if isinstance(value, str) and value[:1] in "[{":
+            # Left as a string when it is not JSON: the method's validation reports it.
+            with contextlib.suppress(ValueError):
+                params[key] = json.loads(value)
+    token = params.pop("token", None)
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        token = authorization.removeprefix("Bearer ").strip()
+    return params, (str(token) if token else None), parse_error
+
+
+def _channel_type(channel: str) -> str:
+    return {"D": "im", "G": "group"}.get(channel[:1], "channel")
+
+
+def _opt_str(params: Mapping[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    return str(value) if value not in (None, "") else None
+
+
+def _required(params: Mapping[str, Any], name: str, *, error: str = "invalid_arguments") -> str:
+    value = _opt_str(params, name)
+    if value is None:
+        raise _SlackError(error)
+    return value
+
+
+def _channel(params: Mapping[str, Any]) -> str:
+    return _required(params, "channel", error="channel_not_found")
+
+
+def _int_param(params: Mapping[str, Any], name: str, default: int) -> int:
+    value = params.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _SlackError("invalid_arguments") from None
+
+
+def _encode_cursor(ts: str) -> str:
+    # Slack's cursors are opaque base64 of "next_ts:<ts>"; clients must pass them back as-is.
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _decode_cursor(cursor: str, thread: list[_Message]) -> int:
+    try:
+        decoded = base64.b64decode(cursor, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise _SlackError("invalid_cursor") from None
+    prefix, _, ts = decoded.partition(":")
+    for index, message in enumerate(thread):
+        if prefix == "next_ts" and message.ts == ts:
+            return index
+    raise _SlackError("invalid_cursor")
+
+
+def _invalid_blocks(reason: str) -> _SlackError:
+    return _SlackError("invalid_blocks", errors=[reason])
+
+
+def _blocks(raw: Any) -> list[dict[str, Any]]:
+    """Validate blocks against the limits Slack documents; return them decoded."""
+    if not isinstance(raw, list) or not all(
+        isinstance(b, dict) and isinstance(b.get("type"), str) for b in raw
+    ):
+        raise _SlackError("invalid_blocks_format")
+    if len(raw) > MAX_BLOCKS:
+        raise _invalid_blocks(
+            f"must contain no more than {MAX_BLOCKS} items [json-pointer:/blocks]"
+        )
+    markdown_total = 0
+    for index, block in enumerate(raw):
+        pointer = f"[json-pointer:/blocks/{index}/text]"
+        kind = block["type"]
+        if kind == "markdown":
+            text = block.get("text")
+            if not isinstance(text, str) or not text:
+                raise _invalid_blocks(f"must be more than 0 characters {pointer}")
+            if len(text) > MAX_MARKDOWN_CHARS:
+                raise _invalid_blocks(
+                    f"must be less than {MAX_MARKDOWN_CHARS + 1} characters {pointer}"
+                )
+            markdown_total += len(text)
+        elif kind in ("section", "header"):
+            limit = MAX_SECTION_TEXT_CHARS if kind == "section" else MAX_HEADER_TEXT_CHARS
+            text_object = block.get("text")
+            text = text_object.get("text") if isinstance(text_object, dict) else None
+            if kind == "header" and not isinstance(text, str):
+                raise _invalid_blocks(f"must provide a text object {pointer}")
+            if isinstance(text, str) and len(text) > limit:
+                raise _invalid_blocks(f"must be less than {limit + 1} characters {pointer}")
+    if markdown_total > MAX_MARKDOWN_CHARS:
+        raise _invalid_blocks(
+            f"total markdown block text must be at most {MAX_MARKDOWN_CHARS} characters"
+        )
+    return copy.deepcopy(raw)
+
+
+def _message_content(params: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+    """``(text, blocks)`` of a post or update, checked against Slack's limits."""
+    text = params.get("text")
+    text = "" if text is None else str(text)
+    markdown_text = params.get("markdown_text")
+    if markdown_text not in (None, ""):
+        if text or params.get("blocks"):
+            raise _SlackError("markdown_text_conflict")  # assumed: markdown_text stands alone
+        text = str(markdown_text)
+        if len(text) > MAX_MARKDOWN_CHARS:
+            raise _SlackError("msg_too_long")
+    if len(text) > MAX_TEXT_CHARS:
+        raise _SlackError("msg_too_long")
+    blocks = _blocks(params["blocks"]) if params.get("blocks") is not None else None
+    if not text and not blocks and not params.get("attachments"):
+        raise _SlackError("no_text")
+    return text, blocks
+
+
+def _stream_text(params: Mapping[str, Any]) -> str:
+    """Markdown carried by a stream call: ``markdown_text`` and ``markdown_text`` chunks
+    (slack_sdk's ``chat_stream`` helper sends only chunks)."""
+    parts: list[str] = []
+    markdown_text = params.get("markdown_text")
+    if isinstance(markdown_text, str):
+        parts.append(markdown_text)
+    chunks = params.get("chunks")
+    if chunks is not None:
+        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+            raise _SlackError("invalid_chunks")  # assumed code
+        parts.extend(str(c.get("text", "")) for c in chunks if c.get("type") == "markdown_text")
+    for part in parts:
+        if len(part) > MAX_MARKDOWN_CHARS:
+            raise _SlackError("msg_too_long")
+    return "".join(parts)

@@ -1,0 +1,222 @@
+"""Alembic migrations produce exactly the models' schema, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import MetaData, String, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage import (
+    Base,
+    create_engine,
+    create_migration_engine,
+    create_session_factory,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
+from storage.migrate import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config
+from storage.repositories import Store
+from tests.storage import BACKENDS, temporary_database
+
+TABLES = {"threads", "turns", "channel_settings", "event_claims"}
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with temporary_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(empty_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(empty_url)
+    yield engine
+    await engine.dispose()
+
+
+def _differences(connection: Connection, metadata: MetaData) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+async def _diff(engine: AsyncEngine, metadata: MetaData = Base.metadata) -> list[object]:
+    async with engine.connect() as connection:
+        return await connection.run_sync(_differences, metadata)
+
+
+async def test_upgrade_head_creates_exactly_the_models(empty_url: str, engine: AsyncEngine) -> None:
+    await upgrade_to_head(empty_url)
+
+    assert await _diff(engine) == []
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert tables == TABLES | {"alembic_version"}
+
+
+async def test_the_schema_comparison_would_notice_a_drifted_model(
+    empty_url: str, engine: AsyncEngine
+) -> None:
+    # Guards the test above against comparing nothing (e.g. if compare_type were ignored).
+    await upgrade_to_head(empty_url)
+    drifted = MetaData()
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(drifted)
+    drifted.tables["threads"].c.thread_ts.type = String(64)
+
+    differences = await _diff(engine, drifted)
+
+    assert len(differences) == 1
+    assert "modify_type" in repr(differences[0])
+
+
+async def test_revisions_report_whether_the_schema_is_current(
+    empty_url: str, engine: AsyncEngine
+) -> None:
+    store = Store(create_session_factory(engine))
+    assert await current_revision(engine) is None
+    assert await store.schema_is_current() is False
+
+    await upgrade_to_head(empty_url)
+
+    assert head_revision() == "0001"
+    assert await current_revision(engine) == head_revision()
+    assert await store.schema_is_current() is True
+
+
+async def test_upgrade_is_idempotent_and_downgrade_round_trips(
+    empty_url: str, engine: AsyncEngine
+) -> None:
+    await upgrade_to_head(empty_url)
+    await upgrade_to_head(empty_url)
+    assert await current_revision(engine) == "0001"
+
+    migration_engine = create_migration_engine(empty_url)
+    try:
+        async with migration_engine.connect() as connection:
+            await connection.run_sync(_downgrade_to_base, alembic_config(empty_url))
+            await connection.commit()
+    finally:
+        await migration_engine.dispose()
+    assert await current_revision(engine) is None
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert tables & TABLES == set()
+
+    await upgrade_to_head(empty_url)
+    assert await _diff(engine) == []
+
+
+def _downgrade_to_base(connection: Connection, config: Config) -> None:
+    config.attributes["connection"] = connection
+    command.downgrade(config, "base")
+
+
+FAILING_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True))
+    with op.batch_alter_table("threads") as batch:
+        batch.add_column(sa.Column("extra", sa.String(8)))
+    raise RuntimeError("migration failed half-way")
+
+
+def downgrade() -> None:
+    pass
+"""
+
+
+async def test_a_failed_migration_leaves_the_schema_as_it_was(
+    empty_url: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Needs real transactional DDL on SQLite too, which env.py enables because
+    # storage.engine makes SQLAlchemy, not the sqlite3 module, emit BEGIN.
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_boom.py").write_text(FAILING_REVISION)
+    config = alembic_config(empty_url)
+    config.set_main_option("script_location", str(scripts))
+
+    migration_engine = create_migration_engine(empty_url)
+    try:
+        async with migration_engine.connect() as connection:
+            with pytest.raises(RuntimeError, match="half-way"):
+                await connection.run_sync(_upgrade_to, config, "0002")
+            await connection.rollback()
+    finally:
+        await migration_engine.dispose()
+
+    assert await current_revision(engine) is None
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert tables == set()
+
+
+def _upgrade_to(connection: Connection, config: Config, revision: str) -> None:
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def test_upgrade_works_from_any_directory_and_keeps_the_app_logging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app_logger = logging.getLogger("bot.some_module")
+    root_handlers = list(logging.getLogger().handlers)
+    monkeypatch.chdir(tmp_path)
+
+    await upgrade_to_head(f"sqlite+aiosqlite:///{tmp_path / 'relative' / 'bot.db'}")
+
+    assert (tmp_path / "relative" / "bot.db").exists()
+    # Alembic's fileConfig would disable existing loggers and replace root handlers.
+    assert not app_logger.disabled
+    assert logging.getLogger().handlers == root_handlers
+
+
+async def test_in_memory_urls_are_refused_with_an_explanation() -> None:
+    with pytest.raises(ValueError, match="create_all"):
+        await upgrade_to_head("sqlite+aiosqlite://")
+
+
+def test_the_alembic_cli_migrates_from_another_directory(tmp_path: Path) -> None:
+    database = tmp_path / "cli.db"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alembic",
+            "-c",
+            str(ALEMBIC_INI),
+            "-x",
+            f"url=sqlite+aiosqlite:///{database}",
+            "upgrade",
+            "head",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade  -> 0001" in result.stderr
+    assert database.exists()
