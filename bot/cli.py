@@ -98,9 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run() -> int:
     settings = load_settings()
-    configure_logging(
-        level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets()
-    )
+    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets())
     from bot.service import Service
 
     asyncio.run(Service(settings).run_forever())

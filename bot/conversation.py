@@ -289,7 +289,9 @@ class ConversationService:
             return await self._fail(turn.turn_id, sink, exc, attempt, log_extra)
         except Exception:
             logger.exception("turn failed unexpectedly", extra=log_extra)
-            await self._store.fail_turn(turn_id=turn.turn_id, status="failed", error_code="internal")
+            await self._store.fail_turn(
+                turn_id=turn.turn_id, status="failed", error_code="internal"
+            )
             await _tell(sink, INTERNAL_ERROR, attempt.partial_text, log_extra)
             return TurnOutcome.FAILED
 
@@ -297,9 +299,7 @@ class ConversationService:
         try:
             reply_ts = await sink.finish(result.text)
         except DeliveryError as exc:
-            logger.error(
-                "answer could not be delivered to Slack: %s", exc.code, extra=log_extra
-            )
+            logger.error("answer could not be delivered to Slack: %s", exc.code, extra=log_extra)
             await self._store.fail_turn(
                 turn_id=turn.turn_id,
                 status="undelivered",

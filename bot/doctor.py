@@ -55,9 +55,7 @@ async def _model(settings: Settings) -> str:
         try:
             models = await client.list_models()
         except ModelAuthError:
-            raise RuntimeError(
-                "the model endpoint refused OPENAI_API_KEY: check the key"
-            ) from None
+            raise RuntimeError("the model endpoint refused OPENAI_API_KEY: check the key") from None
         except ModelError as exc:
             raise RuntimeError(
                 f"the model endpoint at {settings.openai_base_url} did not answer ({exc.code}): "

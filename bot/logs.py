@@ -19,7 +19,9 @@ __all__ = ["RedactingFilter", "configure_logging"]
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 # Token shapes that must never reach a log line even when nobody told us the value.
-_TOKEN_PATTERNS = re.compile(r"\b(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|sk-[A-Za-z0-9_-]{8,})")
+_TOKEN_PATTERNS = re.compile(
+    r"\b(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|sk-[A-Za-z0-9_-]{8,})"
+)
 
 
 class RedactingFilter(logging.Filter):
@@ -70,9 +72,7 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = {
-            k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None
-        }
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None}
         if extras:
             text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         return text

@@ -140,10 +140,14 @@ class Service:
             self._socket_handler = AsyncSocketModeHandler(
                 bolt, app_token=settings.slack_app_token.get_secret_value(), web_client=slack
             )
-            await self._socket_handler.connect_async()
+            await self._socket_handler.connect_async()  # type: ignore[no-untyped-call]
         logger.info(
             "service started",
-            extra={"mode": settings.effective_mode, "port": self.port, "team": self.identity.team_id},
+            extra={
+                "mode": settings.effective_mode,
+                "port": self.port,
+                "team": self.identity.team_id,
+            },
         )
 
     async def _readiness(self) -> str | None:
@@ -171,8 +175,8 @@ class Service:
     async def stop(self) -> None:
         self.tracker.accepting = False
         if self._socket_handler is not None:
-            await self._socket_handler.disconnect_async()
-            await self._socket_handler.close_async()
+            await self._socket_handler.disconnect_async()  # type: ignore[no-untyped-call]
+            await self._socket_handler.close_async()  # type: ignore[no-untyped-call]
         if not await self.tracker.wait_idle(self.shutdown_grace):
             logger.warning(
                 "shutdown grace period ended with turns in flight",

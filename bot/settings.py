@@ -148,7 +148,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
     """Build ``Settings`` or raise ``ConfigError`` with one plain line naming the problem."""
     try:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 

@@ -50,11 +50,13 @@ def test_field_names_accept_cli_spelling() -> None:
 
 
 def test_the_highest_layer_with_a_value_wins_and_none_inherits() -> None:
-    effective = resolve([
-        ("default", {"model": "base", "instructions": "be nice", "temperature": None}),
-        ("workspace", {"model": "ws-model", "temperature": 0.2}),
-        ("channel", {"model": None, "temperature": 1.0}),
-    ])
+    effective = resolve(
+        [
+            ("default", {"model": "base", "instructions": "be nice", "temperature": None}),
+            ("workspace", {"model": "ws-model", "temperature": 0.2}),
+            ("channel", {"model": None, "temperature": 1.0}),
+        ]
+    )
     assert effective.model == "ws-model"
     assert effective.temperature == 1.0
     assert effective.instructions == "be nice"

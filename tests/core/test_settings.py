@@ -19,8 +19,18 @@ REQUIRED = {
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("SLACK_APP_TOKEN", "BOT_MODE", "PORT", "HOST", "SLACK_API_URL",
-                 "OPENAI_BASE_URL", "DATABASE_URL", "LOG_LEVEL", "LOG_FORMAT", "ADMIN_USER_IDS"):
+    for name in (
+        "SLACK_APP_TOKEN",
+        "BOT_MODE",
+        "PORT",
+        "HOST",
+        "SLACK_API_URL",
+        "OPENAI_BASE_URL",
+        "DATABASE_URL",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "ADMIN_USER_IDS",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in REQUIRED.items():
         monkeypatch.setenv(name, value)
@@ -77,7 +87,8 @@ def test_each_problem_is_one_line_naming_the_setting(
 
 def test_secrets_never_show_in_the_settings_repr(env: pytest.MonkeyPatch) -> None:
     text = repr(load_settings(env_file=None))
-    assert "xoxb-123" not in text and "sk-abc" not in text
+    assert "xoxb-123" not in text
+    assert "sk-abc" not in text
 
 
 def test_dotenv_is_read(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -37,8 +37,9 @@ async def start_bot(
     session = aiohttp.ClientSession()
 
     async def start(**overrides: Any) -> BotUnderTest:
-        service = Service(make_settings(tmp_path, fake_slack, fake_model, **overrides),
-                          shutdown_grace=5)
+        service = Service(
+            make_settings(tmp_path, fake_slack, fake_model, **overrides), shutdown_grace=5
+        )
         await service.start()
         started.append(service)
         return BotUnderTest(service=service, slack=fake_slack, model=fake_model, http=session)

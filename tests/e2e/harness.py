@@ -26,12 +26,13 @@ from tests.fakes.slack_server import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret-0123456789"
 MODEL_KEY = "sk-test-model-key-abcdef123456"
-APP_TOKEN = "xapp-1-A1-test-app-token"
 
 _event_ids = itertools.count(1)
 
 
-def sign(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+def sign(
+    body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
     """The two headers Slack adds to every request: ``v0=`` HMAC-SHA256 of ``v0:ts:body``."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     base = b"v0:" + ts.encode() + b":" + body
@@ -147,13 +148,19 @@ class BotUnderTest:
         """Post a plain message in a thread (no mention); returns (ts, event_id)."""
         ts = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
         event = message_event(
-            channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts,
-            channel_type=channel_type, **extra,
+            channel=channel,
+            user=user,
+            text=text,
+            ts=ts,
+            thread_ts=thread_ts,
+            channel_type=channel_type,
+            **extra,
         )
         return ts, await self.send_event(event)
 
-    async def dm(self, text: str, *, channel: str = "D1", user: str = "U1",
-                 thread_ts: str | None = None) -> tuple[str, str]:
+    async def dm(
+        self, text: str, *, channel: str = "D1", user: str = "U1", thread_ts: str | None = None
+    ) -> tuple[str, str]:
         ts = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
         event = message_event(
             channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts, channel_type="im"
@@ -179,9 +186,6 @@ class BotUnderTest:
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until every event sent so far has been fully handled."""
         await wait_until(lambda: self.handled_events() >= len(self.sent), timeout=timeout)
-
-    def turn_finished(self) -> bool:
-        return self.handled_events() >= len(self.sent)
 
     def model_bodies(self) -> list[dict[str, Any]]:
         """The JSON bodies the model endpoint received, in order."""

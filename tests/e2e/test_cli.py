@@ -22,8 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(tmp_path: Path, **values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "OPENAI_", "DEFAULT_", "DATABASE_", "BOT_", "LOG_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "OPENAI_", "DEFAULT_", "DATABASE_", "BOT_", "LOG_"))
+    }
     env["PYTHONPATH"] = str(REPO)
     env.update(values)
     return env
@@ -44,8 +47,14 @@ def _service_env(tmp_path: Path, slack: FakeSlack, model: FakeResponsesServer) -
 
 async def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
@@ -54,14 +63,20 @@ async def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, st
 
 async def test_a_missing_setting_stops_start_up_with_one_plain_line(tmp_path: Path) -> None:
     env = _env(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", DEFAULT_MODEL="m")
-    code, out, err = await _run([], env, tmp_path)
+    code, _out, err = await _run([], env, tmp_path)
     assert code == 2
     assert err.strip() == "error: OPENAI_API_KEY is required: set it in the environment or in .env"
 
 
 async def test_a_malformed_setting_is_named(tmp_path: Path) -> None:
-    env = _env(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", DEFAULT_MODEL="m",
-               OPENAI_API_KEY="k", PORT="eighty")
+    env = _env(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="s",
+        DEFAULT_MODEL="m",
+        OPENAI_API_KEY="k",
+        PORT="eighty",
+    )
     code, _, err = await _run(["run"], env, tmp_path)
     assert code == 2
     assert err.strip().startswith("error: PORT is invalid")
@@ -78,10 +93,12 @@ async def test_settings_come_from_a_dotenv_file(tmp_path: Path) -> None:
 async def test_migrate_creates_the_database(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "bot.db"
     env = _env(tmp_path, DATABASE_URL=f"sqlite+aiosqlite:///{db}")
-    code, out, err = await _run(["migrate"], env, tmp_path)
+    code, _out, err = await _run(["migrate"], env, tmp_path)
     assert code == 0, err
-    tables = {row[0] for row in sqlite3.connect(db).execute(
-        "select name from sqlite_master where type='table'")}
+    tables = {
+        row[0]
+        for row in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")
+    }
     assert {"threads", "turns", "channel_settings", "event_claims", "alembic_version"} <= tables
 
 
@@ -89,19 +106,35 @@ async def test_config_set_validates_saves_and_the_next_turn_uses_it(
     tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer, start_bot: StartBot
 ) -> None:
     env = _service_env(tmp_path, fake_slack, fake_model)
-    code, _, err = await _run(["config", "set", "--channel", "C1", "--temperature", "3"],
-                              env, tmp_path)
+    code, _, err = await _run(
+        ["config", "set", "--channel", "C1", "--temperature", "3"], env, tmp_path
+    )
     assert code == 2
-    assert "temperature must be a number from 0 to 2" in err and "Nothing was saved" in err
+    assert "temperature must be a number from 0 to 2" in err
+    assert "Nothing was saved" in err
 
     # Without --team the workspace comes from the bot token (auth.test on the fake Slack).
     code, out, err = await _run(
-        ["config", "set", "--channel", "C1", "--model", "gpt-special", "--temperature", "0.3",
-         "--instructions", "Answer like a pirate."], env, tmp_path)
+        [
+            "config",
+            "set",
+            "--channel",
+            "C1",
+            "--model",
+            "gpt-special",
+            "--temperature",
+            "0.3",
+            "--instructions",
+            "Answer like a pirate.",
+        ],
+        env,
+        tmp_path,
+    )
     assert code == 0, err
     code, out, _ = await _run(["config", "show", "--channel", "C1", "--team", "T1"], env, tmp_path)
     assert code == 0
-    assert "gpt-special" in out and "[channel]" in out
+    assert "gpt-special" in out
+    assert "[channel]" in out
     assert "max_output_tokens" in out
 
     bot: BotUnderTest = await start_bot()
@@ -111,13 +144,19 @@ async def test_config_set_validates_saves_and_the_next_turn_uses_it(
     await bot.wait_replies("C2", other, 1)
     here, there = bot.model_bodies()
     assert (here["model"], here["temperature"], here["instructions"]) == (
-        "gpt-special", 0.3, "Answer like a pirate.")
-    assert there["model"] == "test-model" and "temperature" not in there
+        "gpt-special",
+        0.3,
+        "Answer like a pirate.",
+    )
+    assert there["model"] == "test-model"
+    assert "temperature" not in there
 
-    code, out, _ = await _run(["config", "reset", "--channel", "C1", "--field", "model"],
-                              env, tmp_path)
+    code, out, _ = await _run(
+        ["config", "reset", "--channel", "C1", "--field", "model"], env, tmp_path
+    )
     assert code == 0
-    assert "gpt-special" not in out and "Answer like a pirate." in out
+    assert "gpt-special" not in out
+    assert "Answer like a pirate." in out
 
 
 def _free_port() -> int:
@@ -135,8 +174,13 @@ async def test_the_service_process_answers_and_stops_cleanly_on_sigterm(
     env = _service_env(tmp_path, fake_slack, fake_model)
     env.update(HOST="127.0.0.1", PORT=str(port), LOG_FORMAT="json")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with aiohttp.ClientSession() as http:
@@ -165,5 +209,7 @@ async def test_the_service_process_answers_and_stops_cleanly_on_sigterm(
         _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, err.decode()
     log = err.decode()
-    assert "service started" in log and "service stopped" in log
-    assert MODEL_KEY not in log and fake_slack.bot_token not in log
+    assert "service started" in log
+    assert "service stopped" in log
+    assert MODEL_KEY not in log
+    assert fake_slack.bot_token not in log

@@ -53,7 +53,7 @@ async def test_separate_threads_keep_separate_chains(bot: BotUnderTest) -> None:
     await bot.reply("more A", thread_ts=a)
     await bot.wait_replies("C1", a, 2)
 
-    first_a, first_b, second_a = bot.model_bodies()
+    _first_a, first_b, second_a = bot.model_bodies()
     assert "previous_response_id" not in first_b
     assert second_a["previous_response_id"] == bot.model.response_ids[0]
 
@@ -89,18 +89,33 @@ async def test_messages_not_for_the_bot_never_reach_the_model(bot: BotUnderTest)
     for spec in ignored:
         extra = {k: v for k, v in spec.items() if k not in {"text", "thread_ts", "user"}}
         user = str(spec.get("user", "U1"))
-        ts = bot.slack.add_message("C1", user=user, text=str(spec["text"]),
-                                   thread_ts=spec["thread_ts"])  # type: ignore[arg-type]
+        ts = bot.slack.add_message(
+            "C1", user=user, text=str(spec["text"]), thread_ts=spec["thread_ts"]
+        )  # type: ignore[arg-type]
         from tests.e2e.harness import message_event
 
-        await bot.send_event(message_event(channel="C1", user=user, text=str(spec["text"]),
-                                           ts=ts, thread_ts=spec["thread_ts"],  # type: ignore[arg-type]
-                                           **extra))
+        await bot.send_event(
+            message_event(
+                channel="C1",
+                user=user,
+                text=str(spec["text"]),
+                ts=ts,
+                thread_ts=spec["thread_ts"],  # type: ignore[arg-type]
+                **extra,
+            )
+        )
     # An edited mention re-sends app_mention with an `edited` field: never a new turn.
-    await bot.send_event({
-        "type": "app_mention", "user": "U1", "text": f"<@{bot.slack.bot_user_id}> start!",
-        "ts": root, "channel": "C1", "event_ts": root, "edited": {"user": "U1", "ts": "1.2"},
-    })
+    await bot.send_event(
+        {
+            "type": "app_mention",
+            "user": "U1",
+            "text": f"<@{bot.slack.bot_user_id}> start!",
+            "ts": root,
+            "channel": "C1",
+            "event_ts": root,
+            "edited": {"user": "U1", "ts": "1.2"},
+        }
+    )
     # A sentinel that must be answered: once it is, every earlier event has been handled.
     sentinel, _ = await bot.mention("sentinel")
     await bot.wait_replies("C1", sentinel, 1)
@@ -113,8 +128,12 @@ async def test_messages_not_for_the_bot_never_reach_the_model(bot: BotUnderTest)
 async def test_file_share_is_a_human_message(bot: BotUnderTest) -> None:
     root, _ = await bot.mention("start")
     await bot.wait_replies("C1", root, 1)
-    await bot.reply("see attached", thread_ts=root, subtype="file_share",
-                    files=[{"id": "F1", "name": "notes.txt"}])
+    await bot.reply(
+        "see attached",
+        thread_ts=root,
+        subtype="file_share",
+        files=[{"id": "F1", "name": "notes.txt"}],
+    )
     await bot.wait_replies("C1", root, 2)
     assert bot.model_bodies()[1]["input"] == [{"role": "user", "content": "see attached"}]
 
@@ -164,17 +183,27 @@ async def test_a_failed_call_says_so_plainly_and_the_chain_stays_intact(
 ) -> None:
     root, _ = await bot.mention("start")
     await bot.wait_replies("C1", root, 1)
-    bot.model.script_error(429, {"error": {"message": "You exceeded your current quota",
-                                           "type": "insufficient_quota", "param": None,
-                                           "code": "insufficient_quota"}})
+    bot.model.script_error(
+        429,
+        {
+            "error": {
+                "message": "You exceeded your current quota",
+                "type": "insufficient_quota",
+                "param": None,
+                "code": "insufficient_quota",
+            }
+        },
+    )
     await bot.reply("this fails", thread_ts=root)
     replies = await bot.wait_replies("C1", root, 2)
     notice = replies[1]["text"]
     assert "quota" in notice.lower()
-    assert "Traceback" not in notice and "sk-" not in notice
+    assert "Traceback" not in notice
+    assert "sk-" not in notice
 
     await bot.reply("and this works", thread_ts=root)
     await bot.wait_replies("C1", root, 3)
+    await bot.wait_idle()
     bodies = bot.model_bodies()
     assert len(bodies) == 3  # insufficient_quota is never retried
     assert bodies[2]["previous_response_id"] == bot.model.response_ids[0]
@@ -185,13 +214,42 @@ async def test_a_failed_call_says_so_plainly_and_the_chain_stays_intact(
 
 async def test_each_failure_kind_gets_its_own_plain_message(bot: BotUnderTest) -> None:
     cases = [
-        (404, {"error": {"message": "The model `nope` does not exist", "type": "invalid_request_error",
-                         "param": "model", "code": "model_not_found"}}, "model"),
-        (400, {"error": {"message": "Your input exceeds the context window",
-                         "type": "invalid_request_error", "param": "input",
-                         "code": "context_length_exceeded"}}, "new thread"),
-        (401, {"error": {"message": "Incorrect API key provided: sk-...", "type": "invalid_request_error",
-                         "param": None, "code": "invalid_api_key"}}, "credentials"),
+        (
+            404,
+            {
+                "error": {
+                    "message": "The model `nope` does not exist",
+                    "type": "invalid_request_error",
+                    "param": "model",
+                    "code": "model_not_found",
+                }
+            },
+            "model",
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "Your input exceeds the context window",
+                    "type": "invalid_request_error",
+                    "param": "input",
+                    "code": "context_length_exceeded",
+                }
+            },
+            "new thread",
+        ),
+        (
+            401,
+            {
+                "error": {
+                    "message": "Incorrect API key provided: sk-...",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            },
+            "credentials",
+        ),
     ]
     for status, body, words in cases:
         bot.model.script_error(status, body)
@@ -246,12 +304,12 @@ async def test_a_long_answer_is_split_into_messages_within_slack_limits(
 ) -> None:
     paragraphs = [f"Paragraph {i}: " + "word " * 150 for i in range(60)]
     code = "```python\n" + "\n".join(f"print({i})" for i in range(900)) + "\n```"
-    answer = "\n\n".join(paragraphs[:30] + [code] + paragraphs[30:])
+    answer = "\n\n".join([*paragraphs[:30], code, *paragraphs[30:]])
     assert len(answer) > 40_000
     bot.model.script_reply(answer)
     ts, _ = await bot.mention("write a lot")
 
-    await bot.slack.wait_for(lambda: bot.turn_finished(), timeout=15)
+    await bot.wait_idle(timeout=15)
     replies = bot.slack.bot_replies("C1", ts)
     assert len(replies) >= 4
     chunks = [r["blocks"][0]["text"] for r in replies]

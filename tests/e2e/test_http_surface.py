@@ -9,11 +9,22 @@ from tests.e2e.harness import BotUnderTest, sign
 
 
 def _event_body(bot: BotUnderTest, ts: str) -> bytes:
-    return json.dumps({
-        "team_id": "T1", "api_app_id": "A1", "type": "event_callback", "event_id": "EvForged",
-        "event": {"type": "app_mention", "user": "U1", "text": f"<@{bot.slack.bot_user_id}> hi",
-                  "ts": ts, "channel": "C1", "event_ts": ts},
-    }).encode()
+    return json.dumps(
+        {
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": "EvForged",
+            "event": {
+                "type": "app_mention",
+                "user": "U1",
+                "text": f"<@{bot.slack.bot_user_id}> hi",
+                "ts": ts,
+                "channel": "C1",
+                "event_ts": ts,
+            },
+        }
+    ).encode()
 
 
 async def test_forged_and_stale_requests_get_401_and_do_nothing(bot: BotUnderTest) -> None:
@@ -24,7 +35,12 @@ async def test_forged_and_stale_requests_get_401_and_do_nothing(bot: BotUnderTes
     stale = sign(body, timestamp=int(time.time()) - 10 * 60)
     tampered = sign(body)
     unsigned: dict[str, str] = {}
-    for headers, payload in ((forged, body), (stale, body), (tampered, body + b" "), (unsigned, body)):
+    for headers, payload in (
+        (forged, body),
+        (stale, body),
+        (tampered, body + b" "),
+        (unsigned, body),
+    ):
         status, _ = await bot.post_raw(payload, {"Content-Type": "application/json", **headers})
         assert status == 401
 

@@ -600,7 +600,7 @@ class FakeResponsesServer:
     async def wait_for_requests(
         self,
         n: int,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> list[RecordedRequest]:
         """Wait until at least ``n`` ``/v1/responses`` requests arrived; return them."""
         await self._wait(lambda: len(self.requests) >= n, timeout, f"{n} request(s)")
@@ -609,7 +609,7 @@ class FakeResponsesServer:
     async def wait_for_disconnects(
         self,
         n: int = 1,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> None:
         """Wait until ``n`` responses were cut short by the client closing the connection."""
         await self._wait(lambda: self.disconnects >= n, timeout, f"{n} client disconnect(s)")

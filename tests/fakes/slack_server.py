@@ -382,7 +382,7 @@ class FakeSlack:
     async def wait_for(
         self,
         predicate: Callable[[], T | None],
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> T:
         """Wait until ``predicate()`` is truthy and return its value.
 
@@ -407,7 +407,7 @@ class FakeSlack:
     def connected(self) -> bool:
         return any(not ws.closed for ws in self._sockets)
 
-    async def wait_connected(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float = 5.0) -> None:
         """Wait until a Socket Mode client is connected and has been sent ``hello``."""
         await self.wait_for(lambda: self.connected, timeout)
 
@@ -521,7 +521,7 @@ class FakeSlack:
     async def wait_ack(
         self,
         envelope_id: str,
-        timeout: float = 5.0,  # noqa: ASYNC109
+        timeout: float = 5.0,
     ) -> dict[str, Any]:
         """Wait for the client's acknowledgement of an envelope and return it."""
 

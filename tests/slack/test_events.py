@@ -69,7 +69,8 @@ def test_a_mention_threads_at_itself_or_its_thread() -> None:
     assert result.text == "summarise <@U2|ana>'s point"
     inner = dict(top, thread_ts="6.0")
     result = from_app_mention(inner, team_id="T1", bot_user_id=BOT, event_id="Ev3")
-    assert result is not None and result.thread_ts == "6.0"
+    assert result is not None
+    assert result.thread_ts == "6.0"
     edited = dict(top, edited={"user": "U1", "ts": "8.0"})
     assert from_app_mention(edited, team_id="T1", bot_user_id=BOT, event_id="Ev4") is None
 
