@@ -276,15 +276,20 @@ class ConversationService:
         try:
             try:
                 result = await attempt.run(self._model, request)
-            except ChainNotFoundError:
-                if not attempt.partial_text and request.previous_response_id is not None:
-                    logger.info("the endpoint lost the chain; rebuilding it", extra=log_extra)
-                    request = await self._rebuilt_request(settings, message)
-                    await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
-                    attempt = _Attempt(sink)
-                    result = await attempt.run(self._model, request)
-                else:
+            except ModelError as exc:
+                if (
+                    not _is_lost_chain(exc)
+                    or attempt.partial_text
+                    or not request.previous_response_id
+                ):
                     raise
+                # The endpoint no longer has the chain: rebuild it from the Slack thread (the
+                # transcript) once, and start a fresh chain from this answer.
+                logger.info("the endpoint lost the chain; rebuilding it", extra=log_extra)
+                request = await self._rebuilt_request(settings, message)
+                await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
+                attempt = _Attempt(sink)
+                result = await attempt.run(self._model, request)
         except ModelError as exc:
             return await self._fail(turn.turn_id, sink, exc, attempt, log_extra)
         except Exception:
@@ -396,6 +401,11 @@ def _build_request(
             "slack_thread": message.thread_ts,
         },
     )
+
+
+def _is_lost_chain(exc: ModelError) -> bool:
+    # Usually an HTTP 400 (ChainNotFoundError); some relays report it inside a 200 stream.
+    return isinstance(exc, ChainNotFoundError) or exc.code == "previous_response_not_found"
 
 
 def _token_usage(result: ModelResult) -> TokenUsage:

@@ -89,13 +89,27 @@ class ModelConnectionError(ModelError):
 
 
 class ModelTimeoutError(ModelError):
-    """A timeout fired. ``kind`` is ``connect``, ``idle`` (between stream events) or ``total``."""
+    """A timeout fired. ``kind`` is ``connect``, ``idle`` (between stream events) or ``total``.
+
+    When it fires after the answer had started, ``partial_text`` holds what had arrived, so
+    the reply can be finished with a note instead of being lost.
+    """
 
     default_code = "timeout"
 
-    def __init__(self, message: str, *, kind: str, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        request_id: str | None = None,
+        partial_text: str = "",
+        response_id: str | None = None,
+    ) -> None:
         super().__init__(message, code=f"timeout_{kind}", request_id=request_id)
         self.kind = kind
+        self.partial_text = partial_text
+        self.response_id = response_id
 
 
 class ModelHTTPError(ModelError):

@@ -98,16 +98,17 @@ class Service:
             retry=RetryPolicy(max_retries=settings.model_max_retries),
         )
         self._cleanup.append(model.aclose)
+        channel_settings = StoredChannelSettings(
+            store=self.store,
+            default_model=settings.default_model,
+            default_instructions=settings.default_instructions,
+        )
         self.conversation = ConversationService(
             store=self.store,
             model=model,
             sinks=SlackReplySinks(slack),
             history=SlackThreadHistory(slack, self.identity),
-            settings=StoredChannelSettings(
-                store=self.store,
-                default_model=settings.default_model,
-                default_instructions=settings.default_instructions,
-            ),
+            settings=channel_settings,
         )
         socket_mode = settings.effective_mode == "socket"
         signing_secret = settings.slack_signing_secret
@@ -118,6 +119,8 @@ class Service:
             conversation=self.conversation,
             metrics=self.metrics,
             tracker=self.tracker,
+            settings=channel_settings,
+            command=settings.slack_command,
             verify_requests=not socket_mode,
         )
         await self._close_interrupted_turns(slack)

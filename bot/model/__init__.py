@@ -4,7 +4,7 @@
 types below and the errors of ``bot.errors``.
 """
 
-from bot.model.client import ResponsesClient, StreamTimeoutError
+from bot.model.client import ResponsesClient
 from bot.model.retry import RetryPolicy
 from bot.model.types import (
     Completed,
@@ -24,7 +24,6 @@ __all__ = [
     "ResponseRequest",
     "ResponsesClient",
     "RetryPolicy",
-    "StreamTimeoutError",
     "TextDelta",
     "Usage",
 ]

@@ -39,7 +39,7 @@ from bot.model.retry import RetryPolicy, should_retry
 from bot.model.sse import SSEDecoder, decode_json
 from bot.model.types import Completed, ModelEvent, ModelResult, ResponseRequest, TextDelta
 
-__all__ = ["ResponsesClient", "StreamTimeoutError"]
+__all__ = ["ResponsesClient"]
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +54,6 @@ _JSON_BODY_LIMIT = 32 * 1024 * 1024
 _DRAIN_SECONDS = 1.0
 
 _Phase = Literal["connect", "stream", "body"]
-
-
-class StreamTimeoutError(ModelTimeoutError):
-    """A timeout (``kind`` ``idle`` or ``total``) after the answer had started.
-
-    Carries, like ``ModelStreamError``, the text that had arrived, so the reply can be finished
-    with a note instead of being lost.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: str,
-        partial_text: str = "",
-        response_id: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message, kind=kind, request_id=request_id)
-        self.partial_text = partial_text
-        self.response_id = response_id
 
 
 class ResponsesClient:
@@ -378,7 +357,7 @@ class ResponsesClient:
                     f"could not talk to the model endpoint ({self._describe(exc)})"
                 ) from exc
             kind = "total" if limit >= deadline else "idle"
-            raise StreamTimeoutError(
+            raise ModelTimeoutError(
                 f"the model endpoint did not finish within the {kind} timeout",
                 kind=kind,
                 partial_text=partial,
@@ -390,7 +369,7 @@ class ResponsesClient:
                     "could not connect to the model endpoint in time", kind="connect"
                 ) from exc
             # httpx's read timeout is the idle timeout (between bytes).
-            raise StreamTimeoutError(
+            raise ModelTimeoutError(
                 "the model endpoint stopped sending (idle timeout)",
                 kind="idle",
                 partial_text=partial,

@@ -15,8 +15,9 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.conversation import ConversationService, IncomingMessage, TurnOutcome
+from bot.conversation import ConversationService, IncomingMessage, SettingsSource, TurnOutcome
 from bot.metrics import Metrics
+from bot.slack.commands import Ack, command_reply, payload_fields
 from bot.slack.events import from_app_mention, from_message
 from bot.slack.identity import BotIdentity
 from bot.turn_tracker import TurnTracker
@@ -36,6 +37,8 @@ def build_slack_app(
     conversation: ConversationService,
     metrics: Metrics,
     tracker: TurnTracker,
+    settings: SettingsSource,
+    command: str = "/ai",
     verify_requests: bool = True,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
@@ -79,5 +82,22 @@ def build_slack_app(
     async def on_message(body: dict[str, Any]) -> None:
         """DMs, and follow-ups in threads the bot is part of (no mention needed)."""
         await handle(body, from_message)
+
+    @app.command(command)
+    async def on_command(ack: Ack, body: dict[str, Any]) -> None:
+        """The slash command answers ephemerally, inside Slack's 3-second window."""
+        text, team_id, channel_id = payload_fields(body)
+        reply = await command_reply(
+            command=command,
+            text=text,
+            team_id=team_id or identity.team_id,
+            channel_id=channel_id,
+            settings=settings,
+        )
+        await ack(text=reply, response_type="ephemeral")
+
+    @app.event("app_home_opened")
+    async def on_app_home_opened() -> None:
+        """Acknowledged so Slack does not retry it; the Home tab is not built yet."""
 
     return app

@@ -333,3 +333,17 @@ async def test_a_dm_needs_no_mention_and_replies_in_its_own_thread(bot: BotUnder
     first, second = bot.model_bodies()
     assert first["input"] == [{"role": "user", "content": "hello in private"}]
     assert second["previous_response_id"] == bot.model.response_ids[0]
+
+
+async def test_a_lost_chain_reported_inside_the_stream_is_rebuilt_too(bot: BotUnderTest) -> None:
+    root, _ = await bot.mention("hello")
+    await bot.wait_replies("C1", root, 1)
+    bot.model.stream_failure(
+        "", delta_count=0, code="previous_response_not_found", message="Previous response not found"
+    )
+    await bot.reply("again", thread_ts=root)
+    replies = await bot.wait_replies("C1", root, 2)
+    assert "again" in replies[1]["text"]  # the fake echoes the question: a real answer
+    rebuilt = bot.model_bodies()[2]
+    assert "previous_response_id" not in rebuilt
+    assert [item["role"] for item in rebuilt["input"]] == ["user", "assistant", "user"]
