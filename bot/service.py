@@ -32,7 +32,7 @@ from bot.settings import Settings
 from bot.slack.app import build_slack_app
 from bot.slack.history import SlackThreadHistory
 from bot.slack.identity import BotIdentity, fetch_identity
-from bot.slack.reply import SlackReplySinks
+from bot.slack.live_reply import LiveReplySinks
 from bot.turn_tracker import TurnTracker
 from storage.engine import create_engine, create_session_factory
 from storage.migrate import upgrade_to_head
@@ -48,16 +48,18 @@ INTERRUPTED_NOTICE = (
 )
 
 
-def make_slack_client(settings: Settings) -> AsyncWebClient:
-    """The one Slack Web API client: bot token, ``SLACK_API_URL``, 429s and resets retried."""
+def make_slack_client(settings: Settings, *, retry_rate_limits: bool = True) -> AsyncWebClient:
+    """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
+    429s retried after ``Retry-After`` unless ``retry_rate_limits`` is off (the stream
+    client: a rate-limited ``chat.startStream`` should fall back at once, not wait)."""
+    handlers: list[Any] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+    if retry_rate_limits:
+        handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         timeout=30,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-        ],
+        retry_handlers=handlers,
     )
 
 
@@ -106,7 +108,12 @@ class Service:
         self.conversation = ConversationService(
             store=self.store,
             model=model,
-            sinks=SlackReplySinks(slack),
+            sinks=LiveReplySinks(
+                client=slack,
+                stream_client=make_slack_client(settings, retry_rate_limits=False),
+                native_streaming=settings.slack_native_streaming,
+                flush_interval=settings.stream_update_interval,
+            ),
             history=SlackThreadHistory(slack, self.identity),
             settings=channel_settings,
         )

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     slack_command: str = "/ai"
     admin_user_ids: str = ""
+    slack_native_streaming: bool = True
+    stream_update_interval: float = Field(default=1.0, ge=0.1, le=10)
 
     # Model endpoint
     openai_base_url: str = "https://api.xiexus.cn/v1"

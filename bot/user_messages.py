@@ -104,6 +104,10 @@ def user_message(exc: ModelError) -> str:
             exc.reason or "", "The model service stopped before finishing this answer."
         )
         return f":warning: {text}"
+    if exc.code == "stream_interrupted":
+        return (
+            ":warning: The connection to the model service broke off mid-answer. Please try again."
+        )
     if isinstance(exc, ModelTimeoutError) and exc.kind == "idle":
         return ":warning: The model service stopped sending mid-answer. Please try again."
     for error_type, text in _TABLE:

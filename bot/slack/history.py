@@ -47,8 +47,8 @@ class SlackThreadHistory:
 
     def _convert(self, raw: dict[str, Any]) -> HistoryMessage | None:
         ts = raw.get("ts")
-        text = raw.get("text")
-        if not isinstance(ts, str) or not isinstance(text, str):
+        text = _full_text(raw)
+        if not isinstance(ts, str) or text is None:
             return None
         is_ours = raw.get("user") == self._identity.user_id or (
             self._identity.bot_id is not None and raw.get("bot_id") == self._identity.bot_id
@@ -58,3 +58,19 @@ class SlackThreadHistory:
         if raw.get("bot_id") or raw.get("subtype") not in HUMAN_SUBTYPES:
             return None
         return HistoryMessage(role="user", text=strip_mention(text, self._identity.user_id), ts=ts)
+
+
+def _full_text(raw: dict[str, Any]) -> str | None:
+    """The whole text of a message: our answers carry it in ``markdown`` blocks (their
+    ``text`` is only a shortened plain fallback); other messages in ``text``."""
+    blocks = raw.get("blocks")
+    if isinstance(blocks, list):
+        parts = [
+            str(b.get("text", ""))
+            for b in blocks
+            if isinstance(b, dict) and b.get("type") == "markdown"
+        ]
+        if parts:
+            return "\n".join(parts)
+    text = raw.get("text")
+    return text if isinstance(text, str) else None

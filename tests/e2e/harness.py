@@ -170,10 +170,12 @@ class BotUnderTest:
     async def wait_replies(
         self, channel: str, thread_ts: str, count: int, timeout: float = 10.0
     ) -> list[dict[str, Any]]:
-        """Wait until the bot has posted ``count`` messages in the thread; return them."""
+        """Wait until the bot has posted ``count`` messages in the thread and every event
+        sent so far is handled (answers streamed in full); return the bot's messages."""
         await self.slack.wait_for(
             lambda: len(self.slack.bot_replies(channel, thread_ts)) >= count, timeout=timeout
         )
+        await self.wait_idle(timeout=timeout)
         return self.slack.bot_replies(channel, thread_ts)
 
     def handled_events(self) -> int:
@@ -199,6 +201,14 @@ class BotUnderTest:
     async def get(self, path: str) -> tuple[int, str]:
         async with self.http.get(self.base_url + path) as response:
             return response.status, await response.text()
+
+
+def shown(message: dict[str, Any]) -> str:
+    """What a person sees: the ``markdown`` block's text, else the message text."""
+    blocks = message.get("blocks") or []
+    if blocks and blocks[0].get("type") == "markdown":
+        return str(blocks[0]["text"])
+    return str(message.get("text", ""))
 
 
 async def wait_until(predicate: Any, *, timeout: float = 10.0, interval: float = 0.01) -> None:

@@ -4,6 +4,7 @@ service itself from start to SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.e2e.conftest import StartBot
-from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET, BotUnderTest
+from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET, BotUnderTest, shown, sign
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import FakeSlack
 
@@ -168,8 +169,6 @@ def _free_port() -> int:
 async def test_the_service_process_answers_and_stops_cleanly_on_sigterm(
     tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
 ) -> None:
-    from tests.e2e.harness import BotUnderTest as _Bot
-
     port = _free_port()
     env = _service_env(tmp_path, fake_slack, fake_model)
     env.update(HOST="127.0.0.1", PORT=str(port), LOG_FORMAT="json")
@@ -196,18 +195,39 @@ async def test_the_service_process_answers_and_stops_cleanly_on_sigterm(
                 assert asyncio.get_running_loop().time() < deadline, "service never became ready"
                 await asyncio.sleep(0.05)
 
-            class _Port:
-                pass
-
-            service = _Port()
-            service.port = port  # type: ignore[attr-defined]
-            bot = _Bot(service=service, slack=fake_slack, model=fake_model, http=http)  # type: ignore[arg-type]
-            ts, _ = await bot.mention("hello process")
-            await bot.wait_replies("C1", ts, 1)
+            # One signed mention, exactly as Slack would send it to this process.
+            text = f"<@{fake_slack.bot_user_id}> hello process"
+            ts = fake_slack.add_message("C1", user="U1", text=text)
+            body = json.dumps(
+                {
+                    "team_id": "T1",
+                    "api_app_id": "A1",
+                    "type": "event_callback",
+                    "event_id": "EvProc1",
+                    "event_time": 1,
+                    "event": {
+                        "type": "app_mention",
+                        "user": "U1",
+                        "text": text,
+                        "ts": ts,
+                        "channel": "C1",
+                        "event_ts": ts,
+                    },
+                }
+            ).encode()
+            headers = {"Content-Type": "application/json", **sign(body)}
+            async with http.post(
+                f"http://127.0.0.1:{port}/slack/events", data=body, headers=headers
+            ) as response:
+                assert response.status == 200
+            await fake_model.wait_for_requests(1, timeout=10)
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, err.decode()
+    # SIGTERM let the turn in flight finish: the answer is there, whole.
+    [reply] = fake_slack.bot_replies("C1", ts)
+    assert "hello process" in shown(reply)
     log = err.decode()
     assert "service started" in log
     assert "service stopped" in log

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.e2e.conftest import StartBot
-from tests.e2e.harness import BotUnderTest
+from tests.e2e.harness import BotUnderTest, shown
 
 
 async def test_a_mention_is_answered_in_a_thread_rooted_at_the_mention(bot: BotUnderTest) -> None:
@@ -16,8 +16,7 @@ async def test_a_mention_is_answered_in_a_thread_rooted_at_the_mention(bot: BotU
     replies = await bot.wait_replies("C1", ts, 1)
 
     assert replies[0]["thread_ts"] == ts
-    assert replies[0]["blocks"][0] == {"type": "markdown", "text": "Hello! **Four** is the answer."}
-    assert "Four" in replies[0]["text"]
+    assert shown(replies[0]) == "Hello! **Four** is the answer."
     [request] = bot.model_bodies()
     assert request["input"] == [{"role": "user", "content": "what is 2+2?"}]
     assert "previous_response_id" not in request
@@ -196,7 +195,7 @@ async def test_a_failed_call_says_so_plainly_and_the_chain_stays_intact(
     )
     await bot.reply("this fails", thread_ts=root)
     replies = await bot.wait_replies("C1", root, 2)
-    notice = replies[1]["text"]
+    notice = shown(replies[1])
     assert "quota" in notice.lower()
     assert "Traceback" not in notice
     assert "sk-" not in notice
@@ -255,8 +254,8 @@ async def test_each_failure_kind_gets_its_own_plain_message(bot: BotUnderTest) -
         bot.model.script_error(status, body)
         ts, _ = await bot.mention(f"case {status}")
         [reply] = await bot.wait_replies("C1", ts, 1)
-        assert words in reply["text"], reply["text"]
-        assert body["error"]["message"] not in reply["text"]
+        assert words in shown(reply), shown(reply)
+        assert body["error"]["message"] not in shown(reply)
 
 
 async def test_a_lost_chain_is_rebuilt_from_the_thread_and_continues(bot: BotUnderTest) -> None:
@@ -276,7 +275,7 @@ async def test_a_lost_chain_is_rebuilt_from_the_thread_and_continues(bot: BotUnd
     assert lost["previous_response_id"] == bot.model.response_ids[1]
     assert "previous_response_id" not in rebuilt
     roles = [(item["role"], item["content"]) for item in rebuilt["input"]]
-    answers = [m["text"] for m in bot.slack.bot_replies("C1", root)]
+    answers = [shown(m) for m in bot.slack.bot_replies("C1", root)]
     assert roles == [
         ("user", "my name is Ana"),
         ("assistant", answers[0]),
@@ -312,7 +311,7 @@ async def test_a_long_answer_is_split_into_messages_within_slack_limits(
     await bot.wait_idle(timeout=15)
     replies = bot.slack.bot_replies("C1", ts)
     assert len(replies) >= 4
-    chunks = [r["blocks"][0]["text"] for r in replies]
+    chunks = [shown(r) for r in replies]
     assert all(len(c) <= 12_000 for c in chunks)
     assert all(len(r["text"]) <= 40_000 for r in replies)
     # Every code chunk opens and closes its fence; no paragraph is cut.
@@ -343,7 +342,7 @@ async def test_a_lost_chain_reported_inside_the_stream_is_rebuilt_too(bot: BotUn
     )
     await bot.reply("again", thread_ts=root)
     replies = await bot.wait_replies("C1", root, 2)
-    assert "again" in replies[1]["text"]  # the fake echoes the question: a real answer
+    assert "again" in shown(replies[1])  # the fake echoes the question: a real answer
     rebuilt = bot.model_bodies()[2]
     assert "previous_response_id" not in rebuilt
     assert [item["role"] for item in rebuilt["input"]] == ["user", "assistant", "user"]
