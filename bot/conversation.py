@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,10 +42,12 @@ __all__ = [
     "SettingsSource",
     "ThreadHistory",
     "TurnOutcome",
+    "TurnStopped",
 ]
 
 logger = logging.getLogger(__name__)
 
+STOPPED_NOTE = "_(Stopped. The answer above is incomplete.)_"
 EMPTY_MESSAGE_TEXT = "(The user mentioned you without writing anything else.)"
 
 
@@ -83,6 +86,10 @@ class HistoryMessage:
     ts: str
 
 
+class TurnStopped(Exception):
+    """Raised by a reply sink when the user stopped the answer in Slack."""
+
+
 class TurnOutcome(enum.StrEnum):
     IGNORED = "ignored"
     DUPLICATE = "duplicate"
@@ -90,10 +97,11 @@ class TurnOutcome(enum.StrEnum):
     FAILED = "failed"
     INCOMPLETE = "incomplete"
     UNDELIVERED = "undelivered"
+    STOPPED = "stopped"
 
 
 class ModelClient(Protocol):
-    def stream(self, request: ResponseRequest) -> AsyncIterator[ModelEvent]: ...
+    def stream(self, request: ResponseRequest) -> AsyncGenerator[ModelEvent, None]: ...
 
 
 class ReplySink(Protocol):
@@ -181,19 +189,25 @@ class _Attempt:
         return "".join(self.text_parts)
 
     async def run(self, model: ModelClient, request: ResponseRequest) -> ModelResult:
-        async for event in model.stream(request):
-            if isinstance(event, TextDelta):
-                if self.first_token_at is None:
-                    self.first_token_at = datetime.now(UTC)
-                self.text_parts.append(event.text)
-                await self.sink.delta(event.text)
-            elif isinstance(event, ReasoningDelta):
-                await self.sink.reasoning()
-            elif isinstance(event, Completed):
-                self.result = event.result
+        # aclosing: when the sink raises (the user stopped the answer), the model stream is
+        # closed at once, which closes the upstream request instead of letting it run on.
+        async with aclosing(model.stream(request)) as events:
+            async for event in events:
+                await self._handle(event)
         if self.result is None:  # the client raises first; this guards a broken client
             raise ModelError("the model stream ended without a result", code="no_result")
         return self.result
+
+    async def _handle(self, event: ModelEvent) -> None:
+        if isinstance(event, TextDelta):
+            if self.first_token_at is None:
+                self.first_token_at = datetime.now(UTC)
+            self.text_parts.append(event.text)
+            await self.sink.delta(event.text)
+        elif isinstance(event, ReasoningDelta):
+            await self.sink.reasoning()
+        elif isinstance(event, Completed):
+            self.result = event.result
 
 
 class ConversationService:
@@ -290,6 +304,14 @@ class ConversationService:
                 await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
                 attempt = _Attempt(sink)
                 result = await attempt.run(self._model, request)
+        except TurnStopped:
+            # The user stopped the answer: the partial text stays, the chain does not advance.
+            logger.info("the user stopped the answer", extra=log_extra)
+            await self._store.fail_turn(
+                turn_id=turn.turn_id, status="stopped", error_code="stopped_by_user"
+            )
+            await _tell(sink, STOPPED_NOTE, attempt.partial_text, log_extra)
+            return TurnOutcome.STOPPED
         except ModelError as exc:
             return await self._fail(turn.turn_id, sink, exc, attempt, log_extra)
         except Exception:

@@ -28,7 +28,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.conversation import IncomingMessage
+from bot.conversation import IncomingMessage, TurnStopped
 from bot.errors import DeliveryError
 from bot.slack.render import MAX_MARKDOWN_CHARS, message_payload
 
@@ -197,6 +197,7 @@ class _NativeStream:
         self._message = message
         self.ts: str | None = None
         self._shown = ""
+        self.stopped = False
 
     async def show(self, text: str) -> None:
         addition = text[len(self._shown) :]
@@ -233,6 +234,9 @@ class _NativeStream:
         except SlackApiError as exc:
             if exc.response.get("error") == "message_not_in_streaming_state":
                 raise _StreamExpired(self._shown) from exc
+            if exc.response.get("error") == "stopped_by_user":
+                self.stopped = True
+                raise TurnStopped from exc
             raise _delivery_error(method, exc) from exc
         except _SLACK_ERRORS as exc:
             raise _delivery_error(method, exc) from exc
@@ -318,6 +322,13 @@ class LiveReplySink:
         return self._first_ts
 
     async def fail(self, notice: str, partial_text: str) -> str | None:
+        if isinstance(self._live, _NativeStream) and self._live.stopped:
+            # The user stopped this stream: it keeps what it showed; the note follows it.
+            self._first_ts = self._first_ts or self._live.ts
+            self._live, self._live_text, self._pending = None, "", ""
+            self._streamed = partial_text
+            await self._show(notice, close=True)
+            return self._first_ts
         self._reconcile(partial_text)
         if self._streamed.strip():
             self._pending += "\n\n" + notice

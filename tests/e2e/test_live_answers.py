@@ -193,3 +193,29 @@ async def test_where_the_status_is_refused_a_reaction_shows_work(bot: BotUnderTe
         "hourglass_flowing_sand"
     ]
     assert len(bot.slack.calls_to("reactions.remove")) == 1
+
+
+async def test_a_user_stop_cancels_the_model_call_and_keeps_the_chain(bot: BotUnderTest) -> None:
+    root, _ = await bot.mention("first")
+    await bot.wait_replies("C1", root, 1)
+    bot.model.script_reply(ANSWER, delta_count=20, delay_between_deltas=0.3)
+    await bot.reply("tell me a long story", thread_ts=root)
+    live = await bot.slack.wait_for(
+        lambda: [m for m in bot.slack.bot_replies("C1", root)[1:] if shown(m)], timeout=5
+    )
+    bot.slack.stop_stream_by_user("C1", live[0]["ts"])
+
+    await bot.model.wait_for_disconnects(1, timeout=10)  # the upstream request was closed
+    replies = await bot.wait_replies("C1", root, 3)
+    assert ANSWER.startswith(shown(replies[1]))
+    assert shown(replies[1]) != ANSWER
+    assert "Stopped" in shown(replies[2])
+    turns = await bot.turns("C1", root)
+    assert [(t.status, t.error_code) for t in turns] == [
+        ("completed", None),
+        ("stopped", "stopped_by_user"),
+    ]
+
+    await bot.reply("next", thread_ts=root)
+    await bot.wait_replies("C1", root, 4)
+    assert bot.model_bodies()[-1]["previous_response_id"] == bot.model.response_ids[0]

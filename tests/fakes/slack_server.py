@@ -121,6 +121,8 @@ class _Message:
     reactions: dict[str, list[str]] = field(default_factory=dict)
     streaming: bool = False
     """Between chat.startStream and chat.stopStream (or expiry): appends are accepted."""
+    stopped_by_user: bool = False
+    """The user pressed stop: later append/stop calls get ``stopped_by_user``."""
 
 
 class FakeSlack:
@@ -354,6 +356,12 @@ class FakeSlack:
         ``message_not_in_streaming_state``; the text streamed so far stays."""
         message = self._channels[channel][ts]
         message.streaming = False
+
+    def stop_stream_by_user(self, channel: str, ts: str) -> None:
+        """The user stops a streaming answer in Slack; the text streamed so far stays."""
+        message = self._channels[channel][ts]
+        message.streaming = False
+        message.stopped_by_user = True
 
     def calls_to(self, method: str) -> list[SlackCall]:
         return [c for c in self.calls if c.method == method]
@@ -863,6 +871,8 @@ class FakeSlack:
     def _streaming_message(self, params: dict[str, Any]) -> tuple[str, _Message]:
         channel = _channel(params)
         message = self._find(channel, _required(params, "ts"))
+        if message.stopped_by_user:
+            raise _SlackError("stopped_by_user")
         if not message.streaming:
             raise _SlackError("message_not_in_streaming_state")
         return channel, message
