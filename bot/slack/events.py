@@ -40,14 +40,16 @@ def _is_human(event: Mapping[str, Any]) -> bool:
     )
 
 
-def from_app_mention(
-    event: Mapping[str, Any], *, team_id: str, bot_user_id: str, event_id: str | None
-) -> IncomingMessage | None:
-    """A mention in a channel: answered in the mention's thread, or in a new one at it."""
-    if event.get("type") != "app_mention" or not _is_human(event):
-        return None
-    if event.get("user") == bot_user_id:
-        return None
+def _incoming(
+    event: Mapping[str, Any],
+    *,
+    team_id: str,
+    bot_user_id: str,
+    event_id: str | None,
+    mentions_bot: bool,
+    is_direct: bool,
+) -> IncomingMessage:
+    """The turn for a human message; a top-level message starts a thread at itself."""
     ts = event["ts"]
     thread_ts = event.get("thread_ts")
     return IncomingMessage(
@@ -58,8 +60,27 @@ def from_app_mention(
         user_id=event["user"],
         text=strip_mention(str(event.get("text") or ""), bot_user_id),
         event_id=event_id,
-        mentions_bot=True,
+        mentions_bot=mentions_bot,
+        is_direct=is_direct,
         starts_thread=not isinstance(thread_ts, str),
+    )
+
+
+def from_app_mention(
+    event: Mapping[str, Any], *, team_id: str, bot_user_id: str, event_id: str | None
+) -> IncomingMessage | None:
+    """A mention in a channel: answered in the mention's thread, or in a new one at it."""
+    if event.get("type") != "app_mention" or not _is_human(event):
+        return None
+    if event.get("user") == bot_user_id:
+        return None
+    return _incoming(
+        event,
+        team_id=team_id,
+        bot_user_id=bot_user_id,
+        event_id=event_id,
+        mentions_bot=True,
+        is_direct=False,
     )
 
 
@@ -71,22 +92,15 @@ def from_message(
         return None
     if event.get("user") == bot_user_id:
         return None
-    text = str(event.get("text") or "")
     is_direct = event.get("channel_type") == "im"
-    if not is_direct and mentions(text, bot_user_id):
+    if not is_direct and mentions(str(event.get("text") or ""), bot_user_id):
         # Slack also sends this message as app_mention; that listener answers it.
         return None
-    ts = event["ts"]
-    thread_ts = event.get("thread_ts")
-    return IncomingMessage(
+    return _incoming(
+        event,
         team_id=team_id,
-        channel_id=event["channel"],
-        thread_ts=thread_ts if isinstance(thread_ts, str) else ts,
-        ts=ts,
-        user_id=event["user"],
-        text=strip_mention(text, bot_user_id),
+        bot_user_id=bot_user_id,
         event_id=event_id,
         mentions_bot=False,
         is_direct=is_direct,
-        starts_thread=not isinstance(thread_ts, str),
     )
