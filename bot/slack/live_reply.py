@@ -349,7 +349,6 @@ class LiveReplySink:
             logger.warning("final answer differs from the streamed text; keeping the stream")
 
     async def _flush(self, *, final: bool = False) -> None:
-        self._last_flush = self._clock()
         candidate = self._live_text + self._pending
         self._pending = ""
         while len(candidate) > self._limit:
@@ -359,6 +358,8 @@ class LiveReplySink:
             await self._show(first, close=True)
         if candidate or final:
             await self._show(candidate, close=final)
+        # Counted from when Slack answered, so a slow call cannot squeeze two edits together.
+        self._last_flush = self._clock()
 
     async def _show(self, text: str, *, close: bool) -> None:
         if self._live is None:
