@@ -15,6 +15,7 @@ __all__ = [
     "EffectiveSettings",
     "FieldSpec",
     "InvalidSetting",
+    "display",
     "env_defaults",
     "parse_field_name",
     "parse_value",
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 REASONING_EFFORTS = ("low", "medium", "high")
+TRUNCATIONS = ("auto", "disabled")
 MAX_INSTRUCTIONS_CHARS = 8_000
 MAX_MODEL_NAME_CHARS = 200
 MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
@@ -91,6 +93,40 @@ def _parse_effort(raw: str) -> str:
     return value
 
 
+_ON = {"on", "true", "yes", "1", "enabled"}
+_OFF = {"off", "false", "no", "0", "disabled"}
+
+
+def _on_off(name: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        value = raw.strip().lower()
+        if value in _ON:
+            return True
+        if value in _OFF:
+            return False
+        raise InvalidSetting(f"{name} must be on or off")
+
+    return parse
+
+
+def _parse_truncation(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in TRUNCATIONS:
+        raise InvalidSetting(f"truncation must be one of {', '.join(TRUNCATIONS)}")
+    return value
+
+
+def _parse_budget(raw: str) -> int:
+    message = "daily_token_budget must be a whole number of tokens, 0 or more (0 = no budget)"
+    try:
+        value = int(raw.strip().replace(",", "").replace("_", ""))
+    except ValueError:
+        raise InvalidSetting(message) from None
+    if value < 0:
+        raise InvalidSetting(message)
+    return value
+
+
 FIELDS: dict[str, FieldSpec] = {
     spec.name: spec
     for spec in (
@@ -114,6 +150,31 @@ FIELDS: dict[str, FieldSpec] = {
             "reasoning effort",
             " | ".join(REASONING_EFFORTS),
             _parse_effort,
+        ),
+        FieldSpec(
+            "reasoning_summary",
+            "ask reasoning models for a summary",
+            "on | off",
+            _on_off("reasoning_summary"),
+        ),
+        FieldSpec(
+            "truncation",
+            "drop the oldest context when a thread outgrows the model",
+            " | ".join(TRUNCATIONS),
+            _parse_truncation,
+        ),
+        FieldSpec(
+            "require_mention",
+            "thread follow-ups must mention the bot",
+            "on | off",
+            _on_off("require_mention"),
+        ),
+        FieldSpec("enabled", "the bot answers in this channel", "on | off", _on_off("enabled")),
+        FieldSpec(
+            "daily_token_budget",
+            "tokens per day for this channel (0 = no budget)",
+            "0 or more",
+            _parse_budget,
         ),
     )
 }
@@ -144,10 +205,26 @@ class EffectiveSettings:
     top_p: float | None
     max_output_tokens: int | None
     reasoning_effort: str | None
+    reasoning_summary: bool | None
+    truncation: str | None
+    require_mention: bool | None
+    enabled: bool | None
+    daily_token_budget: int | None
     sources: Mapping[str, str]
 
     def value(self, field: str) -> Any:
         return getattr(self, field)
+
+
+def display(value: Any) -> str:
+    """A setting's value as people read it (booleans as on/off)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, Any]:
@@ -158,6 +235,11 @@ def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, 
         "top_p": None,
         "max_output_tokens": None,
         "reasoning_effort": None,
+        "reasoning_summary": None,
+        "truncation": "auto",
+        "require_mention": False,
+        "enabled": True,
+        "daily_token_budget": 0,
     }
 
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.channel_config import FIELDS, InvalidSetting, parse_value
-from bot.channel_settings import StoredChannelSettings
+from bot.channel_config import FIELDS, InvalidSetting, display, parse_value
+from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 from bot.settings import DEFAULT_INSTRUCTIONS, Settings, load_settings
@@ -55,17 +55,18 @@ def _parser() -> argparse.ArgumentParser:
         ("show", "show a channel's effective settings"),
         ("set", "change a channel's settings"),
         ("reset", "reset a channel's settings to the defaults"),
+        ("history", "show who changed what, newest first"),
     ):
         sub = config_commands.add_parser(name, help=help_text)
-        sub.add_argument("--channel", required=True, help="channel id, e.g. C0123456789")
+        layer = sub.add_mutually_exclusive_group(required=True)
+        layer.add_argument("--channel", help="channel id, e.g. C0123456789")
+        layer.add_argument(
+            "--default", action="store_true", help="the workspace defaults layer instead"
+        )
         sub.add_argument("--team", help="workspace id (default: the bot token's workspace)")
         if name == "set":
-            sub.add_argument("--model")
-            sub.add_argument("--instructions")
-            sub.add_argument("--temperature")
-            sub.add_argument("--top-p", dest="top_p")
-            sub.add_argument("--max-output-tokens", dest="max_output_tokens")
-            sub.add_argument("--reasoning-effort", dest="reasoning_effort")
+            for field, spec in FIELDS.items():
+                sub.add_argument("--" + field.replace("_", "-"), dest=field, help=spec.valid)
         if name == "reset":
             sub.add_argument(
                 "--field", action="append", choices=list(FIELDS), help="reset only this field"
@@ -149,31 +150,45 @@ async def _config(args: argparse.Namespace) -> int:
 
     storage_settings = _storage_settings()
     team_id = await _resolve_team(args.team)
+    channel_id = WORKSPACE_DEFAULTS if args.default else args.channel
+    where = "the workspace defaults" if args.default else args.channel
     await upgrade_to_head(storage_settings.database_url)
     engine = create_engine(storage_settings.database_url)
     try:
         store = Store(create_session_factory(engine))
+        if args.config_command == "history":
+            rows = await store.list_settings_audit(team_id=team_id, channel_id=channel_id)
+            if not rows:
+                print(f"no changes recorded for {where}")
+            for row in rows:
+                print(
+                    f"{row.changed_at:%Y-%m-%d %H:%M:%S} UTC  {row.changed_by or '-':<12} "
+                    f"{row.field:<18} {_one_line(display(row.old_value), 40)} -> "
+                    f"{_one_line(display(row.new_value), 40)}"
+                )
+            return 0
         if args.config_command == "set":
             await store.update_channel_settings(
-                team_id=team_id, channel_id=args.channel, values=values, updated_by="cli"
+                team_id=team_id, channel_id=channel_id, values=values, updated_by="cli"
             )
-            print(f"saved for {args.channel}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+            print(
+                f"saved for {where}: " + ", ".join(f"{k}={display(v)}" for k, v in values.items())
+            )
         elif args.config_command == "reset":
             await store.reset_channel_settings(
-                team_id=team_id, channel_id=args.channel, fields=args.field
+                team_id=team_id, channel_id=channel_id, fields=args.field, updated_by="cli"
             )
             what = ", ".join(args.field) if args.field else "all settings"
-            print(f"reset {what} for {args.channel} to the defaults")
+            print(f"reset {what} for {where}")
         resolver = StoredChannelSettings(
             store=store,
             default_model=storage_settings.default_model or "(DEFAULT_MODEL is not set)",
             default_instructions=storage_settings.default_instructions,
         )
-        effective = await resolver.effective(team_id=team_id, channel_id=args.channel)
-        print(f"settings for channel {args.channel} (workspace {team_id}):")
+        effective = await resolver.effective(team_id=team_id, channel_id=channel_id)
+        print(f"settings for {where} (workspace {team_id}):")
         for name in FIELDS:
-            value = effective.value(name)
-            shown = "(model default)" if value is None else _one_line(str(value))
+            shown = _one_line(display(effective.value(name)))
             print(f"  {name:<18} {shown}  [{effective.sources[name]}]")
     finally:
         await engine.dispose()

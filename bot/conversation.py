@@ -98,6 +98,7 @@ class TurnOutcome(enum.StrEnum):
     INCOMPLETE = "incomplete"
     UNDELIVERED = "undelivered"
     STOPPED = "stopped"
+    OVER_BUDGET = "over_budget"
 
 
 class ModelClient(Protocol):
@@ -174,6 +175,8 @@ class ConversationStore(Protocol):
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
 
+    async def tokens_used_since(self, *, team_id: str, channel_id: str, since: datetime) -> int: ...
+
 
 class _Attempt:
     """Collects one model call's stream into the sink and remembers what arrived."""
@@ -238,6 +241,14 @@ class ConversationService:
         key = (message.team_id, message.channel_id, message.thread_ts)
         # The lock comes first so turns of one thread run in arrival order (see KeyedLocks).
         async with self._locks.hold(key):
+            # Read inside the lock: a change made while this turn waited applies to it.
+            settings = await self._settings.effective(
+                team_id=message.team_id, channel_id=message.channel_id
+            )
+            if settings.enabled is False:
+                return TurnOutcome.IGNORED  # an admin switched the bot off in this channel
+            if not addressed and settings.require_mention:
+                return TurnOutcome.IGNORED  # follow-ups need a mention in this channel
             if not addressed:
                 thread = await self._store.find_thread(
                     team_id=message.team_id,
@@ -252,13 +263,30 @@ class ConversationService:
                     extra={"event_id": message.event_id, "channel": message.channel_id},
                 )
                 return TurnOutcome.DUPLICATE
-            return await self._run_turn(message)
+            if await self._over_budget(message, settings):
+                return TurnOutcome.OVER_BUDGET
+            return await self._run_turn(message, settings)
 
-    async def _run_turn(self, message: IncomingMessage) -> TurnOutcome:
-        started = time.monotonic()
-        settings = await self._settings.effective(
-            team_id=message.team_id, channel_id=message.channel_id
+    async def _over_budget(self, message: IncomingMessage, settings: EffectiveSettings) -> bool:
+        budget = settings.daily_token_budget or 0
+        if budget <= 0:
+            return False
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        used = await self._store.tokens_used_since(
+            team_id=message.team_id, channel_id=message.channel_id, since=today
         )
+        if used < budget:
+            return False
+        notice = (
+            f":no_entry: This channel has used its daily budget of {budget:,} tokens "
+            f"({used:,} used today). It resets at 00:00 UTC; a channel admin can raise it "
+            "with the settings command (`daily_token_budget`)."
+        )
+        await _tell(self._sinks.open(message), notice, "", {"channel": message.channel_id})
+        return True
+
+    async def _run_turn(self, message: IncomingMessage, settings: EffectiveSettings) -> TurnOutcome:
+        started = time.monotonic()
         turn = await self._store.start_turn(
             team_id=message.team_id,
             channel_id=message.channel_id,
@@ -417,6 +445,8 @@ def _build_request(
         top_p=settings.top_p,
         max_output_tokens=settings.max_output_tokens,
         reasoning_effort=settings.reasoning_effort,
+        reasoning_summary=bool(settings.reasoning_summary),
+        truncation=settings.truncation or "auto",
         metadata={
             "slack_team": message.team_id,
             "slack_channel": message.channel_id,

@@ -27,9 +27,12 @@ from bot.errors import ConfigError
 from bot.metrics import Metrics
 from bot.model.client import ResponsesClient
 from bot.model.retry import RetryPolicy
+from bot.model_catalogue import ModelCatalogue
 from bot.server import build_web_app
 from bot.settings import Settings
+from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
+from bot.slack.commands import SettingsCommands
 from bot.slack.history import SlackThreadHistory
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
@@ -117,6 +120,10 @@ class Service:
             history=SlackThreadHistory(slack, self.identity),
             settings=channel_settings,
         )
+        admins = AdminPolicy(client=slack, admin_user_ids=settings.admin_ids)
+        catalogue = ModelCatalogue(
+            list_models=model.list_models, allowed=settings.allowed_model_list
+        )
         socket_mode = settings.effective_mode == "socket"
         signing_secret = settings.slack_signing_secret
         bolt = build_slack_app(
@@ -127,7 +134,16 @@ class Service:
             metrics=self.metrics,
             tracker=self.tracker,
             settings=channel_settings,
-            command=settings.slack_command,
+            commands=SettingsCommands(
+                command=settings.slack_command,
+                store=self.store,
+                settings=channel_settings,
+                admins=admins,
+                catalogue=catalogue,
+            ),
+            admins=admins,
+            catalogue=catalogue,
+            store=self.store,
             verify_requests=not socket_mode,
         )
         await self._close_interrupted_turns(slack)

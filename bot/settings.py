@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr
     default_model: str
     default_instructions: str = DEFAULT_INSTRUCTIONS
+    allowed_models: str = ""
     model_connect_timeout: float = Field(default=10.0, gt=0)
     model_idle_timeout: float = Field(default=60.0, gt=0)
     model_total_timeout: float = Field(default=600.0, gt=0)
@@ -139,6 +140,10 @@ class Settings(BaseSettings):
     @property
     def admin_ids(self) -> frozenset[str]:
         return frozenset(part.strip() for part in self.admin_user_ids.split(",") if part.strip())
+
+    @property
+    def allowed_model_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.allowed_models.split(",") if part.strip())
 
     def secrets(self) -> list[str]:
         """Every secret value, so log redaction can scrub them."""

@@ -1,5 +1,6 @@
-"""Persistence for the bot: threads and their response chains, turns, channel settings and
-event claims, on SQLite (aiosqlite) or PostgreSQL (asyncpg) through SQLAlchemy's asyncio API.
+"""Persistence for the bot: threads and their response chains, turns, channel settings (with
+an audit trail of their changes) and event claims, on SQLite (aiosqlite) or PostgreSQL
+(asyncpg) through SQLAlchemy's asyncio API.
 
 Typical wiring::
 
@@ -18,6 +19,7 @@ from storage.models import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, Base, Turn
 from storage.repositories import (
     AbandonedTurn,
     ChannelSettingsRecord,
+    SettingsAuditRecord,
     Store,
     ThreadRecord,
     TokenUsage,
@@ -33,6 +35,7 @@ __all__ = [
     "AbandonedTurn",
     "Base",
     "ChannelSettingsRecord",
+    "SettingsAuditRecord",
     "Store",
     "ThreadRecord",
     "TokenUsage",

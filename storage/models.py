@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Final
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Dialect,
     Double,
@@ -35,6 +36,7 @@ __all__ = [
     "Base",
     "ChannelSettings",
     "EventClaim",
+    "SettingsAudit",
     "Thread",
     "Turn",
     "TurnStatus",
@@ -66,6 +68,11 @@ SETTING_FIELDS: Final = (
     "top_p",
     "max_output_tokens",
     "reasoning_effort",
+    "reasoning_summary",
+    "truncation",
+    "require_mention",
+    "enabled",
+    "daily_token_budget",
 )
 """The per-channel settings an admin may set; a NULL value means "inherit"."""
 
@@ -237,10 +244,56 @@ class ChannelSettings(Base):
     """Cap on output tokens per response."""
     reasoning_effort: Mapped[str | None] = mapped_column(String(32))
     """Reasoning effort for reasoning models (e.g. "low", "medium", "high")."""
+    reasoning_summary: Mapped[bool | None] = mapped_column(Boolean)
+    """Whether to ask the model for a summary of its reasoning."""
+    truncation: Mapped[str | None] = mapped_column(String(16))
+    """Context truncation strategy sent to the endpoint ("auto" or "disabled")."""
+    require_mention: Mapped[bool | None] = mapped_column(Boolean)
+    """Whether follow-ups in a thread need to mention the bot to be answered."""
+    enabled: Mapped[bool | None] = mapped_column(Boolean)
+    """Whether the bot answers in this channel at all."""
+    daily_token_budget: Mapped[int | None] = mapped_column()
+    """Input plus output tokens the channel may use per day (0: no budget)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
     updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)
     """Slack user id of whoever changed it last (None: changed by the operator's CLI)."""
+
+
+class SettingsAudit(Base):
+    """One change of one channel setting: who changed which field from what to what.
+
+    Values are JSON-encoded so every setting type fits one column and reads back with its
+    type; NULL means "inherit".
+    """
+
+    __tablename__ = "settings_audit"
+    __table_args__ = (
+        # list_settings_audit: a team's or a channel's changes, newest first.
+        Index(
+            "ix_settings_audit_team_id_channel_id_changed_at",
+            "team_id",
+            "channel_id",
+            "changed_at",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key; increasing, so it orders changes made at the same instant."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id, or :data:`WORKSPACE_DEFAULT_CHANNEL` for the workspace's defaults."""
+    field: Mapped[str] = mapped_column(String(32))
+    """The setting that changed (a name in :data:`SETTING_FIELDS`)."""
+    old_value: Mapped[str | None] = mapped_column(Text)
+    """JSON-encoded value before the change (NULL: it was inheriting)."""
+    new_value: Mapped[str | None] = mapped_column(Text)
+    """JSON-encoded value after the change (NULL: it now inherits)."""
+    changed_by: Mapped[str | None] = mapped_column(_SLACK_ID)
+    """Slack user id of whoever made the change, "cli", or None if unknown."""
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    """When the change was committed (with the settings row's ``updated_at``)."""
 
 
 class EventClaim(Base):

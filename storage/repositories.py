@@ -11,13 +11,14 @@ mutate rows by accident.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Select, delete, insert, select, text, update
+from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,6 +28,7 @@ from storage.models import (
     SETTING_FIELDS,
     ChannelSettings,
     EventClaim,
+    SettingsAudit,
     Thread,
     Turn,
     TurnStatus,
@@ -36,6 +38,7 @@ from storage.models import (
 __all__ = [
     "AbandonedTurn",
     "ChannelSettingsRecord",
+    "SettingsAuditRecord",
     "Store",
     "ThreadRecord",
     "TokenUsage",
@@ -48,7 +51,8 @@ _CLOSING_STATUSES: Final = frozenset(
     {TurnStatus.FAILED, TurnStatus.INCOMPLETE, TurnStatus.STOPPED, TurnStatus.UNDELIVERED}
 )
 
-# Python types accepted per setting; bool is refused separately (it is an int subclass).
+# Python types accepted per setting. bool is an int subclass, so it is refused where a
+# number is expected; and a bool setting takes only real bools (not 0/1).
 _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "model": (str,),
     "instructions": (str,),
@@ -56,6 +60,11 @@ _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "top_p": (int, float),
     "max_output_tokens": (int,),
     "reasoning_effort": (str,),
+    "reasoning_summary": (bool,),
+    "truncation": (str,),
+    "require_mention": (bool,),
+    "enabled": (bool,),
+    "daily_token_budget": (int,),
 }
 assert set(_SETTING_TYPES) == set(SETTING_FIELDS)
 
@@ -159,6 +168,11 @@ class ChannelSettingsRecord:
     top_p: float | None
     max_output_tokens: int | None
     reasoning_effort: str | None
+    reasoning_summary: bool | None
+    truncation: str | None
+    require_mention: bool | None
+    enabled: bool | None
+    daily_token_budget: int | None
     updated_at: datetime
     updated_by: str | None
 
@@ -168,6 +182,23 @@ class ChannelSettingsRecord:
         return {name: value for name, value in values.items() if value is not None}
 
 
+@dataclass(frozen=True, slots=True)
+class SettingsAuditRecord:
+    """One recorded change of one setting; a None value means "inherit"."""
+
+    id: int
+    team_id: str
+    channel_id: str
+    """The channel, or ``""`` for the workspace defaults."""
+    field: str
+    old_value: object
+    """The value before the change, with its Python type (None: it was inheriting)."""
+    new_value: object
+    """The value after the change (None: it now inherits)."""
+    changed_by: str | None
+    changed_at: datetime
+
+
 _TURN_FIELDS: Final = tuple(field.name for field in dataclasses.fields(TurnRecord))
 
 
@@ -175,18 +206,35 @@ def _turn_record(turn: Turn) -> TurnRecord:
     return TurnRecord(**{name: getattr(turn, name) for name in _TURN_FIELDS})
 
 
+_SETTINGS_RECORD_FIELDS: Final = tuple(
+    field.name for field in dataclasses.fields(ChannelSettingsRecord)
+)
+# The record lists the settings in SETTING_FIELDS order, between the keys and the metadata.
+assert _SETTINGS_RECORD_FIELDS[2:-2] == SETTING_FIELDS
+
+
 def _settings_record(row: ChannelSettings) -> ChannelSettingsRecord:
-    return ChannelSettingsRecord(
+    return ChannelSettingsRecord(**{name: getattr(row, name) for name in _SETTINGS_RECORD_FIELDS})
+
+
+def _encode_setting(value: object) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _decode_setting(encoded: str | None) -> object:
+    return None if encoded is None else json.loads(encoded)
+
+
+def _audit_record(row: SettingsAudit) -> SettingsAuditRecord:
+    return SettingsAuditRecord(
+        id=row.id,
         team_id=row.team_id,
         channel_id=row.channel_id,
-        model=row.model,
-        instructions=row.instructions,
-        temperature=row.temperature,
-        top_p=row.top_p,
-        max_output_tokens=row.max_output_tokens,
-        reasoning_effort=row.reasoning_effort,
-        updated_at=row.updated_at,
-        updated_by=row.updated_by,
+        field=row.field,
+        old_value=_decode_setting(row.old_value),
+        new_value=_decode_setting(row.new_value),
+        changed_by=row.changed_by,
+        changed_at=row.changed_at,
     )
 
 
@@ -219,7 +267,7 @@ def _clean_setting_values(values: Mapping[str, object]) -> dict[str, object]:
     for name, value in values.items():
         if value is not None:
             allowed = _SETTING_TYPES[name]
-            if isinstance(value, bool) or not isinstance(value, allowed):
+            if isinstance(value, bool) != (bool in allowed) or not isinstance(value, allowed):
                 expected = " or ".join(kind.__name__ for kind in allowed)
                 raise TypeError(f"{name} must be {expected} or None, not {type(value).__name__}")
             if float in allowed and isinstance(value, int | float):
@@ -557,16 +605,18 @@ class Store:
         """Set the given settings (None: back to inherit), keeping the others; returns the row.
 
         Raises ValueError for an unknown name and TypeError for a wrongly typed value, before
-        anything is written; all given settings are saved together or not at all.
+        anything is written; all given settings are saved together or not at all. Each
+        setting whose value actually changes gets a ``settings_audit`` row (changed by
+        ``updated_by``), committed with the change.
         """
         cleaned = _clean_setting_values(values)
         async with self._writing() as session:
             row = await _get_or_create_settings(session, team_id=team_id, channel_id=channel_id)
-            for name, value in cleaned.items():
-                setattr(row, name, value)
+            now = utcnow()
+            _change_settings(session, row, cleaned, changed_by=updated_by, changed_at=now)
             row.updated_by = updated_by
             # Set explicitly: onupdate would not fire when no setting actually changed.
-            row.updated_at = utcnow()
+            row.updated_at = now
             await session.flush()
             return _settings_record(row)
 
@@ -580,7 +630,9 @@ class Store:
     ) -> ChannelSettingsRecord | None:
         """Put ``fields`` (None: all of them) back to inherit; returns the row, if there is one.
 
-        Raises ValueError for an unknown name before anything is written.
+        Raises ValueError for an unknown name before anything is written. Each setting that
+        was set gets a ``settings_audit`` row (changed by ``updated_by``), committed with the
+        change.
         """
         if isinstance(fields, str):
             # A lone name would otherwise be read as a sequence of one-letter names.
@@ -588,21 +640,104 @@ class Store:
         names = SETTING_FIELDS if fields is None else tuple(fields)
         _check_setting_names(names)
         async with self._writing() as session:
-            row = await session.scalar(_settings_query(team_id=team_id, channel_id=channel_id))
+            row = await session.scalar(
+                _settings_query(team_id=team_id, channel_id=channel_id).with_for_update()
+            )
             if row is None:
                 return None
-            for name in names:
-                setattr(row, name, None)
+            now = utcnow()
+            _change_settings(
+                session,
+                row,
+                dict.fromkeys(names),
+                changed_by=updated_by,
+                changed_at=now,
+            )
             row.updated_by = updated_by
-            row.updated_at = utcnow()
+            row.updated_at = now
             await session.flush()
             return _settings_record(row)
+
+    async def list_channel_settings(self, *, team_id: str) -> list[ChannelSettingsRecord]:
+        """Every settings row of a workspace (its defaults row ``""`` first), by channel id."""
+        async with self._reading() as session:
+            rows = await session.scalars(
+                select(ChannelSettings)
+                .where(ChannelSettings.team_id == team_id)
+                .order_by(ChannelSettings.channel_id)
+            )
+            return [_settings_record(row) for row in rows]
+
+    async def list_settings_audit(
+        self, *, team_id: str, channel_id: str | None = None, limit: int = 50
+    ) -> list[SettingsAuditRecord]:
+        """The newest ``limit`` setting changes of a workspace, newest first.
+
+        ``channel_id`` narrows them to one channel (``""``: the workspace defaults); None
+        keeps every layer of the workspace.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        query = select(SettingsAudit).where(SettingsAudit.team_id == team_id)
+        if channel_id is not None:
+            query = query.where(SettingsAudit.channel_id == channel_id)
+        # id breaks ties between the fields of one change, which share changed_at.
+        query = query.order_by(SettingsAudit.changed_at.desc(), SettingsAudit.id.desc())
+        async with self._reading() as session:
+            rows = await session.scalars(query.limit(limit))
+            return [_audit_record(row) for row in rows]
+
+    # -- usage ----------------------------------------------------------------------------
+
+    async def tokens_used_since(self, *, team_id: str, channel_id: str, since: datetime) -> int:
+        """Input plus output tokens of a channel's turns created at or after ``since``.
+
+        Counts turns of every status (a failed or stopped turn may still have been billed).
+        """
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValueError("since must be a timezone-aware datetime")
+        query = select(func.coalesce(func.sum(Turn.input_tokens + Turn.output_tokens), 0)).where(
+            Turn.team_id == team_id,
+            Turn.channel_id == channel_id,
+            Turn.created_at >= since,
+        )
+        async with self._reading() as session:
+            total = await session.scalar(query)
+        return int(total or 0)
 
 
 def _settings_query(*, team_id: str, channel_id: str) -> Select[ChannelSettings]:
     return select(ChannelSettings).where(
         ChannelSettings.team_id == team_id, ChannelSettings.channel_id == channel_id
     )
+
+
+def _change_settings(
+    session: AsyncSession,
+    row: ChannelSettings,
+    values: Mapping[str, object],
+    *,
+    changed_by: str | None,
+    changed_at: datetime,
+) -> None:
+    """Set ``values`` on ``row`` and add an audit row for each value that actually changes."""
+    for name, new in values.items():
+        old = getattr(row, name)
+        # Unchanged values leave no audit trail (the type check keeps e.g. 1 == 1.0 honest).
+        if old == new and type(old) is type(new):
+            continue
+        setattr(row, name, new)
+        session.add(
+            SettingsAudit(
+                team_id=row.team_id,
+                channel_id=row.channel_id,
+                field=name,
+                old_value=_encode_setting(old),
+                new_value=_encode_setting(new),
+                changed_by=changed_by,
+                changed_at=changed_at,
+            )
+        )
 
 
 async def _get_or_create_thread(
@@ -646,8 +781,12 @@ async def _get_or_create_thread(
 async def _get_or_create_settings(
     session: AsyncSession, *, team_id: str, channel_id: str
 ) -> ChannelSettings:
-    """The settings row for the channel, inserting an all-inherit one if needed; race-safe."""
-    query = _settings_query(team_id=team_id, channel_id=channel_id)
+    """The settings row for the channel, inserting an all-inherit one if needed; race-safe.
+
+    The row is locked (PostgreSQL ``FOR UPDATE``; SQLite's BEGIN IMMEDIATE already serialises
+    writers) so the old values audited are the ones this transaction replaces.
+    """
+    query = _settings_query(team_id=team_id, channel_id=channel_id).with_for_update()
     row: ChannelSettings | None = await session.scalar(query)
     if row is not None:
         return row

@@ -36,6 +36,7 @@ class ResponseRequest:
     top_p: float | None = None
     max_output_tokens: int | None = None
     reasoning_effort: str | None = None
+    reasoning_summary: bool = False
     truncation: str | None = "auto"
     metadata: dict[str, str] | None = None
     store: bool = True
@@ -54,8 +55,13 @@ class ResponseRequest:
             "metadata": self.metadata,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
+        reasoning: dict[str, str] = {}
         if self.reasoning_effort is not None:
-            body["reasoning"] = {"effort": self.reasoning_effort}
+            reasoning["effort"] = self.reasoning_effort
+        if self.reasoning_summary:
+            reasoning["summary"] = "auto"
+        if reasoning:
+            body["reasoning"] = reasoning
         return body
 
 

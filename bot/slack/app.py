@@ -7,19 +7,30 @@ however long the model takes.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channel_settings import WORKSPACE_DEFAULTS
 from bot.conversation import ConversationService, IncomingMessage, SettingsSource, TurnOutcome
 from bot.metrics import Metrics
-from bot.slack.commands import Ack, command_reply, payload_fields
+from bot.model_catalogue import ModelCatalogue
+from bot.slack.admins import AdminPolicy
+from bot.slack.commands import SettingsCommands
 from bot.slack.events import from_app_mention, from_message
 from bot.slack.identity import BotIdentity
+from bot.slack.views import (
+    EDIT_ACTION,
+    MODAL_CALLBACK,
+    home_view,
+    parse_submission,
+    settings_modal,
+)
 from bot.turn_tracker import TurnTracker
 
 __all__ = ["build_slack_app"]
@@ -27,6 +38,19 @@ __all__ = ["build_slack_app"]
 logger = logging.getLogger(__name__)
 
 Converter = Callable[..., IncomingMessage | None]
+Ack = Callable[..., Awaitable[None]]
+
+
+class SettingsStore(Protocol):
+    async def update_channel_settings(
+        self, *, team_id: str, channel_id: str, values: Any, updated_by: str | None
+    ) -> Any: ...
+
+    async def list_channel_settings(self, *, team_id: str) -> list[Any]: ...
+
+    async def list_settings_audit(
+        self, *, team_id: str, channel_id: str | None = None, limit: int = 50
+    ) -> list[Any]: ...
 
 
 def build_slack_app(
@@ -38,7 +62,10 @@ def build_slack_app(
     metrics: Metrics,
     tracker: TurnTracker,
     settings: SettingsSource,
-    command: str = "/ai",
+    commands: SettingsCommands,
+    admins: AdminPolicy,
+    catalogue: ModelCatalogue,
+    store: SettingsStore,
     verify_requests: bool = True,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
@@ -83,21 +110,100 @@ def build_slack_app(
         """DMs, and follow-ups in threads the bot is part of (no mention needed)."""
         await handle(body, from_message)
 
-    @app.command(command)
-    async def on_command(ack: Ack, body: dict[str, Any]) -> None:
-        """The slash command answers ephemerally, inside Slack's 3-second window."""
-        text, team_id, channel_id = payload_fields(body)
-        reply = await command_reply(
-            command=command,
-            text=text,
-            team_id=team_id or identity.team_id,
+    @app.command(commands.command)
+    async def on_command(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Answers ephemerally inside Slack's 3-second window; ``/ai config`` opens the modal."""
+        team_id = str(body.get("team_id") or identity.team_id)
+        channel_id = str(body.get("channel_id") or "")
+        user_id = str(body.get("user_id") or "")
+        result = await commands.handle(
+            text=str(body.get("text") or ""),
+            team_id=team_id,
             channel_id=channel_id,
-            settings=settings,
+            user_id=user_id,
         )
-        await ack(text=reply, response_type="ephemeral")
+        if not result.open_modal:
+            await ack(text=result.text, response_type="ephemeral")
+            return
+        await ack()
+        await _open_modal(client, str(body.get("trigger_id") or ""), team_id, channel_id)
+
+    async def _open_modal(
+        client: AsyncWebClient, trigger_id: str, team_id: str, channel_id: str
+    ) -> None:
+        effective = await settings.effective(team_id=team_id, channel_id=channel_id)
+        view = settings_modal(
+            team_id=team_id,
+            channel_id=channel_id,
+            settings=effective,
+            models=await catalogue.choices(),
+        )
+        await client.views_open(trigger_id=trigger_id, view=view)
+
+    @app.view(MODAL_CALLBACK)
+    async def on_settings_submitted(ack: Ack, body: dict[str, Any]) -> None:
+        """Checks the submitting user (from the signed payload) and validates every field
+        before anything is saved; errors show on their fields."""
+        user_id = str((body.get("user") or {}).get("id") or "")
+        team_id = str((body.get("team") or {}).get("id") or identity.team_id)
+        view = body.get("view") or {}
+        try:
+            channel_id = str(json.loads(view.get("private_metadata") or "{}")["channel_id"])
+        except (ValueError, KeyError, TypeError):
+            await ack(response_action="errors", errors={"model": "This form is out of date."})
+            return
+        if not await admins.may_change(user_id):
+            await ack(
+                response_action="errors",
+                errors={"model": "Only admins can change these settings."},
+            )
+            return
+        values, errors = parse_submission(
+            (view.get("state") or {}).get("values") or {}, allowed_model=catalogue.permits
+        )
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        await store.update_channel_settings(
+            team_id=team_id, channel_id=channel_id, values=values, updated_by=user_id
+        )
+        await ack()
 
     @app.event("app_home_opened")
-    async def on_app_home_opened() -> None:
-        """Acknowledged so Slack does not retry it; the Home tab is not built yet."""
+    async def on_app_home_opened(
+        event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        """Publishes the Home tab: workspace defaults and every configured channel."""
+        if event.get("tab") not in (None, "home"):
+            return
+        user_id = str(event.get("user") or "")
+        team_id = str(body.get("team_id") or identity.team_id)
+        await client.views_publish(user_id=user_id, view=await _home(team_id, user_id))
+
+    async def _home(team_id: str, user_id: str) -> dict[str, Any]:
+        rows = await store.list_channel_settings(team_id=team_id)
+        audit = await store.list_settings_audit(team_id=team_id, limit=200)
+        last: dict[str, Any] = {}
+        for row in audit:  # newest first: the first seen per channel is its last change
+            last.setdefault(row.channel_id, row)
+        return home_view(
+            defaults=await settings.effective(team_id=team_id, channel_id=WORKSPACE_DEFAULTS),
+            rows=rows,
+            last_changes=last,
+            is_admin=await admins.may_change(user_id),
+            who_can_change=admins.who_can_change(),
+        )
+
+    @app.action(EDIT_ACTION)
+    async def on_edit_channel(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """The Home tab's Edit button: admins only (checked here, not just hidden)."""
+        await ack()
+        user_id = str((body.get("user") or {}).get("id") or "")
+        team_id = str((body.get("team") or {}).get("id") or identity.team_id)
+        actions = body.get("actions") or [{}]
+        channel_id = str(actions[0].get("value") or "")
+        if not channel_id or not await admins.may_change(user_id):
+            return
+        await _open_modal(client, str(body.get("trigger_id") or ""), team_id, channel_id)
 
     return app

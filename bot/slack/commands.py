@@ -1,21 +1,41 @@
-"""The slash command (``SLACK_COMMAND``, default ``/ai``): read-only for now.
+"""The slash command (``SLACK_COMMAND``, default ``/ai``) in the contract's grammar:
 
-``/ai show`` shows the channel's effective settings and where each comes from; ``/ai help``
-lists the commands. Changing settings from Slack (set, reset, the modal) is not built yet, and
-the answer says so and points at the operator CLI rather than failing silently.
+    /ai | /ai config                open the settings modal (admins)
+    /ai show                        the channel's effective settings and where each comes from
+    /ai set FIELD VALUE             change a channel setting (admins)
+    /ai set default FIELD VALUE     change a workspace default (admins)
+    /ai reset [FIELD]               back to the defaults (admins)
+    /ai reset default [FIELD]       clear workspace defaults (admins)
+    /ai history                     who changed what in this channel
+    /ai usage                       tokens used in this channel
+    /ai help
+
+Answers are short and ephemeral. Every change is checked against the signed request's user on
+the server, validated by ``bot.channel_config`` (the same rules as the CLI) and saved in one
+transaction with its audit rows; an invalid value saves nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from bot.channel_config import FIELDS, EffectiveSettings
+from bot.channel_config import (
+    FIELDS,
+    EffectiveSettings,
+    InvalidSetting,
+    display,
+    parse_field_name,
+    parse_value,
+)
+from bot.channel_settings import WORKSPACE_DEFAULTS
 from bot.conversation import SettingsSource
+from bot.model_catalogue import ModelCatalogue
+from bot.slack.admins import AdminPolicy
+from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
 
-__all__ = ["Ack", "command_reply", "payload_fields"]
-
-Ack = Callable[..., Awaitable[None]]
+__all__ = ["CommandResult", "SettingsCommands"]
 
 _SOURCE_WORDS = {
     "channel": "set for this channel",
@@ -25,50 +45,188 @@ _SOURCE_WORDS = {
 }
 
 
+class _Store(Protocol):
+    async def update_channel_settings(
+        self, *, team_id: str, channel_id: str, values: Any, updated_by: str | None
+    ) -> ChannelSettingsRecord: ...
+
+    async def reset_channel_settings(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        fields: Any = None,
+        updated_by: str | None = None,
+    ) -> ChannelSettingsRecord | None: ...
+
+    async def list_settings_audit(
+        self, *, team_id: str, channel_id: str | None = None, limit: int = 50
+    ) -> list[SettingsAuditRecord]: ...
+
+    async def tokens_used_since(self, *, team_id: str, channel_id: str, since: datetime) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    text: str = ""
+    open_modal: bool = False
+
+
+class SettingsCommands:
+    def __init__(
+        self,
+        *,
+        command: str,
+        store: _Store,
+        settings: SettingsSource,
+        admins: AdminPolicy,
+        catalogue: ModelCatalogue,
+    ) -> None:
+        self.command = command
+        self._store = store
+        self._settings = settings
+        self._admins = admins
+        self._catalogue = catalogue
+
+    async def handle(
+        self, *, text: str, team_id: str, channel_id: str, user_id: str
+    ) -> CommandResult:
+        words = text.strip().split(maxsplit=1)
+        verb = words[0].lower() if words else "config"
+        rest = words[1] if len(words) > 1 else ""
+        if verb == "config":
+            if not await self._admins.may_change(user_id):
+                return CommandResult(await self._refusal(team_id, channel_id))
+            return CommandResult(open_modal=True)
+        if verb == "show":
+            return CommandResult(await self.show(team_id, channel_id))
+        if verb == "help":
+            return CommandResult(self.help())
+        if verb == "history":
+            return CommandResult(await self._history(team_id, channel_id))
+        if verb == "usage":
+            return CommandResult(await self._usage(team_id, channel_id))
+        if verb in {"set", "reset"}:
+            if not await self._admins.may_change(user_id):
+                return CommandResult(await self._refusal(team_id, channel_id))
+            try:
+                if verb == "set":
+                    return CommandResult(await self._set(rest, team_id, channel_id, user_id))
+                return CommandResult(await self._reset(rest, team_id, channel_id, user_id))
+            except InvalidSetting as exc:
+                return CommandResult(f":x: {exc}. Nothing was saved.")
+        return CommandResult(f"I don't know `{self.command} {verb}`.\n\n{self.help()}")
+
+    async def show(self, team_id: str, channel_id: str) -> str:
+        effective = await self._settings.effective(team_id=team_id, channel_id=channel_id)
+        return _show(effective, channel_id)
+
+    def help(self) -> str:
+        c = self.command
+        return "\n".join(
+            [
+                f"*{c}* — the model bot's settings for this channel",
+                f"• `{c}` or `{c} config`: open the settings form (admins)",
+                f"• `{c} show`: the effective settings and where each comes from",
+                f"• `{c} set FIELD VALUE`: change this channel's setting (admins)",
+                f"• `{c} set default FIELD VALUE`: change the workspace default (admins)",
+                f"• `{c} reset [FIELD]` / `{c} reset default [FIELD]`: back to the defaults",
+                f"• `{c} history`: who changed what here; `{c} usage`: tokens used here",
+                "Fields: " + ", ".join(f"`{name}` ({spec.valid})" for name, spec in FIELDS.items()),
+            ]
+        )
+
+    async def _refusal(self, team_id: str, channel_id: str) -> str:
+        return (
+            "Sorry, only admins can change the model settings. "
+            f"{self._admins.who_can_change()}\n\n" + await self.show(team_id, channel_id)
+        )
+
+    async def _set(self, rest: str, team_id: str, channel_id: str, user_id: str) -> str:
+        layer, rest = _layer(rest)
+        parts = rest.split(maxsplit=1)
+        if len(parts) < 2:
+            raise InvalidSetting(
+                f"usage: {self.command} set [default] FIELD VALUE, "
+                f"where FIELD is one of {', '.join(FIELDS)}"
+            )
+        field = parse_field_name(parts[0])
+        value = parse_value(field, parts[1])
+        if field == "model" and not self._catalogue.permits(value):
+            raise InvalidSetting(
+                "model must be one of the allowed models: " + ", ".join(self._catalogue.allowed)
+            )
+        target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
+        await self._store.update_channel_settings(
+            team_id=team_id, channel_id=target, values={field: value}, updated_by=user_id
+        )
+        where = "the workspace default" if layer == "workspace" else f"<#{channel_id}>"
+        return f":white_check_mark: `{field}` is now {_short(display(value))} for {where}."
+
+    async def _reset(self, rest: str, team_id: str, channel_id: str, user_id: str) -> str:
+        layer, rest = _layer(rest)
+        fields = [parse_field_name(rest)] if rest.strip() else None
+        target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
+        await self._store.reset_channel_settings(
+            team_id=team_id, channel_id=target, fields=fields, updated_by=user_id
+        )
+        what = f"`{fields[0]}`" if fields else "all settings"
+        where = "the workspace defaults" if layer == "workspace" else f"<#{channel_id}>"
+        return f":white_check_mark: Reset {what} for {where}.\n\n" + await self.show(
+            team_id, channel_id
+        )
+
+    async def _history(self, team_id: str, channel_id: str) -> str:
+        rows = await self._store.list_settings_audit(
+            team_id=team_id, channel_id=channel_id, limit=10
+        )
+        if not rows:
+            return f"No setting of <#{channel_id}> has been changed yet."
+        lines = [f"*Recent changes in <#{channel_id}>*"]
+        for row in rows:
+            who = (
+                f"<@{row.changed_by}>"
+                if row.changed_by and row.changed_by[0] in "UW"
+                else (row.changed_by or "someone")
+            )
+            lines.append(
+                f"• {row.changed_at:%Y-%m-%d %H:%M} UTC {who}: `{row.field}` "
+                f"{_short(display(row.old_value))} → {_short(display(row.new_value))}"
+            )
+        return "\n".join(lines)
+
+    async def _usage(self, team_id: str, channel_id: str) -> str:
+        now = datetime.now(UTC)
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        spans = [
+            ("today", today),
+            ("7 days", now - timedelta(days=7)),
+            ("30 days", now - timedelta(days=30)),
+        ]
+        lines = [f"*Tokens used in <#{channel_id}>*"]
+        for label, since in spans:
+            used = await self._store.tokens_used_since(
+                team_id=team_id, channel_id=channel_id, since=since
+            )
+            lines.append(f"• {label}: {used:,}")
+        return "\n".join(lines)
+
+
+def _layer(rest: str) -> tuple[str, str]:
+    words = rest.strip().split(maxsplit=1)
+    if words and words[0].lower() == "default":
+        return "workspace", words[1] if len(words) > 1 else ""
+    return "channel", rest.strip()
+
+
+def _short(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _show(settings: EffectiveSettings, channel_id: str) -> str:
     lines = [f"*Model settings for <#{channel_id}>*"]
     for name in FIELDS:
-        value = settings.value(name)
-        shown = "not set" if value is None else str(value)
-        if name == "instructions" and value is not None and len(shown) > 200:
-            shown = shown[:199] + "…"
+        shown = _short(display(settings.value(name)), 200)
         lines.append(f"• `{name}`: {shown} _({_SOURCE_WORDS[settings.sources[name]]})_")
     return "\n".join(lines)
-
-
-def _help(command: str) -> str:
-    return "\n".join(
-        [
-            f"*{command}* — the model bot's settings for this channel",
-            f"• `{command} show`: the channel's model, instructions and sampling settings",
-            f"• `{command} help`: this help",
-            "Mention me in a channel to start a conversation; reply in the thread to continue.",
-        ]
-    )
-
-
-async def command_reply(
-    *, command: str, text: str, team_id: str, channel_id: str, settings: SettingsSource
-) -> str:
-    """The ephemeral answer to ``/ai <text>``."""
-    verb = (text.strip().split() or ["show"])[0].lower()
-    if verb in {"show", ""}:
-        effective = await settings.effective(team_id=team_id, channel_id=channel_id)
-        return _show(effective, channel_id)
-    if verb == "help":
-        return _help(command)
-    if verb in {"set", "reset", "config", "usage", "history"}:
-        return (
-            f"`{command} {verb}` is not available from Slack yet. A workspace operator can change "
-            f"settings with `python -m bot config set --channel {channel_id} …`.\n\n"
-            + _help(command)
-        )
-    return f"I don't know `{command} {verb}`.\n\n" + _help(command)
-
-
-def payload_fields(body: dict[str, Any]) -> tuple[str, str, str]:
-    return (
-        str(body.get("text") or ""),
-        str(body.get("team_id") or ""),
-        str(body.get("channel_id") or ""),
-    )

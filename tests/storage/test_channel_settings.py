@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from storage import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, Store
+from storage import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, ChannelSettingsRecord, Store
 from tests.storage import BACKENDS, Databases
 
 KEYS = {"team_id": "T1", "channel_id": "C1"}
@@ -92,6 +93,11 @@ async def test_reset_one_setting_then_all(store: Store) -> None:
             "top_p": 0.9,
             "max_output_tokens": 500,
             "reasoning_effort": "low",
+            "reasoning_summary": True,
+            "truncation": "auto",
+            "require_mention": False,
+            "enabled": True,
+            "daily_token_budget": 100_000,
         },
         updated_by="U_ADMIN",
     )
@@ -135,3 +141,99 @@ async def test_workspace_defaults_live_beside_channel_rows(store: Store) -> None
     assert channel is not None
     assert (workspace.model, channel.model) == ("workspace-model", "channel-model")
     assert await store.get_channel_settings(team_id="T2", channel_id="") is None
+
+
+def test_the_settings_and_the_record_fields_come_in_a_fixed_order() -> None:
+    # bot/channel_settings.py reads records by these names (dataclasses.asdict).
+    assert SETTING_FIELDS == (
+        "model",
+        "instructions",
+        "temperature",
+        "top_p",
+        "max_output_tokens",
+        "reasoning_effort",
+        "reasoning_summary",
+        "truncation",
+        "require_mention",
+        "enabled",
+        "daily_token_budget",
+    )
+    names = tuple(field.name for field in dataclasses.fields(ChannelSettingsRecord))
+    assert names == ("team_id", "channel_id", *SETTING_FIELDS, "updated_at", "updated_by")
+
+
+async def test_the_new_settings_round_trip_with_their_types(store: Store) -> None:
+    values = {
+        "reasoning_summary": False,
+        "truncation": "disabled",
+        "require_mention": True,
+        "enabled": False,
+        "daily_token_budget": 0,
+    }
+    saved = await store.update_channel_settings(**KEYS, values=values, updated_by="U_ADMIN")
+    read = await store.get_channel_settings(**KEYS)
+
+    assert read == saved
+    assert read is not None
+    # False and 0 are settings, not "inherit".
+    assert read.overrides() == values
+    for name, value in values.items():
+        assert type(getattr(read, name)) is type(value), name
+    assert dataclasses.asdict(read)["enabled"] is False
+
+    again = await store.update_channel_settings(
+        **KEYS,
+        values={"enabled": True, "daily_token_budget": 250_000, "reasoning_summary": None},
+        updated_by=None,
+    )
+    assert (again.enabled, again.daily_token_budget, again.reasoning_summary) == (
+        True,
+        250_000,
+        None,
+    )
+    assert (again.truncation, again.require_mention) == ("disabled", True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("enabled", 1),
+        ("enabled", 0),
+        ("enabled", "true"),
+        ("reasoning_summary", 1.0),
+        ("daily_token_budget", True),
+        ("daily_token_budget", 10.0),
+        ("daily_token_budget", "1000"),
+        ("truncation", False),
+        ("max_output_tokens", False),
+        ("top_p", True),
+    ],
+)
+async def test_new_settings_take_only_their_own_type(
+    store: Store, name: str, value: object
+) -> None:
+    with pytest.raises(TypeError, match=name):
+        await store.update_channel_settings(
+            **KEYS, values={"model": "gpt-5", name: value}, updated_by=None
+        )
+    assert await store.get_channel_settings(**KEYS) is None
+
+
+async def test_list_channel_settings_returns_one_workspace_ordered_by_channel(
+    store: Store,
+) -> None:
+    for team_id, channel_id in [("T1", "C2"), ("T1", ""), ("T2", "C1"), ("T1", "C1")]:
+        await store.update_channel_settings(
+            team_id=team_id,
+            channel_id=channel_id,
+            values={"model": f"{team_id}/{channel_id or 'workspace'}"},
+            updated_by=None,
+        )
+
+    listed = await store.list_channel_settings(team_id="T1")
+
+    assert [record.channel_id for record in listed] == ["", "C1", "C2"]
+    assert [record.model for record in listed] == ["T1/workspace", "T1/C1", "T1/C2"]
+    assert listed[1] == await store.get_channel_settings(team_id="T1", channel_id="C1")
+    assert [record.model for record in await store.list_channel_settings(team_id="T2")] == ["T2/C1"]
+    assert await store.list_channel_settings(team_id="T3") == []

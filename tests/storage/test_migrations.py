@@ -6,7 +6,8 @@ import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, String, inspect
+from sqlalchemy import Double, Integer, MetaData, String, Text, insert, inspect, select
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,10 +31,11 @@ from storage import (
     upgrade_to_head,
 )
 from storage.migrate import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config
+from storage.models import UTCDateTime
 from storage.repositories import Store
 from tests.storage import BACKENDS, temporary_database
 
-TABLES = {"threads", "turns", "channel_settings", "event_claims"}
+TABLES = {"threads", "turns", "channel_settings", "event_claims", "settings_audit"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -91,7 +95,7 @@ async def test_revisions_report_whether_the_schema_is_current(
 
     await upgrade_to_head(empty_url)
 
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
     assert await current_revision(engine) == head_revision()
     assert await store.schema_is_current() is True
 
@@ -101,7 +105,7 @@ async def test_upgrade_is_idempotent_and_downgrade_round_trips(
 ) -> None:
     await upgrade_to_head(empty_url)
     await upgrade_to_head(empty_url)
-    assert await current_revision(engine) == "0001"
+    assert await current_revision(engine) == "0002"
 
     migration_engine = create_migration_engine(empty_url)
     try:
@@ -124,12 +128,181 @@ def _downgrade_to_base(connection: Connection, config: Config) -> None:
     command.downgrade(config, "base")
 
 
+def _downgrade_to(connection: Connection, config: Config, revision: str) -> None:
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def _migrate(url: str, step: Callable[[Connection, Config, str], None], to: str) -> None:
+    migration_engine = create_migration_engine(url)
+    try:
+        async with migration_engine.connect() as connection:
+            await connection.run_sync(step, alembic_config(url), to)
+            await connection.commit()
+    finally:
+        await migration_engine.dispose()
+
+
+def _schema(connection: Connection) -> dict[str, object]:
+    """Everything reflection tells about each table, for comparing two migrated schemas."""
+    inspector = inspect(connection)
+    schema: dict[str, object] = {}
+    for table in sorted(inspector.get_table_names()):
+        schema[table] = {
+            "columns": [
+                (column["name"], str(column["type"]), column["nullable"])
+                for column in inspector.get_columns(table)
+            ],
+            "pk": inspector.get_pk_constraint(table),
+            "unique": sorted(
+                (uq["name"] or "", tuple(uq["column_names"]))
+                for uq in inspector.get_unique_constraints(table)
+            ),
+            "indexes": sorted(
+                (ix["name"] or "", tuple(map(str, ix["column_names"])), bool(ix["unique"]))
+                for ix in inspector.get_indexes(table)
+            ),
+            "foreign_keys": inspector.get_foreign_keys(table),
+        }
+    return schema
+
+
+# channel_settings as revision 0001 created it (the models have moved on since).
+SETTINGS_0001 = sa_table(
+    "channel_settings",
+    sa_column("team_id", String),
+    sa_column("channel_id", String),
+    sa_column("model", String),
+    sa_column("instructions", Text),
+    sa_column("temperature", Double),
+    sa_column("top_p", Double),
+    sa_column("max_output_tokens", Integer),
+    sa_column("reasoning_effort", String),
+    sa_column("updated_at", UTCDateTime()),
+    sa_column("updated_by", String),
+)
+ROWS_0001 = [
+    {
+        "team_id": "T1",
+        "channel_id": "",
+        "model": "workspace-model",
+        "instructions": "Be brief.",
+        "temperature": 0.3,
+        "top_p": None,
+        "max_output_tokens": 900,
+        "reasoning_effort": "low",
+        "updated_at": datetime(2026, 11, 1, 12, tzinfo=UTC),
+        "updated_by": "U_ADMIN",
+    },
+    {
+        "team_id": "T1",
+        "channel_id": "C1",
+        "model": None,
+        "instructions": None,
+        "temperature": None,
+        "top_p": 0.8,
+        "max_output_tokens": None,
+        "reasoning_effort": None,
+        "updated_at": datetime(2026, 11, 2, 12, tzinfo=UTC),
+        "updated_by": None,
+    },
+]
+
+
+async def _rows_0001(url: str) -> list[dict[str, object]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                select(SETTINGS_0001).order_by(SETTINGS_0001.c.channel_id)
+            )
+            return [dict(row) for row in result.mappings()]
+    finally:
+        await engine.dispose()
+
+
+async def _reflect(url: str) -> dict[str, object]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_schema)
+    finally:
+        await engine.dispose()
+
+
+async def test_0002_keeps_existing_channel_settings_and_downgrades_cleanly(
+    empty_url: str,
+) -> None:
+    # A fresh engine per step: asyncpg's statement cache must not outlive a schema change.
+    await _migrate(empty_url, _upgrade_to, "0001")
+    schema_0001 = await _reflect(empty_url)
+    engine = create_engine(empty_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(SETTINGS_0001), ROWS_0001)
+    finally:
+        await engine.dispose()
+
+    await upgrade_to_head(empty_url)
+
+    engine = create_engine(empty_url)
+    try:
+        assert await current_revision(engine) == "0002"
+        assert await _diff(engine) == []
+        store = Store(create_session_factory(engine))
+        listed = await store.list_channel_settings(team_id="T1")
+        assert [
+            {name: getattr(record, name) for name in ROWS_0001[0]} for record in listed
+        ] == ROWS_0001
+        for record in listed:
+            assert record.reasoning_summary is None
+            assert record.truncation is None
+            assert record.require_mention is None
+            assert record.enabled is None
+            assert record.daily_token_budget is None
+        # The upgraded rows take the new settings and their audit.
+        await store.update_channel_settings(
+            team_id="T1",
+            channel_id="C1",
+            values={"enabled": False, "daily_token_budget": 1000, "top_p": 0.8},
+            updated_by="U_ADMIN",
+        )
+        assert len(await store.list_settings_audit(team_id="T1")) == 2
+    finally:
+        await engine.dispose()
+
+    await _migrate(empty_url, _downgrade_to, "0001")
+
+    assert await _reflect(empty_url) == schema_0001
+    rows = await _rows_0001(empty_url)
+    assert rows[0] == ROWS_0001[0]
+    # C1 was updated at 0002 (top_p unchanged); its 0001 columns survive the downgrade.
+    assert {**rows[1], "updated_at": None} == {
+        **ROWS_0001[1],
+        "updated_at": None,
+        "updated_by": "U_ADMIN",
+    }
+
+    await upgrade_to_head(empty_url)
+    engine = create_engine(empty_url)
+    try:
+        assert await _diff(engine) == []
+        store = Store(create_session_factory(engine))
+        channel = await store.get_channel_settings(team_id="T1", channel_id="C1")
+        assert channel is not None
+        # The downgrade dropped the new settings' values and the audit trail.
+        assert (channel.top_p, channel.enabled, channel.daily_token_budget) == (0.8, None, None)
+        assert await store.list_settings_audit(team_id="T1") == []
+    finally:
+        await engine.dispose()
+
+
 FAILING_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -153,7 +326,7 @@ async def test_a_failed_migration_leaves_the_schema_as_it_was(
     # storage.engine makes SQLAlchemy, not the sqlite3 module, emit BEGIN.
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_boom.py").write_text(FAILING_REVISION)
+    (scripts / "versions" / "0003_boom.py").write_text(FAILING_REVISION)
     config = alembic_config(empty_url)
     config.set_main_option("script_location", str(scripts))
 
@@ -161,7 +334,7 @@ async def test_a_failed_migration_leaves_the_schema_as_it_was(
     try:
         async with migration_engine.connect() as connection:
             with pytest.raises(RuntimeError, match="half-way"):
-                await connection.run_sync(_upgrade_to, config, "0002")
+                await connection.run_sync(_upgrade_to, config, "0003")
             await connection.rollback()
     finally:
         await migration_engine.dispose()
@@ -219,4 +392,5 @@ def test_the_alembic_cli_migrates_from_another_directory(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert "Running upgrade  -> 0001" in result.stderr
+    assert "Running upgrade 0001 -> 0002" in result.stderr
     assert database.exists()
