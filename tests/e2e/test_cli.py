@@ -233,3 +233,38 @@ async def test_the_service_process_answers_and_stops_cleanly_on_sigterm(
     assert "service stopped" in log
     assert MODEL_KEY not in log
     assert fake_slack.bot_token not in log
+
+
+async def test_config_default_layer_and_history(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> None:
+    env = _service_env(tmp_path, fake_slack, fake_model)
+    code, out, err = await _run(
+        ["config", "set", "--default", "--team", "T1", "--model", "ws-model", "--enabled", "off"],
+        env,
+        tmp_path,
+    )
+    assert code == 0, err
+    assert "saved for the workspace defaults: model=ws-model, enabled=off" in out
+    code, out, _ = await _run(["config", "show", "--channel", "C3", "--team", "T1"], env, tmp_path)
+    assert "ws-model  [workspace]" in out
+    assert "enabled            off  [workspace]" in out
+    await _run(
+        ["config", "set", "--channel", "C3", "--team", "T1", "--top-p", "0.9"], env, tmp_path
+    )
+    await _run(
+        ["config", "reset", "--channel", "C3", "--team", "T1", "--field", "top_p"], env, tmp_path
+    )
+
+    code, out, _ = await _run(
+        ["config", "history", "--channel", "C3", "--team", "T1"], env, tmp_path
+    )
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    assert "cli" in lines[0]
+    assert "top_p" in lines[0]
+    assert "0.9 -> not set" in lines[0]  # newest first
+    assert "not set -> 0.9" in lines[1]
+    code, out, _ = await _run(["config", "history", "--default", "--team", "T1"], env, tmp_path)
+    assert "ws-model" in out
