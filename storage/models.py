@@ -169,6 +169,8 @@ class Turn(Base):
         Index("ix_turns_thread_id_id", "thread_id", "id"),
         # close_abandoned_turns: find pending turns without scanning history.
         Index("ix_turns_status", "status"),
+        # tokens_used_since: a channel's recent turns (daily budgets, /ai usage).
+        Index("ix_turns_team_id_channel_id_created_at", "team_id", "channel_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -63,10 +63,18 @@ def upgrade() -> None:
         ["team_id", "channel_id", "changed_at"],
         unique=False,
     )
+    # tokens_used_since: a channel's recent turns (daily budgets, /ai usage).
+    op.create_index(
+        "ix_turns_team_id_channel_id_created_at",
+        "turns",
+        ["team_id", "channel_id", "created_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
     """Downgrade schema (drops the audit trail and the new settings' values)."""
+    op.drop_index("ix_turns_team_id_channel_id_created_at", table_name="turns")
     op.drop_index("ix_settings_audit_team_id_channel_id_changed_at", table_name="settings_audit")
     op.drop_index(op.f("ix_settings_audit_changed_at"), table_name="settings_audit")
     op.drop_table("settings_audit")
