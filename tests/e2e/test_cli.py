@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.e2e.conftest import StartBot
+from tests.conftest import StartBot
 from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET, BotUnderTest, shown, sign
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import FakeSlack

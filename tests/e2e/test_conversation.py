@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.conftest import StartBot
+from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bot.slack.live_reply import REASONING_STATUS, THINKING_STATUS
-from tests.e2e.conftest import StartBot
+from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
 
 ANSWER = "The answer grows one piece at a time, so the reader sees it arrive. " * 6

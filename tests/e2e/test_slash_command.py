@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.e2e.conftest import StartBot
+from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown, sign
 
 ADMIN = "UADMIN"

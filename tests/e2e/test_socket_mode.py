@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.conftest import StartBot
+from tests.conftest import StartBot
 from tests.fakes.slack_server import FakeSlack
 
 
