@@ -9,6 +9,7 @@ answer was delivered.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -47,6 +48,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+SHUTDOWN_NOTE = (
+    ":warning: The bot is restarting and could not finish this answer. "
+    "Please send your message again in a minute."
+)
 STOPPED_NOTE = "_(Stopped. The answer above is incomplete.)_"
 EMPTY_MESSAGE_TEXT = "(The user mentioned you without writing anything else.)"
 
@@ -332,6 +337,15 @@ class ConversationService:
                 await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
                 attempt = _Attempt(sink)
                 result = await attempt.run(self._model, request)
+        except asyncio.CancelledError:
+            # Shutdown outlasted its grace period: close the turn and say so, then let the
+            # cancellation go on. The chain head stays at the last finished answer.
+            logger.warning("turn cancelled by shutdown", extra=log_extra)
+            await self._store.fail_turn(
+                turn_id=turn.turn_id, status="failed", error_code="shutdown"
+            )
+            await _tell(sink, SHUTDOWN_NOTE, attempt.partial_text, log_extra)
+            raise
         except TurnStopped:
             # The user stopped the answer: the partial text stays, the chain does not advance.
             logger.info("the user stopped the answer", extra=log_extra)

@@ -205,9 +205,10 @@ class Service:
             await self._socket_handler.close_async()  # type: ignore[no-untyped-call]
         if not await self.tracker.wait_idle(self.shutdown_grace):
             logger.warning(
-                "shutdown grace period ended with turns in flight",
+                "shutdown grace period ended with turns in flight; closing them with a note",
                 extra={"in_flight": self.tracker.active},
             )
+            await self.tracker.cancel_all()
         if self._runner is not None:
             await self._runner.cleanup()
         for close in reversed(self._cleanup):
