@@ -14,7 +14,7 @@ import enum
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from bot.model.types import (
 from bot.thread_locks import KeyedLocks
 from bot.user_messages import INTERNAL_ERROR, user_message
 from storage.repositories import ThreadRecord, TokenUsage, TurnStart
+from storage.thread_locks import ThreadLockTimeout
 
 __all__ = [
     "ConversationService",
@@ -48,6 +49,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+BUSY_NOTE = (
+    ":warning: This thread was busy for too long and I couldn't get to your message. "
+    "Please send it again."
+)
 SHUTDOWN_NOTE = (
     ":warning: The bot is restarting and could not finish this answer. "
     "Please send your message again in a minute."
@@ -138,6 +143,12 @@ class SettingsSource(Protocol):
     async def effective(self, *, team_id: str, channel_id: str) -> EffectiveSettings: ...
 
 
+class ThreadLockProvider(Protocol):
+    def hold(
+        self, *, team_id: str, channel_id: str, thread_ts: str
+    ) -> AbstractAsyncContextManager[None]: ...
+
+
 class ConversationStore(Protocol):
     async def claim_event(self, *, keys: Sequence[str]) -> bool: ...
 
@@ -176,7 +187,7 @@ class ConversationStore(Protocol):
         response_id: str | None = None,
         reply_ts: str | None = None,
         usage: TokenUsage | None = None,
-    ) -> None: ...
+    ) -> object: ...
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
 
@@ -230,6 +241,7 @@ class ConversationService:
         history: ThreadHistory,
         settings: SettingsSource,
         locks: KeyedLocks | None = None,
+        thread_locks: ThreadLockProvider | None = None,
     ) -> None:
         self._store = store
         self._model = model
@@ -237,6 +249,7 @@ class ConversationService:
         self._history = history
         self._settings = settings
         self._locks = locks or KeyedLocks()
+        self._thread_locks = thread_locks
 
     async def handle(self, message: IncomingMessage) -> TurnOutcome:
         """Answer ``message`` if it is addressed to the bot; at most once per message."""
@@ -244,33 +257,52 @@ class ConversationService:
         if not addressed and message.starts_thread:
             return TurnOutcome.IGNORED  # a top-level channel message not for the bot
         key = (message.team_id, message.channel_id, message.thread_ts)
-        # The lock comes first so turns of one thread run in arrival order (see KeyedLocks).
+        # The lock comes first so turns of one thread run in arrival order (see KeyedLocks);
+        # then, with several replicas, the thread's lock in the database.
         async with self._locks.hold(key):
-            # Read inside the lock: a change made while this turn waited applies to it.
-            settings = await self._settings.effective(
-                team_id=message.team_id, channel_id=message.channel_id
-            )
-            if settings.enabled is False:
-                return TurnOutcome.IGNORED  # an admin switched the bot off in this channel
-            if not addressed and settings.require_mention:
-                return TurnOutcome.IGNORED  # follow-ups need a mention in this channel
-            if not addressed:
-                thread = await self._store.find_thread(
+            if self._thread_locks is None:
+                return await self._handle_locked(message, addressed)
+            try:
+                async with self._thread_locks.hold(
                     team_id=message.team_id,
                     channel_id=message.channel_id,
                     thread_ts=message.thread_ts,
+                ):
+                    return await self._handle_locked(message, addressed)
+            except ThreadLockTimeout:
+                logger.error(
+                    "thread stayed locked by another replica; message not answered",
+                    extra={"channel": message.channel_id, "thread_ts": message.thread_ts},
                 )
-                if thread is None:
-                    return TurnOutcome.IGNORED  # a thread the bot is not part of
-            if not await self._store.claim_event(keys=message.claim_keys):
-                logger.info(
-                    "duplicate delivery ignored",
-                    extra={"event_id": message.event_id, "channel": message.channel_id},
-                )
-                return TurnOutcome.DUPLICATE
-            if await self._over_budget(message, settings):
-                return TurnOutcome.OVER_BUDGET
-            return await self._run_turn(message, settings)
+                await _tell(self._sinks.open(message), BUSY_NOTE, "", {})
+                return TurnOutcome.FAILED
+
+    async def _handle_locked(self, message: IncomingMessage, addressed: bool) -> TurnOutcome:
+        # Read inside the lock: a change made while this turn waited applies to it.
+        settings = await self._settings.effective(
+            team_id=message.team_id, channel_id=message.channel_id
+        )
+        if settings.enabled is False:
+            return TurnOutcome.IGNORED  # an admin switched the bot off in this channel
+        if not addressed and settings.require_mention:
+            return TurnOutcome.IGNORED  # follow-ups need a mention in this channel
+        if not addressed:
+            thread = await self._store.find_thread(
+                team_id=message.team_id,
+                channel_id=message.channel_id,
+                thread_ts=message.thread_ts,
+            )
+            if thread is None:
+                return TurnOutcome.IGNORED  # a thread the bot is not part of
+        if not await self._store.claim_event(keys=message.claim_keys):
+            logger.info(
+                "duplicate delivery ignored",
+                extra={"event_id": message.event_id, "channel": message.channel_id},
+            )
+            return TurnOutcome.DUPLICATE
+        if await self._over_budget(message, settings):
+            return TurnOutcome.OVER_BUDGET
+        return await self._run_turn(message, settings)
 
     async def _over_budget(self, message: IncomingMessage, settings: EffectiveSettings) -> bool:
         budget = settings.daily_token_budget or 0

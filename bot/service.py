@@ -39,7 +39,8 @@ from bot.slack.live_reply import LiveReplySinks
 from bot.turn_tracker import TurnTracker
 from storage.engine import create_engine, create_session_factory
 from storage.migrate import upgrade_to_head
-from storage.repositories import Store
+from storage.repositories import AbandonedTurn, Store
+from storage.thread_locks import DistributedThreadLocks
 
 __all__ = ["Service", "make_slack_client"]
 
@@ -108,7 +109,12 @@ class Service:
             default_model=settings.default_model,
             default_instructions=settings.default_instructions,
         )
+        self.thread_locks = DistributedThreadLocks(
+            settings.database_url, wait_seconds=settings.thread_lock_wait
+        )
+        self._cleanup.append(self.thread_locks.aclose)
         self.conversation = ConversationService(
+            thread_locks=self.thread_locks if self.thread_locks.distributed else None,
             store=self.store,
             model=model,
             sinks=LiveReplySinks(
@@ -185,8 +191,27 @@ class Service:
             return f"database unavailable ({type(exc).__name__})"
         return None
 
+    async def _interrupted_turns(self) -> list[AbandonedTurn]:
+        """Turns a crash left pending. With several replicas on PostgreSQL a pending turn may
+        be running on another replica right now: only those whose thread lock is free (its
+        owner is gone) are closed."""
+        if not self.thread_locks.distributed:
+            return await self.store.close_abandoned_turns(error_code="interrupted")
+        closed: list[AbandonedTurn] = []
+        for turn in await self.store.list_pending_turns():
+            if await self.thread_locks.is_free(
+                team_id=turn.team_id, channel_id=turn.channel_id, thread_ts=turn.thread_ts
+            ) and await self.store.fail_turn(
+                turn_id=turn.turn_id,
+                status="failed",
+                error_code="interrupted",
+                only_if_pending=True,
+            ):
+                closed.append(turn)
+        return closed
+
     async def _close_interrupted_turns(self, slack: AsyncWebClient) -> None:
-        for turn in await self.store.close_abandoned_turns(error_code="interrupted"):
+        for turn in await self._interrupted_turns():
             logger.warning(
                 "closed a turn left pending by a previous run",
                 extra={"turn_id": turn.turn_id, "channel": turn.channel_id},

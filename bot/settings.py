@@ -59,6 +59,7 @@ class Settings(BaseSettings):
 
     # Storage
     database_url: str = "sqlite+aiosqlite:///./data/bot.db"
+    thread_lock_wait: float = Field(default=300.0, gt=0)
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -490,10 +490,13 @@ class Store:
         reply_ts: str | None = None,
         usage: TokenUsage | None = None,
         first_token_at: datetime | None = None,
-    ) -> None:
+        only_if_pending: bool = False,
+    ) -> bool:
         """Close the turn without a usable answer; the thread's chain head stays put.
 
         ``status`` is one of failed, incomplete, stopped or undelivered (a ``TurnStatus``).
+        With ``only_if_pending`` a turn that has closed meanwhile keeps its outcome; returns
+        whether this call closed it.
         """
         if status not in _CLOSING_STATUSES:
             allowed = ", ".join(sorted(_CLOSING_STATUSES))
@@ -512,9 +515,38 @@ class Store:
             }
             if usage is not None:
                 values.update(_usage_values(usage))
-            result = await session.execute(update(Turn).where(Turn.id == turn_id).values(values))
+            statement = update(Turn).where(Turn.id == turn_id)
+            if only_if_pending:
+                statement = statement.where(Turn.status == TurnStatus.PENDING.value)
+            result = await session.execute(statement.values(values))
             if result.rowcount == 0:  # type: ignore[attr-defined]
+                if only_if_pending and started_at is not None:
+                    return False
                 raise TurnNotFoundError(turn_id)
+            return True
+
+    async def list_pending_turns(self) -> list[AbandonedTurn]:
+        """Every turn still pending, oldest first (with several replicas some of them are
+        running right now: see ``storage.thread_locks``)."""
+        async with self._session_factory() as session:
+            rows = (
+                await session.execute(
+                    select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
+                    .join(Thread, Thread.id == Turn.thread_id)
+                    .where(Turn.status == TurnStatus.PENDING.value)
+                    .order_by(Turn.id)
+                )
+            ).all()
+        return [
+            AbandonedTurn(
+                turn_id=row.id,
+                team_id=row.team_id,
+                channel_id=row.channel_id,
+                thread_ts=row.thread_ts,
+                user_ts=row.user_ts,
+            )
+            for row in rows
+        ]
 
     async def close_abandoned_turns(
         self, *, error_code: str = "interrupted"
