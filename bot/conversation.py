@@ -31,6 +31,7 @@ from bot.model.types import (
 )
 from bot.thread_locks import KeyedLocks
 from bot.user_messages import INTERNAL_ERROR, user_message
+from storage.errors import STORAGE_ERRORS
 from storage.repositories import ThreadRecord, TokenUsage, TurnStart
 from storage.thread_locks import ThreadLockTimeout
 
@@ -49,6 +50,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+STORAGE_NOTE = (
+    ":warning: I couldn't save this conversation right now, so I can't answer. "
+    "Please try again in a minute; if it keeps happening, tell your Slack admin."
+)
 BUSY_NOTE = (
     ":warning: This thread was busy for too long and I couldn't get to your message. "
     "Please send it again."
@@ -256,6 +261,27 @@ class ConversationService:
         addressed = message.mentions_bot or message.is_direct
         if not addressed and message.starts_thread:
             return TurnOutcome.IGNORED  # a top-level channel message not for the bot
+        try:
+            return await self._handle_in_order(message, addressed)
+        except STORAGE_ERRORS as exc:
+            # The database refused (read-only or full disk, locked past the busy timeout,
+            # gone): say so rather than lose the message silently, Slack will not resend it.
+            # The driver's own words ("attempt to write a readonly database", "disk I/O
+            # error"), not SQLAlchemy's text, which quotes the statement and its parameters.
+            reason = str(getattr(exc, "orig", None) or exc)[:200]
+            logger.error(
+                "database unavailable; could not take the message: %s: %s",
+                type(exc).__name__,
+                reason,
+                extra={"channel": message.channel_id, "thread_ts": message.thread_ts},
+            )
+            # Without the database we cannot tell whether the bot is part of a thread: only a
+            # message addressed to it gets the notice (others may be people talking).
+            if addressed:
+                await _tell(self._sinks.open(message), STORAGE_NOTE, "", {})
+            return TurnOutcome.FAILED
+
+    async def _handle_in_order(self, message: IncomingMessage, addressed: bool) -> TurnOutcome:
         key = (message.team_id, message.channel_id, message.thread_ts)
         # The lock comes first so turns of one thread run in arrival order (see KeyedLocks);
         # then, with several replicas, the thread's lock in the database.
@@ -386,14 +412,22 @@ class ConversationService:
             )
             await _tell(sink, STOPPED_NOTE, attempt.partial_text, log_extra)
             return TurnOutcome.STOPPED
+        except DeliveryError as exc:
+            # Slack refused the growing answer: the turn says so; the chain does not advance.
+            logger.error("answer could not be delivered to Slack: %s", exc.code, extra=log_extra)
+            await self._store.fail_turn(
+                turn_id=turn.turn_id, status="undelivered", error_code=exc.code
+            )
+            return TurnOutcome.UNDELIVERED
         except ModelError as exc:
             return await self._fail(turn.turn_id, sink, exc, attempt, log_extra)
         except Exception:
             logger.exception("turn failed unexpectedly", extra=log_extra)
+            # Tell the thread first: if the database is what failed, this still reaches Slack.
+            await _tell(sink, INTERNAL_ERROR, attempt.partial_text, log_extra)
             await self._store.fail_turn(
                 turn_id=turn.turn_id, status="failed", error_code="internal"
             )
-            await _tell(sink, INTERNAL_ERROR, attempt.partial_text, log_extra)
             return TurnOutcome.FAILED
 
         usage = _token_usage(result)

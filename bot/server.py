@@ -11,8 +11,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 
 from bot.metrics import CONTENT_TYPE, Metrics
 
@@ -33,9 +35,11 @@ def build_web_app(
     readiness: ReadinessCheck,
     metrics: Metrics,
     accepting: Callable[[], bool] = lambda: True,
+    signing_secret: str | None = None,
 ) -> web.Application:
     """``readiness`` returns ``None`` when ready, else a short reason."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -63,9 +67,39 @@ def build_web_app(
                 # Slack retries a 503 later, by which time another replica (or this one,
                 # restarted) takes the event; nothing is lost.
                 return web.json_response({"error": "shutting down"}, status=503)
-            bolt_request = await to_bolt_request(request)
+            raw = await request.read()
+            # The signature is checked on the raw bytes BEFORE anything parses them, so an
+            # unsigned body, however malformed, costs one HMAC and gets a 401 (Bolt checks
+            # again, as a second layer).
+            if verifier is not None and not _signed(verifier, raw, request):
+                return web.json_response({"error": "invalid request"}, status=401)
+            try:
+                bolt_request = AsyncBoltRequest(
+                    body=raw.decode("utf-8"),
+                    query=request.query_string,
+                    headers=request.headers,  # type: ignore[arg-type]
+                )
+            except (
+                UnicodeDecodeError,
+                ValueError,
+                RecursionError,
+                TypeError,
+                LookupError,
+                AttributeError,
+            ):
+                return web.json_response({"error": "malformed request body"}, status=400)
+            body = bolt_request.body
+            if not isinstance(body, dict) or not isinstance(body.get("event", {}), dict):
+                return web.json_response({"error": "malformed request body"}, status=400)
             bolt_response = await bolt.async_dispatch(bolt_request)
             return await to_aiohttp_response(bolt_response)
 
         app.router.add_post("/slack/events", slack_events)
     return app
+
+
+def _signed(verifier: SignatureVerifier, raw: bytes, request: web.Request) -> bool:
+    try:
+        return verifier.is_valid_request(raw, dict(request.headers))
+    except (ValueError, TypeError):  # e.g. a timestamp header that is not a number
+        return False

@@ -159,6 +159,9 @@ class Service:
             readiness=self._readiness,
             metrics=self.metrics,
             accepting=lambda: self.tracker.accepting,
+            signing_secret=None
+            if socket_mode or signing_secret is None
+            else signing_secret.get_secret_value(),
         )
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()

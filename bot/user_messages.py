@@ -104,6 +104,11 @@ def user_message(exc: ModelError) -> str:
             exc.reason or "", "The model service stopped before finishing this answer."
         )
         return f":warning: {text}"
+    if exc.code == "request_too_large":
+        return (
+            ":warning: This message (with the conversation so far) is too large for the model "
+            "service. Please shorten it, or start a new thread."
+        )
     if exc.code == "stream_interrupted":
         return (
             ":warning: The connection to the model service broke off mid-answer. Please try again."

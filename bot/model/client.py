@@ -368,6 +368,11 @@ class ResponsesClient:
                 raise ModelTimeoutError(
                     "could not connect to the model endpoint in time", kind="connect"
                 ) from exc
+            if phase == "connect":
+                # Connected, but not even the response headers came in time.
+                raise ModelTimeoutError(
+                    "the model endpoint sent nothing in time", kind="first_byte"
+                ) from exc
             # httpx's read timeout is the idle timeout (between bytes).
             raise ModelTimeoutError(
                 "the model endpoint stopped sending (idle timeout)",

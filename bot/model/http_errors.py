@@ -115,6 +115,10 @@ def error_from_response(
         return ChainNotFoundError(message, **kwargs)
     if is_4xx and code == "context_length_exceeded":
         return ContextTooLongError(message, **kwargs)
+    if status_code == 413:
+        # Too large to accept: settings can't fix that, a shorter message or new thread can.
+        kwargs["code"] = code or "request_too_large"
+        return ContextTooLongError(message, **kwargs)
     if code == "insufficient_quota" and status_code in (402, 403, 429):
         return QuotaExceededError(message, **kwargs)
     if status_code in (401, 403):

@@ -49,7 +49,10 @@ class AdminPolicy:
             response = await self._client.users_info(user=user_id)
         except (SlackApiError, SlackClientError) as exc:
             # Fail closed: without an answer from Slack nobody outside ADMIN_USER_IDS may change.
-            logger.warning("users.info failed while checking an admin: %s", type(exc).__name__)
+            reason = (
+                exc.response.get("error") if isinstance(exc, SlackApiError) else None
+            ) or type(exc).__name__
+            logger.warning("users.info failed while checking an admin: %s", reason)
             return False
         user = response.get("user") or {}
         allowed = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))

@@ -29,8 +29,11 @@ def mentions(text: str, bot_user_id: str) -> bool:
 
 
 def _is_human(event: Mapping[str, Any]) -> bool:
+    subtype = event.get("subtype")
     return (
-        event.get("subtype") in HUMAN_SUBTYPES
+        (subtype is None or isinstance(subtype, str))
+        and subtype in HUMAN_SUBTYPES
+        and isinstance(event.get("text", ""), str)
         and not event.get("bot_id")
         and not event.get("bot_profile")
         and "edited" not in event

@@ -120,6 +120,11 @@ def _open_fence(text: str) -> str | None:
     return opening
 
 
+def _api_name(method: str) -> str:
+    """``chat_appendStream`` → ``chat.appendStream``, as Slack and its docs name it."""
+    return method.replace("_", ".", 1)
+
+
 def _delivery_error(method: str, exc: Exception) -> DeliveryError:
     if isinstance(exc, SlackApiError):
         code = str(exc.response.get("error") or "slack_api_error")
@@ -237,9 +242,9 @@ class _NativeStream:
             if exc.response.get("error") == "stopped_by_user":
                 self.stopped = True
                 raise TurnStopped from exc
-            raise _delivery_error(method, exc) from exc
+            raise _delivery_error(_api_name(method), exc) from exc
         except _SLACK_ERRORS as exc:
-            raise _delivery_error(method, exc) from exc
+            raise _delivery_error(_api_name(method), exc) from exc
 
 
 class LiveReplySink:

@@ -592,7 +592,7 @@ def test_base_url_must_be_absolute_http() -> None:
         (404, {"detail": "Not Found"}, ModelNotFoundError, "model_not_found"),
         (401, error_json("invalid_api_key"), ModelAuthError, "invalid_api_key"),
         (403, {"error": "forbidden"}, ModelAuthError, "unauthorized"),
-        (413, b"too big", ModelBadRequestError, "bad_request"),
+        (413, b"too big", ContextTooLongError, "request_too_large"),
         (429, error_json("rate_limit_exceeded"), ModelRateLimitError, "rate_limit_exceeded"),
         (429, error_json("insufficient_quota"), QuotaExceededError, "insufficient_quota"),
         (500, b"", ModelServerError, "server_error"),

@@ -1,0 +1,313 @@
+"""Slack Web API faults on the methods the bot calls, through the real HTTP boundaries.
+
+What must hold for each: a rate limit (HTTP 429 + Retry-After) is waited out where the bot
+uses the retrying client; the stream methods (a client without rate-limit retry) fall back
+instead of waiting; a refusal that retrying cannot fix closes the turn cleanly with Slack's
+error code, says why in the log, and leaves the service healthy for the next message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.conftest import StartBot
+from tests.e2e.harness import BotUnderTest, shown, sign
+
+ADMIN = "UADMIN"
+
+
+async def healthy(bot: BotUnderTest, channel: str = "C9") -> None:
+    """``/healthz`` answers 200 and a mention in another channel is answered normally."""
+    status, _ = await bot.get("/healthz")
+    assert status == 200
+    ts, _ = await bot.mention("are you still there?", channel=channel)
+    [reply] = await bot.wait_replies(channel, ts, 1)
+    assert shown(reply).startswith("answer")
+
+
+def stop_failing(bot: BotUnderTest) -> None:
+    """Slack recovers: drop the faults the failed turn did not use (the fake has no public
+    call for this; a refusal like not_in_channel lasts until someone fixes it)."""
+    bot.slack._faults.clear()
+
+
+def logged(caplog: pytest.LogCaptureFixture, code: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if code in r.getMessage()]
+
+
+async def slash_config(bot: BotUnderTest, user: str = ADMIN) -> tuple[int, str]:
+    body = urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "channel_id": "C1",
+            "user_id": user,
+            "command": "/ai",
+            "text": "config",
+            "api_app_id": "A1",
+            "response_url": "http://127.0.0.1:9/response",
+            "trigger_id": f"trigger-{user}",
+        }
+    ).encode()
+    return await bot.post_raw(
+        body, {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+    )
+
+
+# ------------------------------------------------------------------- rate limits (429)
+
+
+@pytest.mark.parametrize(
+    ("method", "native"),
+    [
+        ("assistant.threads.setStatus", True),
+        ("chat.postMessage", False),
+        ("chat.update", False),
+    ],
+)
+async def test_a_rate_limited_call_on_the_answer_path_is_retried_after_retry_after(
+    start_bot: StartBot, method: str, native: bool
+) -> None:
+    bot = await start_bot(slack_native_streaming=native, stream_update_interval=0.1)
+    bot.slack.fail_next(method, "ratelimited", status=429, retry_after=0)
+    bot.model.reply("One. Two. Three.", delta_count=3, delay_between_deltas=0.15)
+    ts, _ = await bot.mention("hello")
+    [reply] = await bot.wait_replies("C1", ts, 1)
+
+    assert shown(reply) == "One. Two. Three."
+    calls = bot.slack.calls_to(method)
+    assert [c.status for c in calls[:2]] == [429, 200]  # retried, then accepted
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status == "completed"
+    assert bot.slack.calls_to("reactions.add") == []  # no fallback needed
+
+
+async def test_a_rate_limited_start_stream_falls_back_at_once(bot: BotUnderTest) -> None:
+    bot.slack.fail_next("chat.startStream", "ratelimited", status=429, retry_after=30)
+    ts, _ = await bot.mention("hello")
+    [reply] = await bot.wait_replies("C1", ts, 1)
+
+    assert shown(reply).startswith("answer")
+    assert len(bot.slack.calls_to("chat.startStream")) == 1  # Retry-After not waited out
+    assert len(bot.slack.calls_to("chat.postMessage")) == 1
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status == "completed"
+
+
+async def test_a_rate_limited_stop_stream_closes_the_turn_as_undelivered(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot.slack.fail_next("chat.stopStream", "ratelimited", status=429, retry_after=30)
+    ts, _ = await bot.mention("hello")
+    await bot.wait_replies("C1", ts, 1)
+
+    assert len(bot.slack.calls_to("chat.stopStream")) == 1  # not retried: no 30 s wait
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status == "undelivered"
+    assert turn.error_code == "ratelimited"
+    assert logged(caplog, "ratelimited")
+    await healthy(bot)
+
+
+async def test_a_rate_limited_home_tab_publish_is_retried(bot: BotUnderTest) -> None:
+    bot.slack.fail_next("views.publish", "ratelimited", status=429, retry_after=0)
+    await bot.send_event({"type": "app_home_opened", "user": "U1", "channel": "D1", "tab": "home"})
+    await bot.slack.wait_for(
+        lambda: [c for c in bot.slack.calls_to("views.publish") if c.ok], timeout=5
+    )
+    assert [c.status for c in bot.slack.calls_to("views.publish")] == [429, 200]
+
+
+async def test_a_rate_limited_modal_open_and_admin_lookup_are_retried(
+    bot: BotUnderTest,
+) -> None:
+    bot.slack.add_user(ADMIN, name="ada", is_admin=True)
+    bot.slack.fail_next("users.info", "ratelimited", status=429, retry_after=0)
+    bot.slack.fail_next("views.open", "ratelimited", status=429, retry_after=0)
+    status, _ = await slash_config(bot)
+    assert status == 200
+    await bot.slack.wait_for(
+        lambda: [c for c in bot.slack.calls_to("views.open") if c.ok], timeout=5
+    )
+    assert [c.status for c in bot.slack.calls_to("users.info")][:2] == [429, 200]
+    assert [c.status for c in bot.slack.calls_to("views.open")] == [429, 200]
+
+
+async def test_a_rate_limited_thread_read_during_a_chain_rebuild_is_retried(
+    bot: BotUnderTest,
+) -> None:
+    root, _ = await bot.mention("start")
+    await bot.wait_replies("C1", root, 1)
+    bot.model.forget_all()  # the endpoint lost the chain: the thread must be read
+    bot.slack.fail_next("conversations.replies", "ratelimited", status=429, retry_after=0)
+    await bot.reply("go on", thread_ts=root)
+    replies = await bot.wait_replies("C1", root, 2)
+
+    assert shown(replies[1]).startswith("answer")
+    assert [c.status for c in bot.slack.calls_to("conversations.replies")][:2] == [429, 200]
+    turns = await bot.turns("C1", root)
+    assert [t.status for t in turns] == ["completed", "completed"]
+
+
+# ------------------------------------------------------------------- the working indicator
+
+
+@pytest.mark.parametrize(("error", "status"), [("internal_error", 500), ("not_in_channel", 200)])
+async def test_a_refused_thread_status_falls_back_to_a_reaction(
+    bot: BotUnderTest, error: str, status: int
+) -> None:
+    bot.slack.fail_next("assistant.threads.setStatus", error, status=status)
+    ts, _ = await bot.mention("hello")
+    [reply] = await bot.wait_replies("C1", ts, 1)
+
+    assert shown(reply).startswith("answer")
+    assert len(bot.slack.calls_to("assistant.threads.setStatus")) == 1  # 5xx: not retried
+    assert len(bot.slack.calls_to("reactions.add")) == 1
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status == "completed"
+
+
+async def test_when_no_indicator_can_be_shown_the_answer_still_arrives(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot.slack.fail_next("assistant.threads.setStatus", "not_allowed_token_type")
+    bot.slack.fail_next("reactions.add", "channel_not_found")
+    ts, _ = await bot.mention("hello")
+    [reply] = await bot.wait_replies("C1", ts, 1)
+
+    assert shown(reply).startswith("answer")
+    assert logged(caplog, "channel_not_found")
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status == "completed"
+
+
+# ------------------------------------------------------------------- refusals on delivery
+
+
+POST_MESSAGE_ERRORS = [
+    "not_in_channel",
+    "channel_not_found",
+    "is_archived",
+    "msg_too_long",
+    "invalid_blocks",
+    "ratelimited",
+    "token_revoked",
+]
+
+
+@pytest.mark.parametrize("error", POST_MESSAGE_ERRORS)
+async def test_a_refused_post_message_closes_the_turn_with_slacks_error_code(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture, error: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot = await start_bot(slack_native_streaming=False)
+    bot.slack.fail_next("chat.postMessage", error, times=5)  # Slack keeps refusing
+    ts, _ = await bot.mention("hello")
+    await bot.wait_idle()
+    stop_failing(bot)
+
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status in ("undelivered", "failed")
+    assert logged(caplog, error)
+    assert not [r for r in caplog.records if r.exc_info]  # a refusal, not a crash
+    await healthy(bot)
+    assert turn.error_code == error
+
+
+async def test_a_slack_5xx_on_post_message_closes_the_turn_with_its_error_code(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot = await start_bot(slack_native_streaming=False)
+    bot.slack.fail_next("chat.postMessage", "internal_error", status=500, times=5)
+    ts, _ = await bot.mention("hello")
+    await bot.wait_idle()
+    stop_failing(bot)
+
+    assert len(bot.slack.calls_to("chat.postMessage")) >= 1
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status in ("undelivered", "failed")
+    assert logged(caplog, "internal_error")
+    await healthy(bot)
+    assert turn.error_code == "internal_error"
+
+
+@pytest.mark.parametrize("error", ["msg_too_long", "channel_not_found"])
+async def test_a_refused_final_update_closes_the_turn_as_undelivered(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture, error: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot = await start_bot(slack_native_streaming=False)
+    bot.model.reply("One. Two. Three.", delta_count=3)  # posted at once, then updated
+    bot.slack.fail_next("chat.update", error, times=5)
+    ts, _ = await bot.mention("hello")
+    await bot.wait_idle()
+    stop_failing(bot)
+
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status in ("undelivered", "failed")
+    assert turn.error_code == error
+    assert logged(caplog, error)
+    await healthy(bot)
+
+
+@pytest.mark.parametrize("error", ["msg_too_long", "channel_not_found", "internal_error"])
+async def test_a_refused_stop_stream_closes_the_turn_as_undelivered(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, error: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    status = 500 if error == "internal_error" else 200
+    bot.slack.fail_next("chat.stopStream", error, status=status)
+    ts, _ = await bot.mention("hello")
+    await bot.wait_idle()
+    stop_failing(bot)
+
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status == "undelivered"
+    assert turn.error_code == error
+    assert turn.response_id  # the answer exists upstream: the turn keeps its id
+    assert logged(caplog, error)
+    await healthy(bot)
+    # The chain head did not move to an answer the user never got in full.
+    await bot.reply("again", thread_ts=ts)
+    await bot.wait_idle()
+    assert "previous_response_id" not in bot.model_bodies()[-1]
+
+
+async def test_a_refused_append_stream_closes_the_turn_with_slacks_error_code(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot.slack.fail_next("chat.appendStream", "channel_not_found", times=5)
+    bot.slack.fail_next("chat.postMessage", "channel_not_found", times=5)
+    bot.model.reply("One. Two. Three.", delta_count=3, delay_between_deltas=0.6)
+    ts, _ = await bot.mention("hello")
+    await bot.wait_idle()
+    stop_failing(bot)
+
+    [turn] = await bot.turns("C1", ts)
+    assert turn.status in ("undelivered", "failed")
+    assert logged(caplog, "channel_not_found")
+    await healthy(bot)
+    assert turn.error_code == "channel_not_found"
+
+
+async def test_a_refused_admin_lookup_fails_closed_and_logs_why(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot")
+    bot.slack.add_user(ADMIN, name="ada", is_admin=True)
+    bot.slack.fail_next("users.info", "missing_scope")
+    status, answer = await slash_config(bot)
+
+    assert status == 200
+    assert "admins" in json.loads(answer)["text"].lower()  # refused politely: fail closed
+    assert bot.slack.calls_to("views.open") == []
+    await healthy(bot)
+    assert logged(caplog, "missing_scope")
