@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot [run|migrate|doctor|config …]``.
+"""Command line: ``python -m bot [run|migrate|doctor|config …|usage …|prune …]``.
 
 This is the only place the environment is read (``load_settings``); everything below gets
 explicit arguments. Errors an operator can fix are printed as one plain line (exit code 2).
@@ -10,34 +10,53 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
+from typing import Final
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.channel_config import FIELDS, InvalidSetting, display, parse_value
 from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
+from bot.pricing import ModelPrice, parse_prices
 from bot.settings import DEFAULT_INSTRUCTIONS, Settings, load_settings
 
 __all__ = ["main"]
 
 
 class _StorageSettings(BaseSettings):
-    """What ``migrate`` and ``config --team`` need: only the database (no Slack or model keys)."""
+    """What ``migrate``, ``usage``, ``prune`` and ``config --team`` need: the database (and
+    prices, retention), no Slack or model keys."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
     database_url: str = "sqlite+aiosqlite:///./data/bot.db"
     default_model: str | None = None
     default_instructions: str = DEFAULT_INSTRUCTIONS
+    model_prices: str = ""
+    retention_days: int = Field(default=90, ge=0)
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_shape(cls, value: str) -> str:
+        parse_prices(value)
+        return value
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        return parse_prices(self.model_prices)
 
 
 def _storage_settings() -> _StorageSettings:
     try:
         return _StorageSettings()
     except ValidationError as exc:
-        name = str(exc.errors()[0].get("loc", ("DATABASE_URL",))[0]).upper()
-        raise ConfigError(f"{name} is invalid") from None
+        error = exc.errors()[0]
+        name = str(error.get("loc", ("DATABASE_URL",))[0]).upper()
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        detail = f": {message}" if message else ""
+        raise ConfigError(f"{name} is invalid{detail}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--field", action="append", choices=list(FIELDS), help="reset only this field"
             )
+
+    usage = commands.add_parser(
+        "usage", help="tokens (and estimated cost) per channel, user or model"
+    )
+    usage.add_argument(
+        "--since", default="30d", help="30d, 12h or a date like 2026-01-31 (default: 30d)"
+    )
+    usage.add_argument("--by", choices=("channel", "user", "model"), default="channel")
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    usage.add_argument("--team", help="workspace id (default: every workspace)")
+
+    prune = commands.add_parser("prune", help="delete history older than the retention period")
+    prune.add_argument(
+        "--older-than", help="30d, 12h or a date like 2026-01-31 (default: RETENTION_DAYS days)"
+    )
     return parser
 
 
@@ -88,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_doctor())
         if command == "config":
             return asyncio.run(_config(args))
+        if command == "usage":
+            return asyncio.run(_usage(args))
+        if command == "prune":
+            return asyncio.run(_prune(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -192,6 +230,77 @@ async def _config(args: argparse.Namespace) -> int:
             print(f"  {name:<18} {shown}  [{effective.sources[name]}]")
     finally:
         await engine.dispose()
+    return 0
+
+
+async def _usage(args: argparse.Namespace) -> int:
+    from bot.usage_report import parse_since, render_usage
+    from storage.engine import create_engine, create_session_factory
+    from storage.migrate import upgrade_to_head
+    from storage.repositories import Store
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    storage_settings = _storage_settings()
+    await upgrade_to_head(storage_settings.database_url)
+    engine = create_engine(storage_settings.database_url)
+    try:
+        rows = await Store(create_session_factory(engine)).usage_since(
+            since=since, by=args.by, team_id=args.team
+        )
+    finally:
+        await engine.dispose()
+    print(
+        render_usage(
+            rows,
+            by=args.by,
+            since=since,
+            prices=storage_settings.prices,
+            fmt=args.format,
+            team_id=args.team,
+        )
+    )
+    return 0
+
+
+_MIN_AGE: Final = timedelta(hours=1)
+"""Younger event claims are still needed to recognise Slack's retries."""
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    from bot.usage_report import parse_since
+    from storage.engine import create_engine, create_session_factory
+    from storage.migrate import upgrade_to_head
+    from storage.models import utcnow
+    from storage.repositories import Store
+
+    storage_settings = _storage_settings()
+    now = utcnow()
+    if args.older_than is None:
+        if storage_settings.retention_days == 0:
+            print("RETENTION_DAYS is 0 (keep forever): nothing pruned")
+            return 0
+        cutoff = now - timedelta(days=storage_settings.retention_days)
+    else:
+        try:
+            cutoff = parse_since(args.older_than, now=now)
+        except ValueError as exc:
+            raise ConfigError(f"--older-than: {exc}") from None
+    if cutoff > now - _MIN_AGE:
+        raise ConfigError("--older-than must be at least 1h ago (recent rows are still in use)")
+    await upgrade_to_head(storage_settings.database_url)
+    engine = create_engine(storage_settings.database_url)
+    try:
+        counts = await Store(create_session_factory(engine)).prune_history(older_than=cutoff)
+    finally:
+        await engine.dispose()
+    print(
+        f"pruned rows older than {cutoff:%Y-%m-%d %H:%M} UTC: {counts.turns} turns, "
+        f"{counts.threads} threads, {counts.event_claims} event claims, "
+        f"{counts.settings_audit} settings changes"
+    )
     return 0
 
 

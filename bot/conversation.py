@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -36,14 +38,14 @@ from storage.repositories import ThreadRecord, TokenUsage, TurnStart
 from storage.thread_locks import ThreadLockTimeout
 
 __all__ = [
+    "ContextSource",
     "ConversationService",
-    "HistoryMessage",
     "IncomingMessage",
     "ModelClient",
     "ReplySink",
     "ReplySinks",
     "SettingsSource",
-    "ThreadHistory",
+    "TurnInput",
     "TurnOutcome",
     "TurnStopped",
 ]
@@ -63,7 +65,6 @@ SHUTDOWN_NOTE = (
     "Please send your message again in a minute."
 )
 STOPPED_NOTE = "_(Stopped. The answer above is incomplete.)_"
-EMPTY_MESSAGE_TEXT = "(The user mentioned you without writing anything else.)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class IncomingMessage:
     mentions_bot: bool = False
     is_direct: bool = False
     starts_thread: bool = False
+    mentions_others: bool = False
+    files: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def claim_keys(self) -> list[str]:
@@ -93,12 +96,12 @@ class IncomingMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryMessage:
-    """One earlier message of a thread, as the model should see it."""
+class TurnInput:
+    """Responses input items for (part of) a turn, and one-line notices for the user (e.g. a
+    file that could not be read)."""
 
-    role: str  # "user" or "assistant"
-    text: str
-    ts: str
+    items: list[dict[str, Any]]
+    notices: list[str]
 
 
 class TurnStopped(Exception):
@@ -138,10 +141,13 @@ class ReplySinks(Protocol):
     def open(self, message: IncomingMessage) -> ReplySink: ...
 
 
-class ThreadHistory(Protocol):
-    async def messages(
-        self, *, team_id: str, channel_id: str, thread_ts: str
-    ) -> list[HistoryMessage]: ...
+class ContextSource(Protocol):
+    """What the model sees: the current message, and the thread's earlier messages (used when
+    the bot joins a thread mid-way or the endpoint lost the chain)."""
+
+    async def current(self, message: IncomingMessage) -> TurnInput: ...
+
+    async def earlier(self, message: IncomingMessage) -> TurnInput: ...
 
 
 class SettingsSource(Protocol):
@@ -202,9 +208,11 @@ class ConversationStore(Protocol):
 class _Attempt:
     """Collects one model call's stream into the sink and remembers what arrived."""
 
-    def __init__(self, sink: ReplySink) -> None:
+    def __init__(self, sink: ReplySink, prefix: str = "") -> None:
         self.sink = sink
+        self.prefix = prefix  # notices shown before the answer (e.g. an unreadable file)
         self.text_parts: list[str] = []
+        self.answer_started = False
         self.first_token_at: datetime | None = None
         self.result: ModelResult | None = None
 
@@ -226,6 +234,11 @@ class _Attempt:
         if isinstance(event, TextDelta):
             if self.first_token_at is None:
                 self.first_token_at = datetime.now(UTC)
+            if not self.answer_started:
+                self.answer_started = True
+                if self.prefix:
+                    self.text_parts.append(self.prefix)
+                    await self.sink.delta(self.prefix)
             self.text_parts.append(event.text)
             await self.sink.delta(event.text)
         elif isinstance(event, ReasoningDelta):
@@ -243,24 +256,28 @@ class ConversationService:
         store: ConversationStore,
         model: ModelClient,
         sinks: ReplySinks,
-        history: ThreadHistory,
+        context: ContextSource,
         settings: SettingsSource,
         locks: KeyedLocks | None = None,
         thread_locks: ThreadLockProvider | None = None,
+        identity_salt: str = "",
     ) -> None:
         self._store = store
         self._model = model
         self._sinks = sinks
-        self._history = history
+        self._context = context
         self._settings = settings
         self._locks = locks or KeyedLocks()
         self._thread_locks = thread_locks
+        self._identity_salt = identity_salt
 
     async def handle(self, message: IncomingMessage) -> TurnOutcome:
         """Answer ``message`` if it is addressed to the bot; at most once per message."""
         addressed = message.mentions_bot or message.is_direct
         if not addressed and message.starts_thread:
             return TurnOutcome.IGNORED  # a top-level channel message not for the bot
+        if not addressed and message.mentions_others:
+            return TurnOutcome.IGNORED  # people in the thread talking to each other
         try:
             return await self._handle_in_order(message, addressed)
         except STORAGE_ERRORS as exc:
@@ -373,27 +390,33 @@ class ConversationService:
             # The indicator is a courtesy: the answer can still be delivered.
             logger.warning("could not show the working indicator: %s", exc.code, extra=log_extra)
 
-        user_input: list[dict[str, Any]] = [
-            {"role": "user", "content": message.text.strip() or EMPTY_MESSAGE_TEXT}
-        ]
-        request = _build_request(settings, user_input, turn.previous_response_id, message)
-        attempt = _Attempt(sink)
+        current = await self._context.current(message)
+        items = list(current.items)
+        if turn.previous_response_id is None and message.ts != message.thread_ts:
+            # Joining a thread mid-way (or one whose earlier turns all failed): the model
+            # gets what was said before, each message attributed to its author.
+            items = (await self._context.earlier(message)).items + items
+        prefix = "".join(f"_{notice}_\n" for notice in current.notices)
+        prefix = prefix + "\n" if prefix else ""
+        request = self._request(settings, items, turn.previous_response_id, message)
+        attempt = _Attempt(sink, prefix)
         try:
             try:
                 result = await attempt.run(self._model, request)
             except ModelError as exc:
                 if (
                     not _is_lost_chain(exc)
-                    or attempt.partial_text
+                    or attempt.answer_started
                     or not request.previous_response_id
                 ):
                     raise
                 # The endpoint no longer has the chain: rebuild it from the Slack thread (the
-                # transcript) once, and start a fresh chain from this answer.
+                # transcript) once, with the same conversion, and start a fresh chain.
                 logger.info("the endpoint lost the chain; rebuilding it", extra=log_extra)
-                request = await self._rebuilt_request(settings, message)
+                earlier = await self._context.earlier(message)
+                request = self._request(settings, earlier.items + current.items, None, message)
                 await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
-                attempt = _Attempt(sink)
+                attempt = _Attempt(sink, prefix)
                 result = await attempt.run(self._model, request)
         except asyncio.CancelledError:
             # Shutdown outlasted its grace period: close the turn and say so, then let the
@@ -432,7 +455,7 @@ class ConversationService:
 
         usage = _token_usage(result)
         try:
-            reply_ts = await sink.finish(result.text)
+            reply_ts = await sink.finish(prefix + result.text)
         except DeliveryError as exc:
             logger.error("answer could not be delivered to Slack: %s", exc.code, extra=log_extra)
             await self._store.fail_turn(
@@ -485,19 +508,20 @@ class ConversationService:
         await _tell(sink, user_message(exc), partial, log_extra)
         return TurnOutcome.INCOMPLETE if incomplete else TurnOutcome.FAILED
 
-    async def _rebuilt_request(
-        self, settings: EffectiveSettings, message: IncomingMessage
+    def _request(
+        self,
+        settings: EffectiveSettings,
+        items: list[dict[str, Any]],
+        previous_response_id: str | None,
+        message: IncomingMessage,
     ) -> ResponseRequest:
-        earlier = await self._history.messages(
-            team_id=message.team_id, channel_id=message.channel_id, thread_ts=message.thread_ts
+        return _build_request(
+            settings,
+            items,
+            previous_response_id,
+            message,
+            safety_identifier=_safety_identifier(self._identity_salt, message),
         )
-        items: list[dict[str, Any]] = [
-            {"role": m.role, "content": m.text}
-            for m in earlier
-            if m.text.strip() and _ts_key(m.ts) < _ts_key(message.ts)
-        ]
-        items.append({"role": "user", "content": message.text.strip() or EMPTY_MESSAGE_TEXT})
-        return _build_request(settings, items, None, message)
 
 
 async def _tell(
@@ -514,9 +538,14 @@ def _build_request(
     user_input: list[dict[str, Any]],
     previous_response_id: str | None,
     message: IncomingMessage,
+    *,
+    safety_identifier: str | None = None,
 ) -> ResponseRequest:
     # Instructions are not carried over by previous_response_id: send them on every turn.
     return ResponseRequest(
+        safety_identifier=safety_identifier,
+        # One cache key per thread: its turns share the longest prefix.
+        prompt_cache_key=_digest(f"{message.team_id}:{message.channel_id}:{message.thread_ts}"),
         model=settings.model,
         input=user_input,
         instructions=settings.instructions,
@@ -535,6 +564,16 @@ def _build_request(
     )
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _safety_identifier(salt: str, message: IncomingMessage) -> str:
+    """Stable per person, different across people, never the raw Slack ids."""
+    key = f"{message.team_id}:{message.user_id}".encode()
+    return "u_" + hmac.new(salt.encode(), key, hashlib.sha256).hexdigest()[:40]
+
+
 def _is_lost_chain(exc: ModelError) -> bool:
     # Usually an HTTP 400 (ChainNotFoundError); some relays report it inside a 200 stream.
     return isinstance(exc, ChainNotFoundError) or exc.code == "previous_response_not_found"
@@ -548,11 +587,3 @@ def _token_usage(result: ModelResult) -> TokenUsage:
         output_tokens=u.output_tokens,
         reasoning_tokens=u.reasoning_tokens,
     )
-
-
-def _ts_key(ts: str) -> tuple[int, int]:
-    seconds, _, fraction = ts.partition(".")
-    try:
-        return int(seconds), int(fraction or 0)
-    except ValueError:
-        return 0, 0

@@ -1,17 +1,92 @@
-"""``python -m bot doctor``: checks what usually goes wrong and says how to fix it."""
+"""``python -m bot doctor``: checks what usually goes wrong and says how to fix it.
+
+One line per check: ``ok   <check>: <what works>``, ``warn <check>: <what could not be
+checked>`` or ``FAIL <check>: <what is wrong>`` followed by an indented ``fix:`` line. The exit
+code is 1 when any check failed (warnings do not count), else 0. Nothing secret is printed.
+
+Checks, in order: the settings load; the database answers and its migrations are current; the
+bot token works (``auth.test``) and holds every bot scope of ``slack-app-manifest.yaml`` (Slack
+lists a token's scopes in the ``x-oauth-scopes`` header of its answers); in Socket Mode, the
+app token opens connections; the model endpoint answers ``GET /models`` with the key, and a
+one-token, non-streamed, unstored response with ``DEFAULT_MODEL``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ConfigError, ModelAuthError, ModelError
+from bot.errors import (
+    ConfigError,
+    ModelAuthError,
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelNotFoundError,
+    ModelRateLimitError,
+    ModelTimeoutError,
+    QuotaExceededError,
+    ResponseIncompleteError,
+)
 from bot.settings import Settings, load_settings
 
-__all__ = ["run_doctor"]
+__all__ = ["MANIFEST_PATH", "manifest_bot_scopes", "run_doctor"]
 
-Check = Callable[[Settings], Awaitable[str]]
+MANIFEST_PATH = Path(__file__).resolve().parent.parent / "slack-app-manifest.yaml"
+
+_TOKEN_PAGE = "the app's OAuth & Permissions page (https://api.slack.com/apps)"
+
+
+class CheckFailed(Exception):
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+
+class CheckWarning(Exception):
+    """The check could not be made; not a failure."""
+
+
+@dataclass
+class _Report:
+    failed: bool = False
+
+    def ok(self, name: str, detail: str) -> None:
+        print(f"ok   {name}: {detail}", flush=True)
+
+    def warn(self, name: str, detail: str) -> None:
+        print(f"warn {name}: {detail}", flush=True)
+
+    def fail(self, name: str, problem: str, fix: str) -> None:
+        self.failed = True
+        print(f"FAIL {name}: {problem}", flush=True)
+        print(f"     fix: {fix}", flush=True)
+
+    async def run(self, name: str, check: Callable[[], Awaitable[str]]) -> bool:
+        try:
+            self.ok(name, await check())
+        except CheckFailed as exc:
+            self.fail(name, exc.problem, exc.fix)
+            return False
+        except CheckWarning as exc:
+            self.warn(name, str(exc))
+        except Exception as exc:  # a check must report, whatever breaks
+            self.fail(
+                name,
+                f"the check itself failed ({type(exc).__name__}: {str(exc)[:200]})",
+                "see the message; run with LOG_LEVEL=DEBUG for details",
+            )
+            return False
+        return True
+
+
+# ------------------------------------------------------------------------------ database
 
 
 async def _database(settings: Settings) -> str:
@@ -21,71 +96,306 @@ async def _database(settings: Settings) -> str:
     engine = create_engine(settings.database_url)
     try:
         store = Store(create_session_factory(engine))
-        await store.ping()
+        try:
+            await store.ping()
+        except Exception as exc:
+            raise CheckFailed(
+                f"the database does not answer ({type(exc).__name__}: {str(exc)[:200]})",
+                "check DATABASE_URL (host, port, user, password, database name), that the "
+                "database server runs and that this machine may connect to it",
+            ) from None
         if not await store.schema_is_current():
-            raise RuntimeError("migrations are not applied: run `python -m bot migrate`")
+            raise CheckFailed(
+                "the database's migrations are not current",
+                "run `python -m bot migrate` (the service also applies them when it starts)",
+            )
     finally:
         await engine.dispose()
-    return "database answers and is migrated"
+    return "database answers and its migrations are current"
 
 
-async def _slack(settings: Settings) -> str:
-    from bot.service import make_slack_client
-    from bot.slack.identity import fetch_identity
-
-    try:
-        identity = await fetch_identity(make_slack_client(settings))
-    except SlackApiError as exc:
-        raise RuntimeError(
-            f"Slack refused the bot token ({exc.response.get('error')}): copy the Bot User "
-            "OAuth Token (xoxb-…) from the app's OAuth & Permissions page"
-        ) from None
-    return f"Slack token works (bot user {identity.user_id} in workspace {identity.team_id})"
+# ------------------------------------------------------------------------------ Slack
 
 
-async def _model(settings: Settings) -> str:
-    from bot.model.client import ResponsesClient
+def manifest_bot_scopes(path: Path = MANIFEST_PATH) -> list[str]:
+    """``oauth_config.scopes.bot`` of the app manifest, read without a YAML library (the
+    manifest is ours and keeps that list as a plain block sequence)."""
+    wanted = ("oauth_config", "scopes", "bot")
+    stack: list[tuple[int, str]] = []  # (indent, key) of the mappings we are inside
+    scopes: list[str] = []
+    in_list_at: int | None = None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        text = line.strip()
+        if in_list_at is not None:
+            if text.startswith("- ") and indent >= in_list_at:
+                scopes.append(text[2:].strip().strip("\"'"))
+                continue
+            in_list_at = None
+            if scopes:
+                break
+        if text.endswith(":") and not text.startswith("- "):
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, text[:-1].strip()))
+            if tuple(key for _, key in stack) == wanted:
+                in_list_at = indent
+    return scopes
 
-    async with ResponsesClient(
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key.get_secret_value(),
-        connect_timeout=settings.model_connect_timeout,
-        total_timeout=30,
-    ) as client:
+
+def _slack_refusal(error: str) -> CheckFailed:
+    fixes = {
+        "invalid_auth": "SLACK_BOT_TOKEN is not a valid token for this Slack: copy the Bot User "
+        f"OAuth Token (xoxb-…) from {_TOKEN_PAGE}; check SLACK_API_URL if you use GovSlack or "
+        "a proxy",
+        "not_authed": "set SLACK_BOT_TOKEN to the Bot User OAuth Token (xoxb-…)",
+        "token_revoked": "the token was revoked (the app was uninstalled or the token "
+        f"rotated): reinstall the app and copy the new Bot User OAuth Token from {_TOKEN_PAGE}",
+        "account_inactive": "the bot user or workspace is deactivated: reinstall the app and "
+        f"copy the new Bot User OAuth Token from {_TOKEN_PAGE}",
+        "token_expired": "the token expired (token rotation is on): turn token rotation off "
+        f"or use a fresh token from {_TOKEN_PAGE}",
+        "not_allowed_token_type": "SLACK_BOT_TOKEN must be the bot token (xoxb-…), not a user "
+        "or app-level token",
+    }
+    return CheckFailed(
+        f"Slack refused the bot token ({error})",
+        fixes.get(error, f"copy the Bot User OAuth Token (xoxb-…) from {_TOKEN_PAGE}"),
+    )
+
+
+def _unreachable(what: str, exc: Exception, fix: str) -> CheckFailed:
+    return CheckFailed(f"could not reach {what} ({type(exc).__name__}: {str(exc)[:200]})", fix)
+
+
+class _SlackChecks:
+    def __init__(self, settings: Settings) -> None:
+        from bot.service import make_slack_client
+
+        self.settings = settings
+        self.client = make_slack_client(settings)
+        self.scopes_header: str | None = None
+        self.token_ok = False
+
+    async def token(self) -> str:
         try:
-            models = await client.list_models()
-        except ModelAuthError:
-            raise RuntimeError("the model endpoint refused OPENAI_API_KEY: check the key") from None
-        except ModelError as exc:
-            raise RuntimeError(
-                f"the model endpoint at {settings.openai_base_url} did not answer ({exc.code}): "
-                "check OPENAI_BASE_URL"
+            response = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise _slack_refusal(str(exc.response.get("error") or "unknown error")) from None
+        except Exception as exc:
+            raise _unreachable(
+                f"Slack at {self.settings.slack_api_url}",
+                exc,
+                "check SLACK_API_URL (default https://slack.com/api/) and the network or proxy",
             ) from None
-    if models and settings.default_model not in models:
+        self.token_ok = True
+        headers: Any = response.headers or {}
+        header = _header(headers, "x-oauth-scopes")
+        self.scopes_header = header
         return (
-            f"model endpoint answers, but DEFAULT_MODEL={settings.default_model} is not in its "
-            f"model list ({len(models)} models)"
+            f"the bot token works (bot user {response.get('user_id')} in workspace "
+            f"{response.get('team_id')})"
         )
-    return f"model endpoint answers ({len(models)} models listed)"
+
+    async def scopes(self) -> str:
+        if not MANIFEST_PATH.exists():
+            raise CheckWarning(f"{MANIFEST_PATH.name} not found; scopes not checked")
+        wanted = manifest_bot_scopes()
+        if self.scopes_header is None:
+            raise CheckWarning("Slack did not list the token's scopes; scopes not checked")
+        granted = {s.strip() for s in self.scopes_header.split(",") if s.strip()}
+        missing = [s for s in wanted if s not in granted]
+        if missing:
+            raise CheckFailed(
+                f"the bot token lacks {len(missing)} scope(s) of {MANIFEST_PATH.name}: "
+                + ", ".join(missing),
+                "add them under OAuth & Permissions → Scopes → Bot Token Scopes (or paste "
+                f"{MANIFEST_PATH.name} into the app's App Manifest page), reinstall the app to "
+                "the workspace, and set SLACK_BOT_TOKEN to the token it shows",
+            )
+        return f"the bot token has all {len(wanted)} bot scopes of {MANIFEST_PATH.name}"
+
+    async def app_token(self) -> str:
+        token = self.settings.slack_app_token
+        assert token is not None  # only run in Socket Mode, where settings require it
+        client = AsyncWebClient(base_url=self.settings.slack_api_url, timeout=30)
+        try:
+            await client.apps_connections_open(app_token=token.get_secret_value())
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "unknown error")
+            raise CheckFailed(
+                f"Slack refused the app-level token ({error})",
+                "create an App-Level Token with the connections:write scope under Basic "
+                "Information → App-Level Tokens and set it as SLACK_APP_TOKEN (xapp-…); Socket "
+                "Mode must be on in the app's settings",
+            ) from None
+        except Exception as exc:
+            raise _unreachable(
+                f"Slack at {self.settings.slack_api_url}",
+                exc,
+                "check SLACK_API_URL and the network or proxy",
+            ) from None
+        return "the app-level token opens Socket Mode connections"
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A response header, whatever mapping slack_sdk hands over (case-insensitive or not,
+    values as strings or lists)."""
+    for key in headers:
+        if str(key).lower() == name:
+            value = headers[key]
+            if isinstance(value, list | tuple):
+                return ",".join(str(v) for v in value)
+            return str(value)
+    return None
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+class _ModelChecks:
+    def __init__(self, settings: Settings) -> None:
+        from bot.model.client import ResponsesClient
+        from bot.model.retry import RetryPolicy
+
+        self.settings = settings
+        self.client = ResponsesClient(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key.get_secret_value(),
+            connect_timeout=settings.model_connect_timeout,
+            total_timeout=60,
+            retry=RetryPolicy(max_retries=0),
+        )
+        self.models: list[str] | None = None
+        self.reachable = False
+
+    def _common(self, exc: ModelError) -> CheckFailed | None:
+        base = self.settings.openai_base_url
+        if isinstance(exc, ModelAuthError):
+            return CheckFailed(
+                f"the model endpoint refused OPENAI_API_KEY ({exc.code})",
+                f"check OPENAI_API_KEY: it must be a key that {base} accepts",
+            )
+        if isinstance(exc, ModelConnectionError | ModelTimeoutError):
+            return CheckFailed(
+                f"could not reach the model endpoint at {base} ({exc.code}: {exc})",
+                "check OPENAI_BASE_URL (the base URL, usually ending in /v1: the service "
+                "posts to OPENAI_BASE_URL/responses), the network or proxy, and "
+                "MODEL_CONNECT_TIMEOUT",
+            )
+        return None
+
+    async def models_list(self) -> str:
+        try:
+            self.models = await self.client.list_models()
+        except ModelNotFoundError:
+            self.reachable = True
+            raise CheckWarning(
+                "the endpoint has no model list (GET /models: 404); the settings form will "
+                "ask for model names as free text"
+            ) from None
+        except ModelError as exc:
+            common = self._common(exc)
+            if common is not None:
+                raise common from None
+            self.reachable = True
+            raise CheckWarning(
+                f"GET /models failed ({exc.code}); the settings form will ask for model "
+                "names as free text"
+            ) from None
+        self.reachable = True
+        return f"the model endpoint answers with the key ({len(self.models)} models listed)"
+
+    async def default_model(self) -> str:
+        from bot.model.types import ResponseRequest
+
+        model = self.settings.default_model
+        listed = self.models is None or not self.models or model in self.models
+        request = ResponseRequest(
+            model=model,
+            input="Reply with the single word OK.",
+            max_output_tokens=16,
+            truncation=None,
+            store=False,
+        )
+        try:
+            result = await self.client.create(request)
+        except ResponseIncompleteError as exc:
+            if exc.reason != "max_output_tokens":
+                raise self._refused(model, exc) from None
+            # It answered; 16 tokens were too few to finish (a reasoning model): fine here.
+            return f"DEFAULT_MODEL={model} answers (a one-token test call)"
+        except ModelError as exc:
+            if not listed or isinstance(exc, ModelNotFoundError):
+                raise self._unknown(model, exc) from None
+            raise self._refused(model, exc) from None
+        note = "" if listed else " (it is not in the endpoint's model list, but it answers)"
+        tokens = result.usage.output_tokens
+        return f"DEFAULT_MODEL={model} answers ({tokens} output tokens){note}"
+
+    def _unknown(self, model: str, exc: ModelError) -> CheckFailed:
+        offered = ""
+        if self.models:
+            shown = ", ".join(self.models[:20]) + (" …" if len(self.models) > 20 else "")
+            offered = f": it offers {shown}"
+        return CheckFailed(
+            f"the endpoint does not know DEFAULT_MODEL={model} ({exc.code})",
+            f"set DEFAULT_MODEL to a model the endpoint offers{offered}",
+        )
+
+    def _refused(self, model: str, exc: ModelError) -> CheckFailed:
+        common = self._common(exc)
+        if common is not None:
+            return common
+        if isinstance(exc, QuotaExceededError):
+            fix = "the key's account has no quota left: add credit or use another key"
+        elif isinstance(exc, ModelRateLimitError):
+            fix = "the endpoint is rate limiting this key: wait a minute and run doctor again"
+        elif isinstance(exc, ModelHTTPError) and exc.status_code >= 500:
+            fix = "the endpoint is failing on its side: try again later or ask its operator"
+        else:
+            fix = (
+                "check that DEFAULT_MODEL speaks the Responses API at OPENAI_BASE_URL "
+                "and that the key may use it"
+            )
+        return CheckFailed(
+            f"a one-token test call with DEFAULT_MODEL={model} failed ({exc.code}: "
+            f"{str(exc)[:200]})",
+            fix,
+        )
+
+
+# ------------------------------------------------------------------------------ the report
 
 
 async def run_doctor() -> int:
+    report = _Report()
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"FAIL configuration: {exc}")
+        report.fail(
+            "configuration",
+            str(exc),
+            "set it in the environment or in .env; .env.example lists every setting",
+        )
         return 1
-    print("ok   configuration loads")
-    failed = False
-    checks: list[tuple[str, Check]] = [
-        ("database", _database),
-        ("slack", _slack),
-        ("model", _model),
-    ]
-    for name, check in checks:
-        try:
-            print(f"ok   {name}: {await check(settings)}")
-        except Exception as exc:
-            failed = True
-            print(f"FAIL {name}: {exc}")
-    return 1 if failed else 0
+    report.ok("configuration", f"settings load ({settings.effective_mode} mode)")
+
+    await report.run("database", lambda: _database(settings))
+
+    slack = _SlackChecks(settings)
+    if await report.run("slack token", slack.token):
+        await report.run("slack scopes", slack.scopes)
+    if settings.effective_mode == "socket":
+        await report.run("slack app token", slack.app_token)
+
+    model = _ModelChecks(settings)
+    try:
+        if await report.run("model endpoint", model.models_list) or model.reachable:
+            await report.run("default model", model.default_model)
+    finally:
+        await model.client.aclose()
+    return 1 if report.failed else 0

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -24,18 +25,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.channel_settings import StoredChannelSettings
 from bot.conversation import ConversationService
 from bot.errors import ConfigError
-from bot.metrics import Metrics
+from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
 from bot.model.client import ResponsesClient
 from bot.model.retry import RetryPolicy
 from bot.model_catalogue import ModelCatalogue
+from bot.retention import start_daily_prune
 from bot.server import build_web_app
 from bot.settings import Settings
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
 from bot.slack.commands import SettingsCommands
-from bot.slack.history import SlackThreadHistory
+from bot.slack.context import SlackContext
+from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
+from bot.slack.users import UserDirectory
+from bot.thread_locks import KeyedLocks
 from bot.turn_tracker import TurnTracker
 from storage.engine import create_engine, create_session_factory
 from storage.migrate import upgrade_to_head
@@ -52,11 +57,15 @@ INTERRUPTED_NOTICE = (
 )
 
 
-def make_slack_client(settings: Settings, *, retry_rate_limits: bool = True) -> AsyncWebClient:
+def make_slack_client(
+    settings: Settings, *, retry_rate_limits: bool = True, metrics: Metrics | None = None
+) -> AsyncWebClient:
     """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
     429s retried after ``Retry-After`` unless ``retry_rate_limits`` is off (the stream
-    client: a rate-limited ``chat.startStream`` should fall back at once, not wait)."""
-    handlers: list[Any] = [AsyncConnectionErrorRetryHandler(max_retry_count=2)]
+    client: a rate-limited ``chat.startStream`` should fall back at once, not wait). With
+    ``metrics``, every request and 429 is counted by method (the observer goes first)."""
+    handlers: list[Any] = [SlackApiObserver(metrics)] if metrics is not None else []
+    handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=2))
     if retry_rate_limits:
         handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
     return AsyncWebClient(
@@ -86,7 +95,7 @@ class Service:
         self._cleanup.append(engine.dispose)
         self.store = Store(create_session_factory(engine))
 
-        slack = make_slack_client(settings)
+        slack = make_slack_client(settings, metrics=self.metrics)
         try:
             self.identity = await fetch_identity(slack)
         except SlackApiError as exc:
@@ -109,21 +118,41 @@ class Service:
             default_model=settings.default_model,
             default_instructions=settings.default_instructions,
         )
+        files = FileReader(
+            token=settings.slack_bot_token.get_secret_value(),
+            # Slack's file hosts (*.slack.com) and the configured API host (GovSlack, proxies).
+            allowed_hosts={urlsplit(settings.slack_api_url).hostname or "slack.com"},
+            max_bytes=settings.file_max_bytes,
+            max_files=settings.file_max_count,
+        )
+        self._cleanup.append(files.aclose)
         self.thread_locks = DistributedThreadLocks(
             settings.database_url, wait_seconds=settings.thread_lock_wait
         )
         self._cleanup.append(self.thread_locks.aclose)
         self.conversation = ConversationService(
-            thread_locks=self.thread_locks if self.thread_locks.distributed else None,
+            locks=KeyedLocks(on_wait=self.metrics.lock_waited("process")),
+            thread_locks=TimedThreadLocks(self.thread_locks, self.metrics.lock_waited("database"))
+            if self.thread_locks.distributed
+            else None,
             store=self.store,
-            model=model,
+            model=InstrumentedModelClient(model, self.metrics),
             sinks=LiveReplySinks(
                 client=slack,
-                stream_client=make_slack_client(settings, retry_rate_limits=False),
+                stream_client=make_slack_client(
+                    settings, retry_rate_limits=False, metrics=self.metrics
+                ),
                 native_streaming=settings.slack_native_streaming,
                 flush_interval=settings.stream_update_interval,
             ),
-            history=SlackThreadHistory(slack, self.identity),
+            context=SlackContext(
+                client=slack,
+                identity=self.identity,
+                users=UserDirectory(slack),
+                files=files,
+                history_chars=settings.thread_context_chars,
+            ),
+            identity_salt=settings.identity_salt,
             settings=channel_settings,
         )
         admins = AdminPolicy(client=slack, admin_user_ids=settings.admin_ids)
@@ -146,6 +175,7 @@ class Service:
                 settings=channel_settings,
                 admins=admins,
                 catalogue=catalogue,
+                prices=settings.prices,
             ),
             admins=admins,
             catalogue=catalogue,
@@ -176,6 +206,7 @@ class Service:
                 bolt, app_token=settings.slack_app_token.get_secret_value(), web_client=slack
             )
             await self._socket_handler.connect_async()  # type: ignore[no-untyped-call]
+        self._cleanup.append(start_daily_prune(self.store, settings.retention_days))
         logger.info(
             "service started",
             extra={

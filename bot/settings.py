@@ -7,6 +7,7 @@ down as explicit keyword arguments.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.pricing import ModelPrice, parse_prices
 
 __all__ = ["DEFAULT_INSTRUCTIONS", "Settings", "load_settings"]
 
@@ -57,9 +59,19 @@ class Settings(BaseSettings):
     model_total_timeout: float = Field(default=600.0, gt=0)
     model_max_retries: int = Field(default=2, ge=0, le=10)
 
+    # What the model sees
+    thread_context_chars: int = Field(default=40_000, ge=1_000, le=1_000_000)
+    file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    file_max_count: int = Field(default=5, ge=0, le=20)
+    safety_identifier_salt: SecretStr | None = None
+
     # Storage
     database_url: str = "sqlite+aiosqlite:///./data/bot.db"
     thread_lock_wait: float = Field(default=300.0, gt=0)
+    retention_days: int = Field(default=90, ge=0)
+
+    # Usage reports
+    model_prices: str = ""
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -114,6 +126,12 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_shape(cls, value: str) -> str:
+        parse_prices(value)  # raises ValueError naming the problem
+        return value
+
     @field_validator("slack_command")
     @classmethod
     def _command_shape(cls, value: str) -> str:
@@ -146,10 +164,28 @@ class Settings(BaseSettings):
     def allowed_model_list(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.allowed_models.split(",") if part.strip())
 
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        """``MODEL_PRICES`` parsed (empty: no cost estimates)."""
+        return parse_prices(self.model_prices)
+
+    @property
+    def identity_salt(self) -> str:
+        """Salt for ``safety_identifier``: the setting, else derived from the bot token (stable
+        while the token is, and never sent anywhere: only hashes of it are)."""
+        if self.safety_identifier_salt is not None:
+            return self.safety_identifier_salt.get_secret_value()
+        token = self.slack_bot_token.get_secret_value().encode()
+        return hashlib.sha256(b"safety-identifier:" + token).hexdigest()
+
     def secrets(self) -> list[str]:
         """Every secret value, so log redaction can scrub them."""
         values = [self.slack_bot_token, self.openai_api_key]
-        values += [s for s in (self.slack_signing_secret, self.slack_app_token) if s is not None]
+        values += [
+            s
+            for s in (self.slack_signing_secret, self.slack_app_token, self.safety_identifier_salt)
+            if s is not None
+        ]
         return [v.get_secret_value() for v in values if v.get_secret_value()]
 
 

@@ -19,6 +19,7 @@ from storage.models import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, Base, Turn
 from storage.repositories import (
     AbandonedTurn,
     ChannelSettingsRecord,
+    PruneCounts,
     SettingsAuditRecord,
     Store,
     ThreadRecord,
@@ -26,6 +27,9 @@ from storage.repositories import (
     TurnNotFoundError,
     TurnRecord,
     TurnStart,
+    UsageCounts,
+    UsageGrouping,
+    UsageRow,
 )
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "AbandonedTurn",
     "Base",
     "ChannelSettingsRecord",
+    "PruneCounts",
     "SettingsAuditRecord",
     "Store",
     "ThreadRecord",
@@ -43,6 +48,9 @@ __all__ = [
     "TurnRecord",
     "TurnStart",
     "TurnStatus",
+    "UsageCounts",
+    "UsageGrouping",
+    "UsageRow",
     "create_engine",
     "create_migration_engine",
     "create_session_factory",

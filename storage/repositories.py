@@ -10,15 +10,16 @@ mutate rows by accident.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from sqlalchemy import Select, delete, func, insert, select, text, update
+from sqlalchemy import Select, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,6 +39,7 @@ from storage.models import (
 __all__ = [
     "AbandonedTurn",
     "ChannelSettingsRecord",
+    "PruneCounts",
     "SettingsAuditRecord",
     "Store",
     "ThreadRecord",
@@ -45,7 +47,13 @@ __all__ = [
     "TurnNotFoundError",
     "TurnRecord",
     "TurnStart",
+    "UsageCounts",
+    "UsageGrouping",
+    "UsageRow",
 ]
+
+UsageGrouping = Literal["channel", "user", "model"]
+"""What ``Store.usage_since`` groups turns by."""
 
 _CLOSING_STATUSES: Final = frozenset(
     {TurnStatus.FAILED, TurnStatus.INCOMPLETE, TurnStatus.STOPPED, TurnStatus.UNDELIVERED}
@@ -199,6 +207,57 @@ class SettingsAuditRecord:
     changed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UsageCounts:
+    """Tokens and turns summed over some turns (input includes cached, output reasoning)."""
+
+    turns: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens (what daily budgets count)."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: UsageCounts) -> UsageCounts:
+        return UsageCounts(
+            turns=self.turns + other.turns,
+            input_tokens=self.input_tokens + other.input_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One group of ``Store.usage_since``: a channel, user or model of one workspace."""
+
+    team_id: str
+    key: str
+    """The channel id, user id or model name the row groups by."""
+    counts: UsageCounts
+    by_model: Mapping[str, UsageCounts]
+    """The same counts split by model (for cost estimates; one entry when grouped by model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """Rows ``Store.prune_history`` deleted, per table."""
+
+    turns: int = 0
+    threads: int = 0
+    event_claims: int = 0
+    settings_audit: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.turns + self.threads + self.event_claims + self.settings_audit
+
+
 _TURN_FIELDS: Final = tuple(field.name for field in dataclasses.fields(TurnRecord))
 
 
@@ -285,6 +344,14 @@ class Store:
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
+        bind = session_factory.kw.get("bind")
+        # SQLite has one writer at a time. Within this process, writers queue on an asyncio
+        # lock (first come, first served) instead of on SQLite's busy handler, which sleeps
+        # and retries and, with hundreds of concurrent turns, can starve one past its busy
+        # timeout ("database is locked"). Other processes (the CLI) still meet busy_timeout.
+        self._write_lock: asyncio.Lock | None = (
+            asyncio.Lock() if bind is not None and bind.dialect.name == "sqlite" else None
+        )
 
     @property
     def session_factory(self) -> async_sessionmaker[AsyncSession]:
@@ -296,7 +363,11 @@ class Store:
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncSession]:
         """A session inside a transaction that commits on success and rolls back on error."""
-        async with self._session_factory() as session, session.begin():
+        if self._write_lock is None:
+            async with self._session_factory() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self._session_factory() as session, session.begin():
             yield session
 
     @asynccontextmanager
@@ -736,6 +807,112 @@ class Store:
         async with self._reading() as session:
             total = await session.scalar(query)
         return int(total or 0)
+
+    async def usage_since(
+        self,
+        *,
+        since: datetime,
+        by: UsageGrouping,
+        team_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> list[UsageRow]:
+        """Tokens and turn counts of the turns created at or after ``since``, grouped ``by``
+        channel, user or model, per workspace; most tokens (input plus output) first.
+
+        ``team_id`` None covers every workspace; ``channel_id`` (which needs ``team_id``)
+        narrows to one channel. Counts turns of every status, like ``tokens_used_since``.
+        """
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValueError("since must be a timezone-aware datetime")
+        if channel_id is not None and team_id is None:
+            raise ValueError("channel_id needs team_id")
+        columns = {"channel": Turn.channel_id, "user": Turn.user_id, "model": Turn.model}
+        if by not in columns:
+            raise ValueError(f"by must be one of {', '.join(columns)}, not {by!r}")
+        key = columns[by]
+        query = select(
+            Turn.team_id,
+            key.label("key"),
+            Turn.model,
+            func.count(Turn.id),
+            func.coalesce(func.sum(Turn.input_tokens), 0),
+            func.coalesce(func.sum(Turn.cached_tokens), 0),
+            func.coalesce(func.sum(Turn.output_tokens), 0),
+            func.coalesce(func.sum(Turn.reasoning_tokens), 0),
+        ).where(Turn.created_at >= since)
+        if team_id is not None:
+            query = query.where(Turn.team_id == team_id)
+        if channel_id is not None:
+            query = query.where(Turn.channel_id == channel_id)
+        # Grouped by model too, so callers can price each model's share.
+        query = query.group_by(Turn.team_id, key, Turn.model)
+        async with self._reading() as session:
+            parts = (await session.execute(query)).all()
+        groups: dict[tuple[str, str], dict[str, UsageCounts]] = {}
+        for team, group_key, model, turns, input_t, cached_t, output_t, reasoning_t in parts:
+            counts = UsageCounts(
+                turns=int(turns),
+                input_tokens=int(input_t),
+                cached_tokens=int(cached_t),
+                output_tokens=int(output_t),
+                reasoning_tokens=int(reasoning_t),
+            )
+            models = groups.setdefault((team, group_key), {})
+            models[model] = models.get(model, UsageCounts()) + counts
+        rows = [
+            UsageRow(
+                team_id=team,
+                key=group_key,
+                counts=sum(models.values(), UsageCounts()),
+                by_model=dict(sorted(models.items())),
+            )
+            for (team, group_key), models in groups.items()
+        ]
+        rows.sort(key=lambda row: (-row.counts.total_tokens, row.team_id, row.key))
+        return rows
+
+    async def top_users(
+        self, *, team_id: str, since: datetime, channel_id: str | None = None, limit: int = 5
+    ) -> list[UsageRow]:
+        """The ``limit`` users of a workspace (or of one channel) with the most tokens since
+        ``since``, most first."""
+        if limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        rows = await self.usage_since(
+            since=since, by="user", team_id=team_id, channel_id=channel_id
+        )
+        return rows[:limit]
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def prune_history(self, *, older_than: datetime) -> PruneCounts:
+        """Delete what is older than ``older_than`` (aware datetime); returns the counts.
+
+        Turns created before it; then threads left without turns whose ``updated_at`` is
+        before it; event claims and settings-audit rows from before it. One short
+        transaction per table, so the service keeps running meanwhile. Channel settings
+        themselves are never pruned.
+        """
+        if older_than.tzinfo is None or older_than.utcoffset() is None:
+            raise ValueError("older_than must be a timezone-aware datetime")
+        async with self._writing() as session:
+            turns = await session.execute(delete(Turn).where(Turn.created_at < older_than))
+        async with self._writing() as session:
+            has_turns = exists().where(Turn.thread_id == Thread.id)
+            threads = await session.execute(
+                delete(Thread).where(Thread.updated_at < older_than, ~has_turns)
+            )
+        claims = await self.prune_event_claims(older_than=older_than)
+        async with self._writing() as session:
+            audit = await session.execute(
+                delete(SettingsAudit).where(SettingsAudit.changed_at < older_than)
+            )
+        return PruneCounts(
+            turns=int(turns.rowcount),  # type: ignore[attr-defined]
+            threads=int(threads.rowcount),  # type: ignore[attr-defined]
+            event_claims=claims,
+            settings_audit=int(audit.rowcount),  # type: ignore[attr-defined]
+        )
 
 
 def _settings_query(*, team_id: str, channel_id: str) -> Select[ChannelSettings]:

@@ -5,7 +5,10 @@ On PostgreSQL a turn holds a transaction-scoped advisory lock keyed by its threa
 connection of its own pool: the lock lives exactly as long as that transaction, and a crashed
 replica's locks vanish with its connections. Waits are bounded by ``lock_timeout``. The pool is
 separate from the store's, so turns waiting for a lock can never starve the short store
-transactions of the turn that holds it.
+transactions of the turn that holds it. Each held lock keeps one connection for the turn's
+length: ``pool_size`` (20) bounds the turns in progress per replica, and with the store's pool
+(10 + 10 overflow) one replica uses at most 40 of the server's connections — size
+``max_connections`` (default 100) for the number of replicas.
 
 SQLite is one process by design (an embedded file): the in-process FIFO lock
 (``bot.thread_locks``) already serialises its turns, so here the lock is a no-op.
@@ -33,7 +36,7 @@ def _key(team_id: str, channel_id: str, thread_ts: str) -> str:
 
 
 class DistributedThreadLocks:
-    def __init__(self, url: str, *, wait_seconds: float = 300.0, pool_size: int = 50) -> None:
+    def __init__(self, url: str, *, wait_seconds: float = 300.0, pool_size: int = 20) -> None:
         self._wait_ms = max(1, int(wait_seconds * 1000))
         self._engine: AsyncEngine | None = None
         if make_url(url).get_backend_name() == "postgresql":

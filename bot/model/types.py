@@ -39,6 +39,8 @@ class ResponseRequest:
     reasoning_summary: bool = False
     truncation: str | None = "auto"
     metadata: dict[str, str] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
     store: bool = True
 
     def to_body(self, *, stream: bool) -> dict[str, Any]:
@@ -53,6 +55,8 @@ class ResponseRequest:
             "max_output_tokens": self.max_output_tokens,
             "truncation": self.truncation,
             "metadata": self.metadata,
+            "safety_identifier": self.safety_identifier,
+            "prompt_cache_key": self.prompt_cache_key,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         reasoning: dict[str, str] = {}

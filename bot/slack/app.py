@@ -82,7 +82,8 @@ def build_slack_app(
 
     async def handle(body: Mapping[str, Any], convert: Converter) -> None:
         event = body.get("event") or {}
-        metrics.events_received.labels(type=str(event.get("type", "unknown"))).inc()
+        event_type = str(event.get("type", "unknown"))
+        metrics.events_received.labels(type=event_type).inc()
         message = convert(
             event,
             team_id=str(body.get("team_id") or identity.team_id),
@@ -90,13 +91,13 @@ def build_slack_app(
             event_id=body.get("event_id"),
         )
         if message is None:
-            metrics.turns.labels(outcome=TurnOutcome.IGNORED).inc()
+            metrics.event_handled(event_type, TurnOutcome.IGNORED)
             return
         started = time.monotonic()
         async with tracker.track():
             with metrics.turns_in_flight.track_inprogress():
                 outcome = await conversation.handle(message)
-        metrics.turns.labels(outcome=outcome).inc()
+        metrics.event_handled(event_type, outcome)
         if outcome not in (TurnOutcome.IGNORED, TurnOutcome.DUPLICATE):
             metrics.turn_seconds.observe(time.monotonic() - started)
 

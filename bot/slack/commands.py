@@ -7,7 +7,8 @@
     /ai reset [FIELD]               back to the defaults (admins)
     /ai reset default [FIELD]       clear workspace defaults (admins)
     /ai history                     who changed what in this channel
-    /ai usage                       tokens used in this channel
+    /ai usage                       tokens (and estimated cost) used in this channel
+    /ai usage workspace             the same for the whole workspace (admins)
     /ai help
 
 Answers are short and ephemeral. Every change is checked against the signed request's user on
@@ -17,6 +18,7 @@ transaction with its audit rows; an invalid value saves nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -32,8 +34,15 @@ from bot.channel_config import (
 from bot.channel_settings import WORKSPACE_DEFAULTS
 from bot.conversation import SettingsSource
 from bot.model_catalogue import ModelCatalogue
+from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
-from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
+from storage.repositories import (
+    ChannelSettingsRecord,
+    SettingsAuditRecord,
+    UsageCounts,
+    UsageGrouping,
+    UsageRow,
+)
 
 __all__ = ["CommandResult", "SettingsCommands"]
 
@@ -63,7 +72,14 @@ class _Store(Protocol):
         self, *, team_id: str, channel_id: str | None = None, limit: int = 50
     ) -> list[SettingsAuditRecord]: ...
 
-    async def tokens_used_since(self, *, team_id: str, channel_id: str, since: datetime) -> int: ...
+    async def usage_since(
+        self,
+        *,
+        since: datetime,
+        by: UsageGrouping,
+        team_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> list[UsageRow]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +97,14 @@ class SettingsCommands:
         settings: SettingsSource,
         admins: AdminPolicy,
         catalogue: ModelCatalogue,
+        prices: Mapping[str, ModelPrice] | None = None,
     ) -> None:
         self.command = command
         self._store = store
         self._settings = settings
         self._admins = admins
         self._catalogue = catalogue
+        self._prices: Mapping[str, ModelPrice] = prices or {}
 
     async def handle(
         self, *, text: str, team_id: str, channel_id: str, user_id: str
@@ -105,6 +123,16 @@ class SettingsCommands:
         if verb == "history":
             return CommandResult(await self._history(team_id, channel_id))
         if verb == "usage":
+            scope = rest.strip().lower()
+            if scope in {"workspace", "all"}:
+                if not await self._admins.may_change(user_id):
+                    return CommandResult(self._usage_refusal())
+                return CommandResult(await self._workspace_usage(team_id))
+            if scope:
+                return CommandResult(
+                    f"I don't know `{self.command} usage {rest.strip()}`: use "
+                    f"`{self.command} usage` or `{self.command} usage workspace`."
+                )
             return CommandResult(await self._usage(team_id, channel_id))
         if verb in {"set", "reset"}:
             if not await self._admins.may_change(user_id):
@@ -132,6 +160,7 @@ class SettingsCommands:
                 f"• `{c} set default FIELD VALUE`: change the workspace default (admins)",
                 f"• `{c} reset [FIELD]` / `{c} reset default [FIELD]`: back to the defaults",
                 f"• `{c} history`: who changed what here; `{c} usage`: tokens used here",
+                f"• `{c} usage workspace`: tokens used in the whole workspace (admins)",
                 "Fields: " + ", ".join(f"`{name}` ({spec.valid})" for name, spec in FIELDS.items()),
             ]
         )
@@ -196,20 +225,81 @@ class SettingsCommands:
         return "\n".join(lines)
 
     async def _usage(self, team_id: str, channel_id: str) -> str:
-        now = datetime.now(UTC)
-        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        spans = [
-            ("today", today),
-            ("7 days", now - timedelta(days=7)),
-            ("30 days", now - timedelta(days=30)),
-        ]
-        lines = [f"*Tokens used in <#{channel_id}>*"]
-        for label, since in spans:
-            used = await self._store.tokens_used_since(
-                team_id=team_id, channel_id=channel_id, since=since
+        spans = _spans()
+        lines = [f"*Usage in <#{channel_id}>*"]
+        for label, since in spans[:-1]:
+            rows = await self._store.usage_since(
+                since=since, by="channel", team_id=team_id, channel_id=channel_id
             )
-            lines.append(f"• {label}: {used:,}")
+            lines.append(f"• {label}: {self._amount(rows)}")
+        users = await self._store.usage_since(
+            since=spans[-1][1], by="user", team_id=team_id, channel_id=channel_id
+        )
+        lines.append(f"• {spans[-1][0]}: {self._amount(users)}")
+        lines += self._top("Top users, 30 days", users, mention="@")
         return "\n".join(lines)
+
+    async def _workspace_usage(self, team_id: str) -> str:
+        spans = _spans()
+        lines = ["*Usage in this workspace*"]
+        for label, since in spans[:-1]:
+            rows = await self._store.usage_since(since=since, by="channel", team_id=team_id)
+            lines.append(f"• {label}: {self._amount(rows)}")
+        channels = await self._store.usage_since(since=spans[-1][1], by="channel", team_id=team_id)
+        users = await self._store.usage_since(since=spans[-1][1], by="user", team_id=team_id)
+        lines.append(f"• {spans[-1][0]}: {self._amount(channels)}")
+        lines += self._top("Top channels, 30 days", channels, mention="#")
+        lines += self._top("Top users, 30 days", users, mention="@")
+        return "\n".join(lines)
+
+    def _usage_refusal(self) -> str:
+        people = ", ".join(f"<@{u}>" for u in sorted(self._admins.listed))
+        who = "workspace admins and owners" + (f", and {people}," if people else "")
+        return (
+            f"Sorry, only {who} can see the whole workspace's usage. "
+            f"`{self.command} usage` shows this channel's."
+        )
+
+    def _amount(self, rows: Sequence[UsageRow]) -> str:
+        """``1,234 tokens (3 turns) · ~$0.01`` for the sum of ``rows``."""
+        counts = sum((row.counts for row in rows), UsageCounts())
+        by_model: dict[str, UsageCounts] = {}
+        for row in rows:
+            for model, part in row.by_model.items():
+                by_model[model] = by_model.get(model, UsageCounts()) + part
+        return self._describe(counts, by_model)
+
+    def _describe(self, counts: UsageCounts, by_model: Mapping[str, UsageCounts]) -> str:
+        turns = "turn" if counts.turns == 1 else "turns"
+        text = f"{counts.total_tokens:,} tokens ({counts.turns:,} {turns})"
+        cost = estimate_cost(by_model, self._prices)
+        if cost is not None:
+            text += f" · ~{format_cost(cost)}"
+        return text
+
+    def _top(self, title: str, rows: Sequence[UsageRow], *, mention: str) -> list[str]:
+        if not rows:
+            return []
+        lines = [f"*{title}*"]
+        for rank, row in enumerate(rows[:_TOP], start=1):
+            lines.append(
+                f"{rank}. <{mention}{row.key}>: {self._describe(row.counts, row.by_model)}"
+            )
+        return lines
+
+
+_TOP = 5
+
+
+def _spans() -> list[tuple[str, datetime]]:
+    """(label, since) for today (UTC), 7 and 30 days; the last is the longest."""
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return [
+        ("today", today),
+        ("7 days", now - timedelta(days=7)),
+        ("30 days", now - timedelta(days=30)),
+    ]
 
 
 def _layer(rest: str) -> tuple[str, str]:

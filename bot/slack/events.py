@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.conversation import IncomingMessage
+from bot.slack.markup import mentioned_user_ids, text_from_blocks
 
 __all__ = ["HUMAN_SUBTYPES", "from_app_mention", "from_message", "strip_mention"]
 
@@ -55,18 +56,26 @@ def _incoming(
     """The turn for a human message; a top-level message starts a thread at itself."""
     ts = event["ts"]
     thread_ts = event.get("thread_ts")
+    raw_text = str(event.get("text") or "") or text_from_blocks(_list(event.get("blocks")))
+    others = [u for u in mentioned_user_ids(raw_text) if u != bot_user_id]
     return IncomingMessage(
         team_id=team_id,
         channel_id=event["channel"],
         thread_ts=thread_ts if isinstance(thread_ts, str) else ts,
         ts=ts,
         user_id=event["user"],
-        text=strip_mention(str(event.get("text") or ""), bot_user_id),
+        text=strip_mention(raw_text, bot_user_id),
         event_id=event_id,
         mentions_bot=mentions_bot,
         is_direct=is_direct,
         starts_thread=not isinstance(thread_ts, str),
+        mentions_others=bool(others),
+        files=tuple(f for f in _list(event.get("files")) if isinstance(f, dict)),
     )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def from_app_mention(

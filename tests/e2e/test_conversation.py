@@ -18,7 +18,7 @@ async def test_a_mention_is_answered_in_a_thread_rooted_at_the_mention(bot: BotU
     assert replies[0]["thread_ts"] == ts
     assert shown(replies[0]) == "Hello! **Four** is the answer."
     [request] = bot.model_bodies()
-    assert request["input"] == [{"role": "user", "content": "what is 2+2?"}]
+    assert request["input"] == [{"role": "user", "content": "U1: what is 2+2?"}]
     assert "previous_response_id" not in request
     assert request["model"] == "test-model"
     assert request["instructions"]  # sent on every turn: not carried by previous_response_id
@@ -40,7 +40,7 @@ async def test_follow_ups_in_the_thread_continue_one_chain_without_a_mention(
     assert "previous_response_id" not in first
     assert second["previous_response_id"] == ids[0]
     assert third["previous_response_id"] == ids[1]
-    assert third["input"] == [{"role": "user", "content": "third"}]
+    assert third["input"] == [{"role": "user", "content": "U1: third"}]
     assert all(b["instructions"] == first["instructions"] for b in (second, third))
 
 
@@ -120,7 +120,7 @@ async def test_messages_not_for_the_bot_never_reach_the_model(bot: BotUnderTest)
     await bot.wait_replies("C1", sentinel, 1)
     await bot.wait_idle()
 
-    assert [b["input"][-1]["content"] for b in bot.model_bodies()] == ["start", "sentinel"]
+    assert [b["input"][-1]["content"] for b in bot.model_bodies()] == ["U1: start", "U1: sentinel"]
     assert len(bot.slack.bot_replies("C1", root)) == 1
 
 
@@ -134,7 +134,7 @@ async def test_file_share_is_a_human_message(bot: BotUnderTest) -> None:
         files=[{"id": "F1", "name": "notes.txt"}],
     )
     await bot.wait_replies("C1", root, 2)
-    assert bot.model_bodies()[1]["input"] == [{"role": "user", "content": "see attached"}]
+    assert bot.model_bodies()[1]["input"] == [{"role": "user", "content": "U1: see attached"}]
 
 
 async def test_retries_and_the_mention_message_pair_produce_one_answer(
@@ -277,11 +277,11 @@ async def test_a_lost_chain_is_rebuilt_from_the_thread_and_continues(bot: BotUnd
     roles = [(item["role"], item["content"]) for item in rebuilt["input"]]
     answers = [shown(m) for m in bot.slack.bot_replies("C1", root)]
     assert roles == [
-        ("user", "my name is Ana"),
+        ("user", "U1: my name is Ana"),
         ("assistant", answers[0]),
-        ("user", "I like tea"),
+        ("user", "U1: I like tea"),
         ("assistant", answers[1]),
-        ("user", "what is my name?"),
+        ("user", "U1: what is my name?"),
     ]
     assert after["previous_response_id"] == bot.model.response_ids[2]  # the new chain
 

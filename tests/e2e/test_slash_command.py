@@ -116,10 +116,10 @@ async def test_an_admin_changes_model_and_instructions_and_the_next_turn_uses_th
 async def test_admin_user_ids_may_change_settings(start_bot: StartBot) -> None:
     bot = await start_bot(admin_user_ids="U7, U8")
     assert "now 0.2" in await command(bot, "set temperature 0.2", user="U8")
+    assert bot.slack.calls_to("users.info") == []  # listed users need no lookup
     ts, _ = await bot.mention("hi")
     await bot.wait_replies("C1", ts, 1)
     assert bot.model_bodies()[0]["temperature"] == 0.2
-    assert bot.slack.calls_to("users.info") == []  # listed users need no lookup
 
 
 async def test_a_workspace_default_applies_where_a_channel_has_none(people: BotUnderTest) -> None:
@@ -330,8 +330,8 @@ async def test_switching_the_bot_off_requiring_mentions_and_the_daily_budget(
     await bot.wait_idle()
     assert bot.slack.bot_replies("C1", off) == []
     assert [b["input"][-1]["content"] for b in bot.model_bodies()] == [
-        "start",
-        "with a mention: answered",
+        "U1: start",
+        "U1: with a mention: answered",
     ]
 
 

@@ -38,7 +38,7 @@ async def test_a_mention_over_socket_mode_is_acked_and_answered(
     await bot.slack.wait_ack(envelope_id, timeout=10)
     [reply] = await bot.wait_replies("C1", ts, 1)
     assert reply["thread_ts"] == ts
-    assert bot.model_bodies()[0]["input"] == [{"role": "user", "content": "over the socket"}]
+    assert bot.model_bodies()[0]["input"] == [{"role": "user", "content": "U1: over the socket"}]
     # The operator endpoints are still served in Socket Mode.
     assert (await bot.get("/healthz"))[0] == 200
     # And there is no Request URL to attack.

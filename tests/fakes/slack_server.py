@@ -53,6 +53,22 @@ MAX_HEADER_TEXT_CHARS = 150
 MAX_MARKDOWN_CHARS = 12_000
 MAX_LOADING_MESSAGES = 10
 MAX_REPLIES_LIMIT = 1_000
+# The bot scopes of slack-app-manifest.yaml: what a correctly installed app is granted.
+DEFAULT_BOT_SCOPES = (
+    "app_mentions:read",
+    "chat:write",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "im:read",
+    "im:write",
+    "commands",
+    "users:read",
+    "files:read",
+    "reactions:write",
+    "assistant:write",
+)
 DEFAULT_REPLIES_LIMIT = 100
 
 # Arguments that are structures: slack_sdk sends them as JSON in JSON bodies but as JSON
@@ -166,6 +182,9 @@ class FakeSlack:
         self.socket_connections = 0
         """How many Socket Mode connections were ever accepted (a reconnect adds one)."""
         self.users: dict[str, dict[str, Any]] = {}
+        self.granted_scopes: list[str] | None = list(DEFAULT_BOT_SCOPES)
+        """Scopes of the bot token, sent as Slack does in the ``x-oauth-scopes`` header of
+        every answer to a call with a valid bot token; ``None`` sends no header."""
 
         self._channels: dict[str, dict[str, _Message]] = {}
         self._thread_status: dict[tuple[str, str], str] = {}
@@ -587,14 +606,21 @@ class FakeSlack:
         handler = self._handlers.get(method)
         if handler is None:
             return 200, {}, {"ok": False, "error": "unknown_method", "req_method": method}
+        headers: dict[str, str] = {}
         try:
             self._check_token(method, token)
+            if (
+                self.granted_scopes is not None
+                and token == self.bot_token
+                and method != "apps.connections.open"
+            ):
+                headers["x-oauth-scopes"] = ",".join(self.granted_scopes)
             if parse_error is not None:
                 raise _SlackError(parse_error)
             result = handler(params)
         except _SlackError as exc:
-            return 200, {}, {"ok": False, "error": exc.code, **exc.extra}
-        return 200, {}, {"ok": True, **result}
+            return 200, headers, {"ok": False, "error": exc.code, **exc.extra}
+        return 200, headers, {"ok": True, **result}
 
     def _check_token(self, method: str, token: str | None) -> None:
         if method == "api.test":

@@ -194,7 +194,8 @@ async def test_huge_text_inside_the_body_limit_is_answered(bot: BotUnderTest) ->
     replies = await bot.wait_replies("C1", ts, 1, timeout=20)
     assert "that was long" in json.dumps(replies)
     [request] = bot.model_bodies()
-    assert len(request["input"][0]["content"]) == len(text) - len("<@UBOT> ")
+    # The bot mention is stripped and the author named ("U1: …"): same length otherwise.
+    assert len(request["input"][0]["content"]) == len(text) - len("<@UBOT> ") + len("U1: ")
     assert (await bot.get("/healthz"))[0] == 200
     bot.sent.pop()
 

@@ -57,7 +57,7 @@ async def test_200_threads_at_once_are_each_answered_once_and_chained(
     assert per_thread == {ts: (2 if ts in follow else 1) for ts in roots}
     for i, ts in enumerate(roots):
         texts = [shown(m) for m in bot.slack.bot_replies("C1", ts)]
-        expected = [f" to: question {i}"] + ([f" to: more on {i}"] if ts in follow else [])
+        expected = [f" to: U1: question {i}"] + ([f" to: U1: more on {i}"] if ts in follow else [])
         assert len(texts) == len(expected), (ts, texts)
         assert all(t.endswith(e) for t, e in zip(texts, expected, strict=True)), (ts, texts)
 

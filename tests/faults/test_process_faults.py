@@ -298,7 +298,7 @@ async def test_sigkill_mid_turn_then_restart_closes_it_and_the_chain_continues(
             await first.ensure_stopped()
             await second.ensure_stopped()
     texts = fake_slack_texts(fake_slack, root)
-    assert texts[-1].endswith(" to: third question")
+    assert texts[-1].endswith(" to: U1: third question")
     turns = _turns(db, root)
     assert turns[2]["previous_response_id"] == good
     _assert_consistent(db)

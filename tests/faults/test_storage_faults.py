@@ -35,7 +35,7 @@ async def test_a_writer_holding_the_lock_delays_the_turn_but_does_not_lose_it(
         other.close()
 
     [reply] = await bot.wait_replies("C1", ts, 1)
-    assert shown(reply) == "answer 1 to: are you there?"
+    assert shown(reply) == "answer 1 to: U1: are you there?"
     [turn] = await bot.turns("C1", ts)
     assert turn.status == "completed"
     assert turn.duration_ms is not None

@@ -1,0 +1,139 @@
+"""Usage reports for the command line: time spans (``30d``, ``12h``, an ISO date) and the
+table, CSV and JSON renderings of ``Store.usage_since`` rows (pure: no I/O)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bot.pricing import ModelPrices, estimate_cost, format_cost
+from storage.repositories import UsageCounts, UsageRow
+
+__all__ = ["ReportFormat", "parse_since", "render_usage"]
+
+ReportFormat = Literal["table", "csv", "json"]
+
+_SPAN = re.compile(r"^\s*(\d+)\s*([dh])\s*$", re.IGNORECASE)
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``30d`` / ``12h`` (that long before ``now``) or an ISO date or datetime (UTC unless it
+    says otherwise) as an aware UTC datetime. Raises ValueError with a plain message."""
+    now = now or datetime.now(UTC)
+    match = _SPAN.match(text)
+    if match:
+        amount, unit = int(match[1]), match[2].lower()
+        try:
+            return now - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
+        except OverflowError:
+            raise ValueError(f"{text.strip()} is too long ago") from None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text.strip() or 'an empty value'} is not a time span: use e.g. 30d, 12h "
+            "or a date like 2026-01-31"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+_COLUMNS = ("turns", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _values(counts: UsageCounts) -> dict[str, int]:
+    values = {name: int(getattr(counts, name)) for name in _COLUMNS}
+    values["total_tokens"] = counts.total_tokens
+    return values
+
+
+def render_usage(
+    rows: Sequence[UsageRow],
+    *,
+    by: str,
+    since: datetime,
+    prices: ModelPrices,
+    fmt: ReportFormat,
+    team_id: str | None = None,
+) -> str:
+    """The report as text (no trailing newline). Costs appear only when ``prices`` is set;
+    a row with a model that has no price shows no cost."""
+    priced = bool(prices)
+    records: list[dict[str, Any]] = []
+    for row in rows:
+        record: dict[str, Any] = {"team": row.team_id, by: row.key, **_values(row.counts)}
+        if priced:
+            cost = estimate_cost(row.by_model, prices)
+            record["cost_usd"] = None if cost is None else round(cost, 6)
+        records.append(record)
+    if fmt == "json":
+        return json.dumps(
+            {
+                "since": since.isoformat(),
+                "by": by,
+                "team": team_id,
+                "rows": records,
+            },
+            indent=2,
+        )
+    if fmt == "csv":
+        out = io.StringIO()
+        header = ["team", by, *_COLUMNS, "total_tokens"] + (["cost_usd"] if priced else [])
+        writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+        return out.getvalue().rstrip("\n")
+    return _table(records, rows, by=by, since=since, prices=prices, team_id=team_id)
+
+
+def _table(
+    records: list[dict[str, Any]],
+    rows: Sequence[UsageRow],
+    *,
+    by: str,
+    since: datetime,
+    prices: ModelPrices,
+    team_id: str | None,
+) -> str:
+    scope = f"workspace {team_id}" if team_id else "all workspaces"
+    title = f"usage since {since:%Y-%m-%d %H:%M} UTC by {by} ({scope})"
+    if not records:
+        return f"{title}\nno turns recorded"
+    headings = ["team", by, "turns", "input", "cached", "output", "reasoning", "total"]
+    if prices:
+        headings.append("est. cost")
+    lines: list[list[str]] = []
+    for record in records:
+        line = [record["team"], record[by]]
+        line += [f"{record[name]:,}" for name in (*_COLUMNS, "total_tokens")]
+        if prices:
+            cost = record["cost_usd"]
+            line.append("-" if cost is None else format_cost(cost))
+        lines.append(line)
+    total = sum((row.counts for row in rows), UsageCounts())
+    footer = ["", "total"] + [f"{v:,}" for v in _values(total).values()]
+    if prices:
+        merged: dict[str, UsageCounts] = {}
+        for row in rows:
+            for model, counts in row.by_model.items():
+                merged[model] = merged.get(model, UsageCounts()) + counts
+        cost = estimate_cost(merged, prices)
+        footer.append("-" if cost is None else format_cost(cost))
+    widths = [
+        max(len(cells[i]) for cells in [headings, *lines, footer]) for i in range(len(headings))
+    ]
+
+    def render(cells: list[str]) -> str:
+        text = [cells[0].ljust(widths[0]), cells[1].ljust(widths[1])]
+        text += [cell.rjust(width) for cell, width in zip(cells[2:], widths[2:], strict=True)]
+        return "  ".join(text).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([title, render(headings), rule, *map(render, lines), rule, render(footer)])

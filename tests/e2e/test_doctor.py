@@ -1,0 +1,231 @@
+"""``python -m bot doctor`` as a real process, against the fake Slack and the fake model
+endpoint: every check says ok when all is well, and each broken part gets its own FAIL line
+with a fix and exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.doctor import manifest_bot_scopes
+from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET
+from tests.fakes.responses_server import FakeResponsesServer
+from tests.fakes.slack_server import DEFAULT_BOT_SCOPES, FakeSlack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(
+    tmp_path: Path, slack: FakeSlack, model: FakeResponsesServer, **values: str
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "OPENAI_", "DEFAULT_", "DATABASE_", "BOT_", "LOG_"))
+    }
+    env.update(
+        PYTHONPATH=str(REPO),
+        SLACK_BOT_TOKEN=slack.bot_token,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        OPENAI_BASE_URL=model.base_url,
+        OPENAI_API_KEY=MODEL_KEY,
+        DEFAULT_MODEL="test-model",
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
+    )
+    env.update(values)
+    return env
+
+
+async def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def _doctor(
+    tmp_path: Path, slack: FakeSlack, model: FakeResponsesServer, **values: str
+) -> tuple[int, str]:
+    env = _env(tmp_path, slack, model, **values)
+    code, _, err = await _run(["migrate"], env, tmp_path)
+    assert code == 0, err
+    code, out, err = await _run(["doctor"], env, tmp_path)
+    assert MODEL_KEY not in out + err
+    assert slack.bot_token not in out + err
+    return code, out
+
+
+def _line(out: str, check: str) -> str:
+    """The report line of ``check`` plus its fix line, if any."""
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if line[5:].startswith(check + ":"):
+            fix = lines[i + 1] if i + 1 < len(lines) and lines[i + 1].startswith("     ") else ""
+            return line + "\n" + fix
+    raise AssertionError(f"no line for {check!r} in:\n{out}")
+
+
+@pytest.fixture
+def good_model(fake_model: FakeResponsesServer) -> FakeResponsesServer:
+    fake_model.models = ["test-model", "other-model"]
+    return fake_model
+
+
+def test_the_fake_grants_exactly_the_manifest_scopes() -> None:
+    assert sorted(manifest_bot_scopes()) == sorted(DEFAULT_BOT_SCOPES)
+
+
+async def test_all_good_every_line_ok_and_exit_0(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    code, out = await _doctor(tmp_path, fake_slack, good_model)
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert lines, out
+    assert all(line.startswith("ok   ") for line in lines), out
+    for check in (
+        "configuration",
+        "database",
+        "slack token",
+        "slack scopes",
+        "model endpoint",
+        "default model",
+    ):
+        assert _line(out, check).startswith("ok")
+    assert fake_slack.calls_to("auth.test")
+    # The one-token test call: non-streamed, unstored, DEFAULT_MODEL, 16 tokens at most.
+    [body] = [r.body for r in good_model.requests if r.path.endswith("/responses")]
+    assert body["model"] == "test-model"
+    assert body["max_output_tokens"] == 16
+    assert body["stream"] is False
+    assert body["store"] is False
+
+
+async def test_a_wrong_bot_token_gets_invalid_auth_and_its_fix(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    code, out = await _doctor(
+        tmp_path, fake_slack, good_model, SLACK_BOT_TOKEN="xoxb-9-not-the-right-token"
+    )
+    assert code == 1
+    line = _line(out, "slack token")
+    assert line.startswith("FAIL slack token: Slack refused the bot token (invalid_auth)")
+    assert "fix:" in line
+    assert "Bot User OAuth Token" in line
+    assert "slack scopes:" not in out  # nothing to check scopes of
+    # The other checks still ran.
+    assert _line(out, "default model").startswith("ok")
+    assert "xoxb-9-not-the-right-token" not in out
+
+
+async def test_missing_scopes_are_named(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    fake_slack.granted_scopes = [
+        s for s in DEFAULT_BOT_SCOPES if s not in ("assistant:write", "reactions:write")
+    ]
+    code, out = await _doctor(tmp_path, fake_slack, good_model)
+    assert code == 1
+    line = _line(out, "slack scopes")
+    assert line.startswith("FAIL slack scopes:")
+    assert "reactions:write, assistant:write" in line
+    assert "chat:write" not in line
+    assert "reinstall" in line
+    assert _line(out, "slack token").startswith("ok")
+
+
+async def test_no_scope_header_is_a_warning_not_a_failure(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    fake_slack.granted_scopes = None
+    code, out = await _doctor(tmp_path, fake_slack, good_model)
+    assert code == 0, out
+    assert _line(out, "slack scopes").startswith("warn")
+
+
+async def test_the_model_endpoint_refuses_the_key(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    code, out = await _doctor(
+        tmp_path, fake_slack, good_model, OPENAI_API_KEY="sk-wrong-key-0123456789"
+    )
+    assert code == 1
+    line = _line(out, "model endpoint")
+    assert line.startswith("FAIL model endpoint: the model endpoint refused OPENAI_API_KEY")
+    assert "fix: check OPENAI_API_KEY" in line
+    assert "default model:" not in out  # the same refusal would only repeat
+    assert "sk-wrong-key-0123456789" not in out
+    assert _line(out, "slack token").startswith("ok")
+
+
+async def test_the_model_endpoint_is_unreachable(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out = await _doctor(
+        tmp_path, fake_slack, good_model, OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1"
+    )
+    assert code == 1
+    line = _line(out, "model endpoint")
+    assert line.startswith(
+        f"FAIL model endpoint: could not reach the model endpoint at http://127.0.0.1:{port}/v1"
+    )
+    assert "fix: check OPENAI_BASE_URL" in line
+
+
+async def test_an_unknown_default_model(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    good_model.error(
+        404,
+        {
+            "error": {
+                "message": "The model `no-such-model` does not exist or you do not have access.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        },
+    )
+    code, out = await _doctor(tmp_path, fake_slack, good_model, DEFAULT_MODEL="no-such-model")
+    assert code == 1
+    assert _line(out, "model endpoint").startswith("ok")
+    line = _line(out, "default model")
+    assert line.startswith(
+        "FAIL default model: the endpoint does not know DEFAULT_MODEL=no-such-model"
+    )
+    assert "fix: set DEFAULT_MODEL to a model the endpoint offers: it offers test-model" in line
+
+
+async def test_unapplied_migrations_and_a_missing_setting(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    env = _env(tmp_path, fake_slack, good_model)
+    code, out, _ = await _run(["doctor"], env, tmp_path)  # no migrate first
+    assert code == 1
+    line = _line(out, "database")
+    assert line.startswith("FAIL database: the database's migrations are not current")
+    assert "python -m bot migrate" in line
+
+    del env["OPENAI_API_KEY"]
+    code, out, _ = await _run(["doctor"], env, tmp_path)
+    assert code == 1
+    assert out.startswith("FAIL configuration: OPENAI_API_KEY is required")
+    assert "fix:" in out
