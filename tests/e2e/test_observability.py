@@ -214,3 +214,51 @@ def test_slack_sdk_body_dumps_stay_off_at_debug() -> None:
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
         logging.getLogger("slack_sdk.web").setLevel(saved[2])
+
+
+async def test_lock_waits_are_reported() -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from bot.metrics import TimedThreadLocks
+    from bot.thread_locks import KeyedLocks
+
+    waits: list[float] = []
+    locks = KeyedLocks(on_wait=waits.append)
+    assert locks  # an idle instance is kept by ``locks or KeyedLocks()``
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with locks.hold("k"):
+            await release.wait()
+
+    task = asyncio.create_task(first())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(_hold(locks))
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(task, second)
+    assert len(waits) == 2
+    assert waits[0] < 0.01 <= 0.04 <= waits[1]
+
+    class Slow:
+        @asynccontextmanager
+        async def hold(
+            self, *, team_id: str, channel_id: str, thread_ts: str
+        ) -> AsyncIterator[None]:
+            await asyncio.sleep(0.03)
+            yield
+
+    db_waits: list[float] = []
+    async with TimedThreadLocks(Slow(), db_waits.append).hold(
+        team_id="T", channel_id="C", thread_ts="1"
+    ):
+        pass
+    assert len(db_waits) == 1
+    assert db_waits[0] >= 0.02
+
+
+async def _hold(locks: object) -> None:
+    async with locks.hold("k"):  # type: ignore[attr-defined]
+        pass
