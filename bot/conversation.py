@@ -261,6 +261,7 @@ class ConversationService:
         locks: KeyedLocks | None = None,
         thread_locks: ThreadLockProvider | None = None,
         identity_salt: str = "",
+        log_message_content: bool = False,
     ) -> None:
         self._store = store
         self._model = model
@@ -270,6 +271,8 @@ class ConversationService:
         self._locks = locks or KeyedLocks()
         self._thread_locks = thread_locks
         self._identity_salt = identity_salt
+        # Message text is never logged unless the operator asks (LOG_MESSAGE_CONTENT).
+        self._log_content = log_message_content
 
     async def handle(self, message: IncomingMessage) -> TurnOutcome:
         """Answer ``message`` if it is addressed to the bot; at most once per message."""
@@ -367,6 +370,7 @@ class ConversationService:
 
     async def _run_turn(self, message: IncomingMessage, settings: EffectiveSettings) -> TurnOutcome:
         started = time.monotonic()
+        turn_started_at = datetime.now(UTC)
         turn = await self._store.start_turn(
             team_id=message.team_id,
             channel_id=message.channel_id,
@@ -479,7 +483,14 @@ class ConversationService:
                 **log_extra,
                 "response_id": result.response_id,
                 "duration_ms": round((time.monotonic() - started) * 1000),
+                "first_token_ms": _ms_between(turn_started_at, attempt.first_token_at),
+                "input_tokens": result.usage.input_tokens,
                 "output_tokens": result.usage.output_tokens,
+                **(
+                    {"message_text": message.text, "answer_text": result.text}
+                    if self._log_content
+                    else {}
+                ),
             },
         )
         return TurnOutcome.COMPLETED
@@ -562,6 +573,10 @@ def _build_request(
             "slack_thread": message.thread_ts,
         },
     )
+
+
+def _ms_between(start: datetime, end: datetime | None) -> int | None:
+    return None if end is None else round((end - start).total_seconds() * 1000)
 
 
 def _digest(text: str) -> str:

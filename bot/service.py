@@ -153,6 +153,7 @@ class Service:
                 history_chars=settings.thread_context_chars,
             ),
             identity_salt=settings.identity_salt,
+            log_message_content=settings.log_message_content,
             settings=channel_settings,
         )
         admins = AdminPolicy(client=slack, admin_user_ids=settings.admin_ids)

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    log_message_content: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod
