@@ -39,6 +39,8 @@ class FieldSpec:
     description: str
     valid: str
     parse: Callable[[str], Any]
+    workspace_only: bool = False
+    """Only meaningful on the workspace-defaults layer (a channel cannot set it)."""
 
 
 def _parse_model(raw: str) -> str:
@@ -116,6 +118,20 @@ def _parse_truncation(raw: str) -> str:
     return value
 
 
+def _count(name: str, unit: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        message = f"{name} must be a whole number of {unit}, 0 or more (0 = no limit)"
+        try:
+            value = int(raw.strip().replace(",", "").replace("_", ""))
+        except ValueError:
+            raise InvalidSetting(message) from None
+        if value < 0:
+            raise InvalidSetting(message)
+        return value
+
+    return parse
+
+
 def _parse_budget(raw: str) -> int:
     message = "daily_token_budget must be a whole number of tokens, 0 or more (0 = no budget)"
     try:
@@ -176,6 +192,19 @@ FIELDS: dict[str, FieldSpec] = {
             "0 or more",
             _parse_budget,
         ),
+        FieldSpec(
+            "workspace_daily_token_budget",
+            "tokens per day for the whole workspace (0 = no budget)",
+            "0 or more, workspace default only",
+            _count("workspace_daily_token_budget", "tokens"),
+            workspace_only=True,
+        ),
+        FieldSpec(
+            "user_hourly_requests",
+            "questions one person may ask per hour (0 = no limit)",
+            "0 or more",
+            _count("user_hourly_requests", "questions"),
+        ),
     )
 }
 
@@ -210,6 +239,8 @@ class EffectiveSettings:
     require_mention: bool | None
     enabled: bool | None
     daily_token_budget: int | None
+    workspace_daily_token_budget: int | None
+    user_hourly_requests: int | None
     sources: Mapping[str, str]
 
     def value(self, field: str) -> Any:
@@ -240,6 +271,8 @@ def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, 
         "require_mention": False,
         "enabled": True,
         "daily_token_budget": 0,
+        "workspace_daily_token_budget": 0,
+        "user_hourly_requests": 0,
     }
 
 
@@ -254,6 +287,8 @@ def resolve(
         values[name] = None
         sources[name] = "unset"
         for layer_name, layer in layers:
+            if layer_name == "channel" and FIELDS[name].workspace_only:
+                continue  # a channel cannot loosen the workspace's own limits
             if layer is not None and layer.get(name) is not None:
                 values[name] = layer[name]
                 sources[name] = layer_name

@@ -182,6 +182,8 @@ async def _config(args: argparse.Namespace) -> int:
         for name in FIELDS:
             raw = getattr(args, name, None)
             if raw is not None:
+                if FIELDS[name].workspace_only and not args.default:
+                    raise InvalidSetting(f"{name} is a workspace setting: use --default")
                 values[name] = parse_value(name, raw)
         if not values:
             raise ConfigError("nothing to set: give at least one of --model, --instructions, ...")

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.channel_config import EffectiveSettings
@@ -202,7 +202,11 @@ class ConversationStore(Protocol):
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
 
-    async def tokens_used_since(self, *, team_id: str, channel_id: str, since: datetime) -> int: ...
+    async def tokens_used_since(
+        self, *, team_id: str, channel_id: str | None, since: datetime
+    ) -> int: ...
+
+    async def turns_by_user_since(self, *, team_id: str, user_id: str, since: datetime) -> int: ...
 
 
 class _Attempt:
@@ -351,22 +355,53 @@ class ConversationService:
         return await self._run_turn(message, settings)
 
     async def _over_budget(self, message: IncomingMessage, settings: EffectiveSettings) -> bool:
-        budget = settings.daily_token_budget or 0
-        if budget <= 0:
+        """Budgets and limits: when one is reached the user is told which, when it resets and
+        who can raise it, and no model call is made."""
+        notice = await self._limit_reached(message, settings)
+        if notice is None:
             return False
-        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = await self._store.tokens_used_since(
-            team_id=message.team_id, channel_id=message.channel_id, since=today
-        )
-        if used < budget:
-            return False
-        notice = (
-            f":no_entry: This channel has used its daily budget of {budget:,} tokens "
-            f"({used:,} used today). It resets at 00:00 UTC; a channel admin can raise it "
-            "with the settings command (`daily_token_budget`)."
-        )
         await _tell(self._sinks.open(message), notice, "", {"channel": message.channel_id})
         return True
+
+    async def _limit_reached(
+        self, message: IncomingMessage, settings: EffectiveSettings
+    ) -> str | None:
+        now = datetime.now(UTC)
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        budget = settings.daily_token_budget or 0
+        if budget > 0:
+            used = await self._store.tokens_used_since(
+                team_id=message.team_id, channel_id=message.channel_id, since=today
+            )
+            if used >= budget:
+                return (
+                    f":no_entry: This channel has used its daily budget of {budget:,} tokens "
+                    f"({used:,} used today). It resets at 00:00 UTC; an admin can raise it "
+                    "with the settings command (`daily_token_budget`)."
+                )
+        workspace_budget = settings.workspace_daily_token_budget or 0
+        if workspace_budget > 0:
+            used = await self._store.tokens_used_since(
+                team_id=message.team_id, channel_id=None, since=today
+            )
+            if used >= workspace_budget:
+                return (
+                    f":no_entry: This workspace has used its daily budget of "
+                    f"{workspace_budget:,} tokens ({used:,} used today). It resets at 00:00 UTC; "
+                    "an admin can raise it (`set default workspace_daily_token_budget`)."
+                )
+        per_hour = settings.user_hourly_requests or 0
+        if per_hour > 0:
+            asked = await self._store.turns_by_user_since(
+                team_id=message.team_id, user_id=message.user_id, since=now - timedelta(hours=1)
+            )
+            if asked >= per_hour:
+                return (
+                    f":hourglass: You have asked {asked} questions in the last hour; the limit "
+                    f"is {per_hour}. Please try again a little later; an admin can raise it "
+                    "(`user_hourly_requests`)."
+                )
+        return None
 
     async def _run_turn(self, message: IncomingMessage, settings: EffectiveSettings) -> TurnOutcome:
         started = time.monotonic()

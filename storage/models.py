@@ -73,6 +73,8 @@ SETTING_FIELDS: Final = (
     "require_mention",
     "enabled",
     "daily_token_budget",
+    "workspace_daily_token_budget",
+    "user_hourly_requests",
 )
 """The per-channel settings an admin may set; a NULL value means "inherit"."""
 
@@ -256,6 +258,10 @@ class ChannelSettings(Base):
     """Whether the bot answers in this channel at all."""
     daily_token_budget: Mapped[int | None] = mapped_column()
     """Input plus output tokens the channel may use per day (0: no budget)."""
+    workspace_daily_token_budget: Mapped[int | None] = mapped_column()
+    """Tokens the whole workspace may use per day (0: no budget); set on the workspace row."""
+    user_hourly_requests: Mapped[int | None] = mapped_column()
+    """Questions one person may ask per hour across the workspace (0: no limit)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
     updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)

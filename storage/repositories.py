@@ -73,6 +73,8 @@ _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "require_mention": (bool,),
     "enabled": (bool,),
     "daily_token_budget": (int,),
+    "workspace_daily_token_budget": (int,),
+    "user_hourly_requests": (int,),
 }
 assert set(_SETTING_TYPES) == set(SETTING_FIELDS)
 
@@ -181,6 +183,8 @@ class ChannelSettingsRecord:
     require_mention: bool | None
     enabled: bool | None
     daily_token_budget: int | None
+    workspace_daily_token_budget: int | None
+    user_hourly_requests: int | None
     updated_at: datetime
     updated_by: str | None
 
@@ -792,8 +796,11 @@ class Store:
 
     # -- usage ----------------------------------------------------------------------------
 
-    async def tokens_used_since(self, *, team_id: str, channel_id: str, since: datetime) -> int:
-        """Input plus output tokens of a channel's turns created at or after ``since``.
+    async def tokens_used_since(
+        self, *, team_id: str, channel_id: str | None, since: datetime
+    ) -> int:
+        """Input plus output tokens of a channel's (``channel_id=None``: the whole workspace's)
+        turns created at or after ``since``.
 
         Counts turns of every status (a failed or stopped turn may still have been billed).
         """
@@ -801,8 +808,20 @@ class Store:
             raise ValueError("since must be a timezone-aware datetime")
         query = select(func.coalesce(func.sum(Turn.input_tokens + Turn.output_tokens), 0)).where(
             Turn.team_id == team_id,
-            Turn.channel_id == channel_id,
             Turn.created_at >= since,
+        )
+        if channel_id is not None:
+            query = query.where(Turn.channel_id == channel_id)
+        async with self._reading() as session:
+            total = await session.scalar(query)
+        return int(total or 0)
+
+    async def turns_by_user_since(self, *, team_id: str, user_id: str, since: datetime) -> int:
+        """How many turns (questions) one person started in the workspace since ``since``."""
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValueError("since must be a timezone-aware datetime")
+        query = select(func.count(Turn.id)).where(
+            Turn.team_id == team_id, Turn.user_id == user_id, Turn.created_at >= since
         )
         async with self._reading() as session:
             total = await session.scalar(query)

@@ -180,6 +180,10 @@ class SettingsCommands:
                 f"where FIELD is one of {', '.join(FIELDS)}"
             )
         field = parse_field_name(parts[0])
+        if FIELDS[field].workspace_only and layer != "workspace":
+            raise InvalidSetting(
+                f"{field} is a workspace setting: use {self.command} set default {field} VALUE"
+            )
         value = parse_value(field, parts[1])
         if field == "model" and not self._catalogue.permits(value):
             raise InvalidSetting(

@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 MODAL_CALLBACK = "channel_settings"
+# The modal edits one channel: workspace-only settings are set with `/ai set default`.
+CHANNEL_FIELDS = [name for name, spec in FIELDS.items() if not spec.workspace_only]
 EDIT_ACTION = "edit_channel_settings"
 INHERIT = "__inherit__"
 
@@ -51,6 +53,8 @@ _LABELS = {
     "require_mention": "Follow-ups need a mention",
     "enabled": "Bot answers in this channel",
     "daily_token_budget": "Daily token budget (0 = none)",
+    "workspace_daily_token_budget": "Workspace daily token budget (0 = none)",
+    "user_hourly_requests": "Questions per person per hour (0 = no limit)",
 }
 
 
@@ -124,7 +128,7 @@ def settings_modal(
             ),
         }
     ]
-    for field in FIELDS:
+    for field in CHANNEL_FIELDS:
         blocks.append(
             {
                 "type": "input",
@@ -152,7 +156,7 @@ def parse_submission(
     """``(values, errors)`` from ``view.state.values``: ``None`` means inherit."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    for field in FIELDS:
+    for field in CHANNEL_FIELDS:
         entry = (state.get(field) or {}).get("value") or {}
         if entry.get("type") == "static_select":
             selected = (entry.get("selected_option") or {}).get("value")

@@ -28,6 +28,8 @@ _NEW_SETTINGS = (
     "require_mention",
     "enabled",
     "daily_token_budget",
+    "workspace_daily_token_budget",
+    "user_hourly_requests",
 )
 
 
@@ -39,6 +41,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("require_mention", sa.Boolean(), nullable=True))
         batch.add_column(sa.Column("enabled", sa.Boolean(), nullable=True))
         batch.add_column(sa.Column("daily_token_budget", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("workspace_daily_token_budget", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("user_hourly_requests", sa.Integer(), nullable=True))
 
     op.create_table(
         "settings_audit",
