@@ -77,15 +77,31 @@ def _float_in(name: str, low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def _parse_max_tokens(raw: str) -> int:
-    message = f"max_output_tokens must be a whole number from 16 to {MAX_OUTPUT_TOKENS_LIMIT:,}"
-    try:
-        value = int(raw.strip().replace(",", "").replace("_", ""))
-    except ValueError:
-        raise InvalidSetting(message) from None
-    if not 16 <= value <= MAX_OUTPUT_TOKENS_LIMIT:
-        raise InvalidSetting(message)
-    return value
+def _whole_number(name: str, low: int, high: int | None, message: str) -> Callable[[str], int]:
+    """Integers as people type them ("1,024", "10_000"), within ``low``..``high``."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip().replace(",", "").replace("_", ""))
+        except ValueError:
+            raise InvalidSetting(f"{name} must be {message}") from None
+        if value < low or (high is not None and value > high):
+            raise InvalidSetting(f"{name} must be {message}")
+        return value
+
+    return parse
+
+
+_parse_max_tokens = _whole_number(
+    "max_output_tokens",
+    16,
+    MAX_OUTPUT_TOKENS_LIMIT,
+    f"a whole number from 16 to {MAX_OUTPUT_TOKENS_LIMIT:,}",
+)
+
+
+def _count(name: str, unit: str, zero: str = "no limit") -> Callable[[str], int]:
+    return _whole_number(name, 0, None, f"a whole number of {unit}, 0 or more (0 = {zero})")
 
 
 def _parse_effort(raw: str) -> str:
@@ -115,31 +131,6 @@ def _parse_truncation(raw: str) -> str:
     value = raw.strip().lower()
     if value not in TRUNCATIONS:
         raise InvalidSetting(f"truncation must be one of {', '.join(TRUNCATIONS)}")
-    return value
-
-
-def _count(name: str, unit: str) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        message = f"{name} must be a whole number of {unit}, 0 or more (0 = no limit)"
-        try:
-            value = int(raw.strip().replace(",", "").replace("_", ""))
-        except ValueError:
-            raise InvalidSetting(message) from None
-        if value < 0:
-            raise InvalidSetting(message)
-        return value
-
-    return parse
-
-
-def _parse_budget(raw: str) -> int:
-    message = "daily_token_budget must be a whole number of tokens, 0 or more (0 = no budget)"
-    try:
-        value = int(raw.strip().replace(",", "").replace("_", ""))
-    except ValueError:
-        raise InvalidSetting(message) from None
-    if value < 0:
-        raise InvalidSetting(message)
     return value
 
 
@@ -190,13 +181,13 @@ FIELDS: dict[str, FieldSpec] = {
             "daily_token_budget",
             "tokens per day for this channel (0 = no budget)",
             "0 or more",
-            _parse_budget,
+            _count("daily_token_budget", "tokens", "no budget"),
         ),
         FieldSpec(
             "workspace_daily_token_budget",
             "tokens per day for the whole workspace (0 = no budget)",
             "0 or more, workspace default only",
-            _count("workspace_daily_token_budget", "tokens"),
+            _count("workspace_daily_token_budget", "tokens", "no budget"),
             workspace_only=True,
         ),
         FieldSpec(
