@@ -176,7 +176,8 @@ class _SlackChecks:
         from bot.service import make_slack_client
 
         self.settings = settings
-        self.client = make_slack_client(settings)
+        # Without SLACK_BOT_TOKEN (multi-workspace install) the token checks are skipped.
+        self.client = make_slack_client(settings, anonymous=settings.slack_bot_token is None)
         self.scopes_header: str | None = None
         self.token_ok = False
 
@@ -387,7 +388,13 @@ async def run_doctor() -> int:
     await report.run("database", lambda: _database(settings))
 
     slack = _SlackChecks(settings)
-    if await report.run("slack token", slack.token):
+    if settings.slack_bot_token is None:
+        report.ok(
+            "slack token",
+            "multi-workspace install: each workspace's bot token comes from its installation "
+            "(install at /slack/install)",
+        )
+    elif await report.run("slack token", slack.token):
         await report.run("slack scopes", slack.scopes)
     if settings.effective_mode == "socket":
         await report.run("slack app token", slack.app_token)

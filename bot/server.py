@@ -2,7 +2,9 @@
 
 ``POST /slack/events`` (Events API, slash commands and interactivity, verified by Bolt),
 ``GET /healthz`` (the process runs), ``GET /readyz`` (database answers, migrations applied),
-``GET /metrics`` (Prometheus text).
+``GET /metrics`` (Prometheus text). With a multi-workspace install (Bolt's OAuth flow set),
+also ``GET /slack/install`` and ``GET /slack/oauth_redirect``: a person's browser opens them,
+so they carry no Slack signature; the flow's one-time ``state`` guards them instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_flow import AsyncOAuthFlow
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
@@ -36,8 +39,10 @@ def build_web_app(
     metrics: Metrics,
     accepting: Callable[[], bool] = lambda: True,
     signing_secret: str | None = None,
+    oauth_flow: AsyncOAuthFlow | None = None,
 ) -> web.Application:
-    """``readiness`` returns ``None`` when ready, else a short reason."""
+    """``readiness`` returns ``None`` when ready, else a short reason. ``oauth_flow`` (a
+    multi-workspace install, either mode) serves the install pages."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
@@ -95,7 +100,30 @@ def build_web_app(
             return await to_aiohttp_response(bolt_response)
 
         app.router.add_post("/slack/events", slack_events)
+
+    if oauth_flow is not None:
+        flow = oauth_flow
+
+        async def oauth_install(request: web.Request) -> web.Response:
+            bolt_response = await flow.handle_installation(_browser_request(request))
+            return await to_aiohttp_response(bolt_response)
+
+        async def oauth_redirect(request: web.Request) -> web.Response:
+            bolt_response = await flow.handle_callback(_browser_request(request))
+            return await to_aiohttp_response(bolt_response)
+
+        app.router.add_get(flow.install_path, oauth_install)
+        app.router.add_get(flow.redirect_uri_path, oauth_redirect)
     return app
+
+
+def _browser_request(request: web.Request) -> AsyncBoltRequest:
+    """A GET from a browser (no body): query and headers (the state cookie) only."""
+    return AsyncBoltRequest(
+        body="",
+        query=request.query_string,
+        headers=request.headers,  # type: ignore[arg-type]
+    )
 
 
 def _signed(verifier: SignatureVerifier, raw: bytes, request: web.Request) -> bool:

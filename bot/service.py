@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -39,7 +40,9 @@ from bot.slack.context import SlackContext
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
+from bot.slack.oauth import build_oauth_settings
 from bot.slack.users import UserDirectory
+from bot.slack.workspaces import WorkspaceClients
 from bot.thread_locks import KeyedLocks
 from bot.turn_tracker import TurnTracker
 from storage.engine import create_engine, create_session_factory
@@ -58,18 +61,33 @@ INTERRUPTED_NOTICE = (
 
 
 def make_slack_client(
-    settings: Settings, *, retry_rate_limits: bool = True, metrics: Metrics | None = None
+    settings: Settings,
+    *,
+    token: str | None = None,
+    anonymous: bool = False,
+    retry_rate_limits: bool = True,
+    metrics: Metrics | None = None,
 ) -> AsyncWebClient:
     """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
     429s retried after ``Retry-After`` unless ``retry_rate_limits`` is off (the stream
     client: a rate-limited ``chat.startStream`` should fall back at once, not wait). With
-    ``metrics``, every request and 429 is counted by method (the observer goes first)."""
+    ``metrics``, every request and 429 is counted by method (the observer goes first).
+
+    The token is ``token`` (a workspace's installation), else ``SLACK_BOT_TOKEN``;
+    ``anonymous`` makes a client with no token (Bolt's in a multi-workspace install)."""
+    if token is None and not anonymous:
+        if settings.slack_bot_token is None:
+            raise ConfigError(
+                "SLACK_BOT_TOKEN is not set (multi-workspace install): name the workspace "
+                "with --team"
+            )
+        token = settings.slack_bot_token.get_secret_value()
     handlers: list[Any] = [SlackApiObserver(metrics)] if metrics is not None else []
     handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=2))
     if retry_rate_limits:
         handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
     return AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+        token=token,
         base_url=settings.slack_api_url,
         timeout=30,
         retry_handlers=handlers,
@@ -84,6 +102,7 @@ class Service:
         self.tracker = TurnTracker()
         self.port: int | None = None
         self.identity: BotIdentity | None = None
+        """The bot in single-workspace mode; ``None`` with a multi-workspace install."""
         self._runner: web.AppRunner | None = None
         self._socket_handler: AsyncSocketModeHandler | None = None
         self._cleanup: list[Any] = []
@@ -95,14 +114,44 @@ class Service:
         self._cleanup.append(engine.dispose)
         self.store = Store(create_session_factory(engine))
 
-        slack = make_slack_client(settings, metrics=self.metrics)
-        try:
-            self.identity = await fetch_identity(slack)
-        except SlackApiError as exc:
-            raise ConfigError(
-                f"SLACK_BOT_TOKEN was refused by Slack ({exc.response.get('error')}): "
-                "check the token and SLACK_API_URL"
-            ) from None
+        oauth_settings: AsyncOAuthSettings | None = None
+        if settings.oauth_enabled:
+            # Multi-workspace install: tokens come from the installations the OAuth flow saves.
+            slack = make_slack_client(settings, anonymous=True, metrics=self.metrics)
+            assert settings.slack_client_id is not None
+            assert settings.slack_client_secret is not None
+            oauth_settings = await build_oauth_settings(
+                client_id=settings.slack_client_id,
+                client_secret=settings.slack_client_secret.get_secret_value(),
+                engine=engine,
+                state_secret=settings.slack_state_secret.get_secret_value()
+                if settings.slack_state_secret
+                else None,
+            )
+            self.workspaces = WorkspaceClients.installed(
+                installation_store=oauth_settings.installation_store,
+                factory=lambda token, retry_rate_limits=True: make_slack_client(
+                    settings, token=token, retry_rate_limits=retry_rate_limits, metrics=self.metrics
+                ),
+            )
+        else:
+            slack = make_slack_client(settings, metrics=self.metrics)
+            try:
+                self.identity = await fetch_identity(slack)
+            except SlackApiError as exc:
+                raise ConfigError(
+                    f"SLACK_BOT_TOKEN was refused by Slack ({exc.response.get('error')}): "
+                    "check the token and SLACK_API_URL"
+                ) from None
+            assert settings.slack_bot_token is not None  # settings require it without OAuth
+            self.workspaces = WorkspaceClients.single(
+                token=settings.slack_bot_token.get_secret_value(),
+                identity=self.identity,
+                client=slack,
+                stream_client=make_slack_client(
+                    settings, retry_rate_limits=False, metrics=self.metrics
+                ),
+            )
 
         model = ResponsesClient(
             base_url=settings.openai_base_url,
@@ -119,7 +168,7 @@ class Service:
             default_instructions=settings.default_instructions,
         )
         files = FileReader(
-            token=settings.slack_bot_token.get_secret_value(),
+            tokens=self.workspaces,
             # Slack's file hosts (*.slack.com) and the configured API host (GovSlack, proxies).
             allowed_hosts={urlsplit(settings.slack_api_url).hostname or "slack.com"},
             max_bytes=settings.file_max_bytes,
@@ -138,17 +187,13 @@ class Service:
             store=self.store,
             model=InstrumentedModelClient(model, self.metrics),
             sinks=LiveReplySinks(
-                client=slack,
-                stream_client=make_slack_client(
-                    settings, retry_rate_limits=False, metrics=self.metrics
-                ),
+                workspaces=self.workspaces,
                 native_streaming=settings.slack_native_streaming,
                 flush_interval=settings.stream_update_interval,
             ),
             context=SlackContext(
-                client=slack,
-                identity=self.identity,
-                users=UserDirectory(slack),
+                workspaces=self.workspaces,
+                users=UserDirectory(self.workspaces),
                 files=files,
                 history_chars=settings.thread_context_chars,
             ),
@@ -156,7 +201,7 @@ class Service:
             log_message_content=settings.log_message_content,
             settings=channel_settings,
         )
-        admins = AdminPolicy(client=slack, admin_user_ids=settings.admin_ids)
+        admins = AdminPolicy(workspaces=self.workspaces, admin_user_ids=settings.admin_ids)
         catalogue = ModelCatalogue(
             list_models=model.list_models, allowed=settings.allowed_model_list
         )
@@ -165,7 +210,8 @@ class Service:
         bolt = build_slack_app(
             client=slack,
             signing_secret=signing_secret.get_secret_value() if signing_secret else None,
-            identity=self.identity,
+            workspaces=self.workspaces,
+            oauth_settings=oauth_settings,
             conversation=self.conversation,
             metrics=self.metrics,
             tracker=self.tracker,
@@ -183,7 +229,7 @@ class Service:
             store=self.store,
             verify_requests=not socket_mode,
         )
-        await self._close_interrupted_turns(slack)
+        await self._close_interrupted_turns()
 
         web_app = build_web_app(
             slack_app=None if socket_mode else bolt,
@@ -193,6 +239,7 @@ class Service:
             signing_secret=None
             if socket_mode or signing_secret is None
             else signing_secret.get_secret_value(),
+            oauth_flow=bolt.oauth_flow,
         )
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
@@ -213,7 +260,7 @@ class Service:
             extra={
                 "mode": settings.effective_mode,
                 "port": self.port,
-                "team": self.identity.team_id,
+                "team": self.identity.team_id if self.identity else "(installations)",
             },
         )
 
@@ -245,13 +292,14 @@ class Service:
                 closed.append(turn)
         return closed
 
-    async def _close_interrupted_turns(self, slack: AsyncWebClient) -> None:
+    async def _close_interrupted_turns(self) -> None:
         for turn in await self._interrupted_turns():
             logger.warning(
                 "closed a turn left pending by a previous run",
                 extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
             )
             try:
+                slack = await self.workspaces.client(turn.team_id)
                 await slack.chat_postMessage(
                     channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
                 )

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     )
 
     # Slack
-    slack_bot_token: SecretStr
+    slack_bot_token: SecretStr | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_state_secret: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     bot_mode: Literal["socket", "http"] | None = None
@@ -92,9 +95,25 @@ class Settings(BaseSettings):
 
     @field_validator("slack_bot_token")
     @classmethod
-    def _bot_token_shape(cls, value: SecretStr) -> SecretStr:
+    def _bot_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
         if not value.get_secret_value().startswith("xoxb-"):
             raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_client_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("slack_client_secret", "slack_state_secret")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
         return value
 
     @field_validator("slack_app_token")
@@ -142,6 +161,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _mode_requirements(self) -> Settings:
+        if (self.slack_client_id is None) != (self.slack_client_secret is None):
+            raise ValueError(
+                "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET must be set together "
+                "(multi-workspace install)"
+            )
+        if self.slack_bot_token is None and not self.oauth_enabled:
+            raise ValueError(
+                "SLACK_BOT_TOKEN is required: set it in the environment or in .env "
+                "(or set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for a multi-workspace install)"
+            )
         mode = self.effective_mode
         if mode == "socket" and self.slack_app_token is None:
             raise ValueError("SLACK_APP_TOKEN is required when BOT_MODE=socket")
@@ -156,6 +185,11 @@ class Settings(BaseSettings):
         if self.bot_mode is not None:
             return self.bot_mode
         return "socket" if self.slack_app_token is not None else "http"
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Multi-workspace install: the OAuth flow is served and tokens come from installations."""
+        return self.slack_client_id is not None and self.slack_client_secret is not None
 
     @property
     def admin_ids(self) -> frozenset[str]:
@@ -176,15 +210,23 @@ class Settings(BaseSettings):
         while the token is, and never sent anywhere: only hashes of it are)."""
         if self.safety_identifier_salt is not None:
             return self.safety_identifier_salt.get_secret_value()
-        token = self.slack_bot_token.get_secret_value().encode()
+        source = self.slack_bot_token or self.slack_client_secret
+        token = source.get_secret_value().encode() if source is not None else b""
         return hashlib.sha256(b"safety-identifier:" + token).hexdigest()
 
     def secrets(self) -> list[str]:
         """Every secret value, so log redaction can scrub them."""
-        values = [self.slack_bot_token, self.openai_api_key]
+        values = [self.openai_api_key]
         values += [
             s
-            for s in (self.slack_signing_secret, self.slack_app_token, self.safety_identifier_salt)
+            for s in (
+                self.slack_bot_token,
+                self.slack_signing_secret,
+                self.slack_app_token,
+                self.safety_identifier_salt,
+                self.slack_client_secret,
+                self.slack_state_secret,
+            )
             if s is not None
         ]
         return [v.get_secret_value() for v in values if v.get_secret_value()]

@@ -54,9 +54,23 @@ def _render_item(kind: str, obj: object, _context: AutogenContext) -> str | Lite
     return False
 
 
+# Tables that slack_sdk creates and manages itself (multi-workspace install: installations,
+# bot tokens and OAuth states); autogenerate must neither drop nor alter them.
+SLACK_SDK_TABLES = frozenset({"slack_installations", "slack_bots", "slack_oauth_states"})
+
+
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    table = getattr(obj, "table", None) if type_ != "table" else obj
+    table_name = name if type_ == "table" else getattr(table, "name", None)
+    return table_name not in SLACK_SDK_TABLES
+
+
 def _configure_options(dialect_name: str) -> dict[str, object]:
     return {
         "target_metadata": target_metadata,
+        "include_object": _include_object,
         "render_item": _render_item,
         # Autogenerate also notices changed column types, not only added/removed columns.
         "compare_type": True,

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
 
 __all__ = ["AdminPolicy"]
 
@@ -23,31 +24,34 @@ class AdminPolicy:
     def __init__(
         self,
         *,
-        client: AsyncWebClient,
+        workspaces: WorkspaceClients,
         admin_user_ids: Iterable[str] = (),
         ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
+        self._workspaces = workspaces
         self._listed = frozenset(admin_user_ids)
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, bool]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
 
     @property
     def listed(self) -> frozenset[str]:
         return self._listed
 
-    async def may_change(self, user_id: str) -> bool:
+    async def may_change(self, user_id: str, *, team_id: str) -> bool:
+        """Whether ``user_id`` may change settings in workspace ``team_id`` (asked with that
+        workspace's bot token)."""
         if user_id in self._listed:
             return True
-        cached = self._cache.get(user_id)
+        cached = self._cache.get((team_id, user_id))
         now = self._clock()
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         try:
-            response = await self._client.users_info(user=user_id)
-        except (SlackApiError, SlackClientError) as exc:
+            client = await self._workspaces.client(team_id)
+            response = await client.users_info(user=user_id)
+        except (SlackApiError, SlackClientError, WorkspaceNotInstalled) as exc:
             # Fail closed: without an answer from Slack nobody outside ADMIN_USER_IDS may change.
             reason = (
                 exc.response.get("error") if isinstance(exc, SlackApiError) else None
@@ -56,7 +60,7 @@ class AdminPolicy:
             return False
         user = response.get("user") or {}
         allowed = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
-        self._cache[user_id] = (now, allowed)
+        self._cache[(team_id, user_id)] = (now, allowed)
         return allowed
 
     def who_can_change(self) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import WORKSPACE_DEFAULTS
@@ -23,7 +24,6 @@ from bot.model_catalogue import ModelCatalogue
 from bot.slack.admins import AdminPolicy
 from bot.slack.commands import SettingsCommands
 from bot.slack.events import from_app_mention, from_message
-from bot.slack.identity import BotIdentity
 from bot.slack.views import (
     EDIT_ACTION,
     MODAL_CALLBACK,
@@ -31,6 +31,7 @@ from bot.slack.views import (
     parse_submission,
     settings_modal,
 )
+from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
 from bot.turn_tracker import TurnTracker
 
 __all__ = ["build_slack_app"]
@@ -57,7 +58,7 @@ def build_slack_app(
     *,
     client: AsyncWebClient,
     signing_secret: str | None,
-    identity: BotIdentity,
+    workspaces: WorkspaceClients,
     conversation: ConversationService,
     metrics: Metrics,
     tracker: TurnTracker,
@@ -67,11 +68,18 @@ def build_slack_app(
     catalogue: ModelCatalogue,
     store: SettingsStore,
     verify_requests: bool = True,
+    oauth_settings: AsyncOAuthSettings | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
-    sends no signature (the WebSocket itself is authenticated by the app token)."""
+    sends no signature (the WebSocket itself is authenticated by the app token).
+
+    With ``oauth_settings`` (multi-workspace install) ``client`` carries no token: Bolt finds
+    each request's workspace token in the installation store, serves the install flow, and
+    the OAuth ``oauth.v2.access`` call goes through ``client`` (so to ``SLACK_API_URL``)."""
+    default_team = workspaces.default_team_id or ""
     app = AsyncApp(
         client=client,
+        oauth_settings=oauth_settings,
         signing_secret=signing_secret,
         request_verification_enabled=verify_requests,
         # bot.slack.events filters the bot's own (and every other bot's) messages itself; with
@@ -84,9 +92,16 @@ def build_slack_app(
         event = body.get("event") or {}
         event_type = str(event.get("type", "unknown"))
         metrics.events_received.labels(type=event_type).inc()
+        team_id = str(body.get("team_id") or default_team)
+        try:
+            identity = await workspaces.identity(team_id)
+        except WorkspaceNotInstalled:
+            logger.warning("event from a workspace with no installation", extra={"team": team_id})
+            metrics.event_handled(event_type, TurnOutcome.IGNORED)
+            return
         message = convert(
             event,
-            team_id=str(body.get("team_id") or identity.team_id),
+            team_id=team_id,
             bot_user_id=identity.user_id,
             event_id=body.get("event_id"),
         )
@@ -114,7 +129,7 @@ def build_slack_app(
     @app.command(commands.command)
     async def on_command(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Answers ephemerally inside Slack's 3-second window; ``/ai config`` opens the modal."""
-        team_id = str(body.get("team_id") or identity.team_id)
+        team_id = str(body.get("team_id") or default_team)
         channel_id = str(body.get("channel_id") or "")
         user_id = str(body.get("user_id") or "")
         result = await commands.handle(
@@ -146,14 +161,14 @@ def build_slack_app(
         """Checks the submitting user (from the signed payload) and validates every field
         before anything is saved; errors show on their fields."""
         user_id = str((body.get("user") or {}).get("id") or "")
-        team_id = str((body.get("team") or {}).get("id") or identity.team_id)
+        team_id = str((body.get("team") or {}).get("id") or default_team)
         view = body.get("view") or {}
         try:
             channel_id = str(json.loads(view.get("private_metadata") or "{}")["channel_id"])
         except (ValueError, KeyError, TypeError):
             await ack(response_action="errors", errors={"model": "This form is out of date."})
             return
-        if not await admins.may_change(user_id):
+        if not await admins.may_change(user_id, team_id=team_id):
             await ack(
                 response_action="errors",
                 errors={"model": "Only admins can change these settings."},
@@ -178,7 +193,7 @@ def build_slack_app(
         if event.get("tab") not in (None, "home"):
             return
         user_id = str(event.get("user") or "")
-        team_id = str(body.get("team_id") or identity.team_id)
+        team_id = str(body.get("team_id") or default_team)
         await client.views_publish(user_id=user_id, view=await _home(team_id, user_id))
 
     async def _home(team_id: str, user_id: str) -> dict[str, Any]:
@@ -191,7 +206,7 @@ def build_slack_app(
             defaults=await settings.effective(team_id=team_id, channel_id=WORKSPACE_DEFAULTS),
             rows=rows,
             last_changes=last,
-            is_admin=await admins.may_change(user_id),
+            is_admin=await admins.may_change(user_id, team_id=team_id),
             who_can_change=admins.who_can_change(),
         )
 
@@ -200,11 +215,48 @@ def build_slack_app(
         """The Home tab's Edit button: admins only (checked here, not just hidden)."""
         await ack()
         user_id = str((body.get("user") or {}).get("id") or "")
-        team_id = str((body.get("team") or {}).get("id") or identity.team_id)
+        team_id = str((body.get("team") or {}).get("id") or default_team)
         actions = body.get("actions") or [{}]
         channel_id = str(actions[0].get("value") or "")
-        if not channel_id or not await admins.may_change(user_id):
+        if not channel_id or not await admins.may_change(user_id, team_id=team_id):
             return
         await _open_modal(client, str(body.get("trigger_id") or ""), team_id, channel_id)
+
+    if oauth_settings is not None:
+        installations = oauth_settings.installation_store
+
+        async def forget_workspace(body: Mapping[str, Any], *, user_ids: list[str]) -> None:
+            team_id = str(body.get("team_id") or "")
+            enterprise_id = body.get("enterprise_id") or None
+            if not team_id:
+                return
+            if user_ids:  # only user tokens were revoked: the bot stays
+                for user_id in user_ids:
+                    await installations.async_delete_installation(
+                        enterprise_id=enterprise_id, team_id=team_id, user_id=user_id
+                    )
+                return
+            await installations.async_delete_all(enterprise_id=enterprise_id, team_id=team_id)
+            workspaces.forget(team_id)
+            logger.info("workspace tokens deleted", extra={"team": team_id})
+
+        @app.event("app_uninstalled")
+        async def on_app_uninstalled(body: dict[str, Any]) -> None:
+            """The app was removed from a workspace: its tokens are deleted and forgotten."""
+            metrics.events_received.labels(type="app_uninstalled").inc()
+            await forget_workspace(body, user_ids=[])
+
+        @app.event("tokens_revoked")
+        async def on_tokens_revoked(body: dict[str, Any], event: dict[str, Any]) -> None:
+            """Revoked bot tokens delete the workspace's installation; revoked user tokens
+            delete only those users' installations."""
+            metrics.events_received.labels(type="tokens_revoked").inc()
+            tokens = event.get("tokens") or {}
+            if tokens.get("bot"):
+                await forget_workspace(body, user_ids=[])
+            else:
+                users = [str(u) for u in tokens.get("oauth") or [] if u]
+                if users:
+                    await forget_workspace(body, user_ids=users)
 
     return app

@@ -113,7 +113,7 @@ class SettingsCommands:
         verb = words[0].lower() if words else "config"
         rest = words[1] if len(words) > 1 else ""
         if verb == "config":
-            if not await self._admins.may_change(user_id):
+            if not await self._admins.may_change(user_id, team_id=team_id):
                 return CommandResult(await self._refusal(team_id, channel_id))
             return CommandResult(open_modal=True)
         if verb == "show":
@@ -125,7 +125,7 @@ class SettingsCommands:
         if verb == "usage":
             scope = rest.strip().lower()
             if scope in {"workspace", "all"}:
-                if not await self._admins.may_change(user_id):
+                if not await self._admins.may_change(user_id, team_id=team_id):
                     return CommandResult(self._usage_refusal())
                 return CommandResult(await self._workspace_usage(team_id))
             if scope:
@@ -135,7 +135,7 @@ class SettingsCommands:
                 )
             return CommandResult(await self._usage(team_id, channel_id))
         if verb in {"set", "reset"}:
-            if not await self._admins.may_change(user_id):
+            if not await self._admins.may_change(user_id, team_id=team_id):
                 return CommandResult(await self._refusal(team_id, channel_id))
             try:
                 if verb == "set":

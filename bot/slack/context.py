@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.conversation import IncomingMessage, TurnInput
 from bot.slack.events import HUMAN_SUBTYPES, strip_mention
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity
 from bot.slack.markup import mentioned_user_ids, text_from_blocks, to_plain_text
 from bot.slack.users import UserDirectory
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["SlackContext"]
 
@@ -31,14 +30,12 @@ class SlackContext:
     def __init__(
         self,
         *,
-        client: AsyncWebClient,
-        identity: BotIdentity,
+        workspaces: WorkspaceClients,
         users: UserDirectory,
         files: FileReader,
         history_chars: int = 40_000,
     ) -> None:
-        self._client = client
-        self._identity = identity
+        self._workspaces = workspaces
         self._users = users
         self._files = files
         self._history_chars = history_chars
@@ -49,6 +46,7 @@ class SlackContext:
             user_id=message.user_id,
             files=message.files,
             attribute=not message.is_direct,
+            team_id=message.team_id,
         )
         return TurnInput(items=[item], notices=notices)
 
@@ -58,10 +56,13 @@ class SlackContext:
         raw = [
             m for m in await self._replies(message) if _ts_key(m.get("ts")) < _ts_key(message.ts)
         ]
+        identity = await self._workspaces.identity(message.team_id)
         kept: list[dict[str, Any]] = []
         used = 0
         for entry in reversed(raw):
-            item = await self._history_item(entry, attribute=not message.is_direct)
+            item = await self._history_item(
+                entry, attribute=not message.is_direct, identity=identity
+            )
             if item is None:
                 continue
             size = _size(item)
@@ -73,6 +74,7 @@ class SlackContext:
         return TurnInput(items=kept, notices=[])
 
     async def _replies(self, message: IncomingMessage) -> list[dict[str, Any]]:
+        client = await self._workspaces.client(message.team_id)
         result: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
@@ -83,7 +85,7 @@ class SlackContext:
             }
             if cursor:
                 kwargs["cursor"] = cursor
-            page = await self._client.conversations_replies(**kwargs)
+            page = await client.conversations_replies(**kwargs)
             result.extend(m for m in page.get("messages") or [] if isinstance(m, dict))
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
@@ -91,10 +93,10 @@ class SlackContext:
         return result
 
     async def _history_item(
-        self, raw: Mapping[str, Any], *, attribute: bool
+        self, raw: Mapping[str, Any], *, attribute: bool, identity: BotIdentity
     ) -> dict[str, Any] | None:
-        is_ours = raw.get("user") == self._identity.user_id or (
-            self._identity.bot_id is not None and raw.get("bot_id") == self._identity.bot_id
+        is_ours = raw.get("user") == identity.user_id or (
+            identity.bot_id is not None and raw.get("bot_id") == identity.bot_id
         )
         if is_ours:
             text = _full_text(raw)
@@ -107,10 +109,11 @@ class SlackContext:
         text = str(raw.get("text") or "") or text_from_blocks(raw.get("blocks") or [])
         files = [f for f in raw.get("files") or [] if isinstance(f, dict)]
         item, _ = await self._user_item(
-            text=strip_mention(text, self._identity.user_id),
+            text=strip_mention(text, identity.user_id),
             user_id=user_id,
             files=files,
             attribute=attribute,
+            team_id=identity.team_id,
         )
         return item
 
@@ -121,15 +124,16 @@ class SlackContext:
         user_id: str,
         files: Sequence[Mapping[str, Any]],
         attribute: bool,
+        team_id: str,
     ) -> tuple[dict[str, Any], list[str]]:
         ids = mentioned_user_ids(text)
-        names = await self._users.names([*ids, user_id] if attribute else ids)
+        names = await self._users.names([*ids, user_id] if attribute else ids, team_id=team_id)
         plain = to_plain_text(text, names).strip()
         if not plain and not files:
             plain = "(mentioned you without writing anything else)"
         if attribute:
             plain = f"{names[user_id]}: {plain}" if plain else f"{names[user_id]}:"
-        read = await self._files.read(files) if files else None
+        read = await self._files.read(files, team_id=team_id) if files else None
         if read is None or not read.parts:
             content: str | list[dict[str, Any]] = plain
         else:

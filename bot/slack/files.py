@@ -12,7 +12,7 @@ import base64
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,6 +36,12 @@ TEXT_MIMETYPES = ("text/", "application/json", "application/xml", "application/x
 MAX_TEXT_CHARS = 100_000
 
 
+class TokenSource(Protocol):
+    async def token(self, team_id: str) -> str:
+        """The bot token of workspace ``team_id``."""
+        ...
+
+
 @dataclass
 class FileParts:
     parts: list[dict[str, Any]] = field(default_factory=list)
@@ -46,13 +52,13 @@ class FileReader:
     def __init__(
         self,
         *,
-        token: str,
+        tokens: TokenSource,
         allowed_hosts: Iterable[str],
         max_bytes: int = 10 * 1024 * 1024,
         max_files: int = 5,
         timeout: float = 30.0,
     ) -> None:
-        self._token = token
+        self._tokens = tokens
         self._allowed = {host.lower() for host in allowed_hosts}
         self._max_bytes = max_bytes
         self._max_files = max_files
@@ -69,7 +75,8 @@ class FileReader:
             return False
         return host in self._allowed or host.endswith(".slack.com") or host == "slack.com"
 
-    async def read(self, files: Iterable[Mapping[str, Any]]) -> FileParts:
+    async def read(self, files: Iterable[Mapping[str, Any]], *, team_id: str) -> FileParts:
+        """Read ``files`` shared in workspace ``team_id`` (downloaded with its bot token)."""
         result = FileParts()
         for index, file in enumerate(files):
             name = str(file.get("name") or file.get("title") or "a file")
@@ -79,14 +86,14 @@ class FileReader:
                 )
                 continue
             try:
-                part = await self._read_one(file, name)
+                part = await self._read_one(file, name, team_id)
             except _Skip as skip:
                 result.notices.append(f"I couldn't read {name}: {skip}.")
                 continue
             result.parts.append(part)
         return result
 
-    async def _read_one(self, file: Mapping[str, Any], name: str) -> dict[str, Any]:
+    async def _read_one(self, file: Mapping[str, Any], name: str, team_id: str) -> dict[str, Any]:
         mimetype = str(file.get("mimetype") or "").lower()
         filetype = str(file.get("filetype") or "").lower()
         kind = _kind(mimetype, filetype)
@@ -98,7 +105,7 @@ class FileReader:
         url = file.get("url_private_download") or file.get("url_private")
         if not isinstance(url, str) or not self._host_allowed(url):
             raise _Skip("it is not stored on Slack")
-        data = await self._download(url)
+        data = await self._download(url, await self._tokens.token(team_id))
         if kind == "image":
             encoded = base64.b64encode(data).decode()
             return {
@@ -118,10 +125,10 @@ class FileReader:
             text = text[:MAX_TEXT_CHARS] + "\n[… cut: the file is longer]"
         return {"type": "input_text", "text": f"File {name}:\n```\n{text}\n```"}
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, url: str, token: str) -> bytes:
         try:
             async with self._http.stream(
-                "GET", url, headers={"Authorization": f"Bearer {self._token}"}
+                "GET", url, headers={"Authorization": f"Bearer {token}"}
             ) as response:
                 if response.status_code != 200:
                     raise _Skip(f"Slack answered HTTP {response.status_code}")

@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.conversation import IncomingMessage, TurnStopped
 from bot.errors import DeliveryError
 from bot.slack.render import MAX_MARKDOWN_CHARS, message_payload
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["LiveReplySink", "LiveReplySinks", "StreamBudget", "cut_for_message"]
 
@@ -253,16 +254,15 @@ class LiveReplySink:
     def __init__(
         self,
         *,
-        client: AsyncWebClient,
-        stream_client: AsyncWebClient,
+        workspaces: WorkspaceClients,
         message: IncomingMessage,
         budget: StreamBudget | None,
         flush_interval: float = 1.0,
         limit: int = MESSAGE_LIMIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
-        self._stream_client = stream_client
+        self._workspaces = workspaces
+        self._clients: tuple[AsyncWebClient, AsyncWebClient] | None = None
         self._message = message
         self._budget = budget
         self._flush_interval = flush_interval
@@ -278,8 +278,29 @@ class LiveReplySink:
         self._reacted = False
         self._reasoning_shown = False
 
+    # --- the team's Slack clients, resolved on the first Slack call --------------------------
+    async def _resolve(self) -> tuple[AsyncWebClient, AsyncWebClient]:
+        if self._clients is None:
+            team_id = self._message.team_id
+            self._clients = (
+                await self._workspaces.client(team_id),
+                await self._workspaces.stream_client(team_id),
+            )
+        return self._clients
+
+    @property
+    def _client(self) -> AsyncWebClient:
+        assert self._clients is not None, "resolved by every public method first"
+        return self._clients[0]
+
+    @property
+    def _stream_client(self) -> AsyncWebClient:
+        assert self._clients is not None, "resolved by every public method first"
+        return self._clients[1]
+
     # --- ReplySink ---------------------------------------------------------------------------
     async def started(self) -> None:
+        await self._resolve()
         try:
             await self._client.assistant_threads_setStatus(
                 channel_id=self._message.channel_id,
@@ -300,6 +321,7 @@ class LiveReplySink:
             raise _delivery_error("reactions.add", exc) from exc
 
     async def reasoning(self) -> None:
+        await self._resolve()
         if self._status_shown and not self._reasoning_shown and self._first_ts is None:
             self._reasoning_shown = True
             try:
@@ -312,6 +334,7 @@ class LiveReplySink:
                 logger.info("could not update the thread status to reasoning")
 
     async def delta(self, text: str) -> None:
+        await self._resolve()
         self._pending += text
         self._streamed += text
         overflowing = len(self._live_text) + len(self._pending) > self._limit
@@ -319,6 +342,7 @@ class LiveReplySink:
             await self._flush()
 
     async def finish(self, text: str) -> str | None:
+        await self._resolve()
         self._reconcile(text)
         if not self._streamed.strip():
             self._pending = EMPTY_ANSWER
@@ -327,6 +351,7 @@ class LiveReplySink:
         return self._first_ts
 
     async def fail(self, notice: str, partial_text: str) -> str | None:
+        await self._resolve()
         if isinstance(self._live, _NativeStream) and self._live.stopped:
             # The user stopped this stream: it keeps what it showed; the note follows it.
             self._first_ts = self._first_ts or self._live.ts
@@ -412,23 +437,23 @@ class LiveReplySink:
 
 
 class LiveReplySinks:
+    """Opens one ``LiveReplySink`` per turn; each resolves its team's clients (the team's bot
+    token) lazily, on its first Slack call, so ``open()`` stays synchronous."""
+
     def __init__(
         self,
         *,
-        client: AsyncWebClient,
-        stream_client: AsyncWebClient,
+        workspaces: WorkspaceClients,
         native_streaming: bool = True,
         flush_interval: float = 1.0,
     ) -> None:
-        self._client = client
-        self._stream_client = stream_client
+        self._workspaces = workspaces
         self._budget = StreamBudget() if native_streaming else None
         self._flush_interval = flush_interval
 
     def open(self, message: IncomingMessage) -> LiveReplySink:
         return LiveReplySink(
-            client=self._client,
-            stream_client=self._stream_client,
+            workspaces=self._workspaces,
             message=message,
             budget=self._budget,
             flush_interval=self._flush_interval,

@@ -13,7 +13,7 @@ import hmac
 import itertools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,19 @@ class BotUnderTest:
     http: aiohttp.ClientSession
     team_id: str = "T1"
     sent: list[dict[str, Any]] = field(default_factory=list)
+    bot_user: str | None = None
+    """The bot's user id in ``team_id`` (default: the fake's own bot)."""
+    bot_id: str | None = None
+    """The bot id of its messages in ``team_id`` (default: the fake's own bot)."""
+
+    def in_team(self, team_id: str, *, bot_user: str, bot_id: str) -> BotUnderTest:
+        """The same service seen from another installed workspace (``sent`` is shared, so
+        ``wait_idle`` still counts every event)."""
+        return replace(self, team_id=team_id, bot_user=bot_user, bot_id=bot_id)
+
+    @property
+    def bot_user_id(self) -> str:
+        return self.bot_user or self.slack.bot_user_id
 
     @property
     def base_url(self) -> str:
@@ -103,7 +116,7 @@ class BotUnderTest:
             "event_id": event_id,
             "event_time": int(time.time()),
             "authorizations": [
-                {"team_id": self.team_id, "user_id": self.slack.bot_user_id, "is_bot": True}
+                {"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True}
             ],
         }
         body = json.dumps(envelope).encode()
@@ -121,7 +134,7 @@ class BotUnderTest:
         self, text: str, *, channel: str = "C1", user: str = "U1", thread_ts: str | None = None
     ) -> tuple[str, str]:
         """Post ``@bot text`` (top level, or in ``thread_ts``); returns (ts, event_id)."""
-        full = f"<@{self.slack.bot_user_id}> {text}"
+        full = f"<@{self.bot_user_id}> {text}"
         ts = self.slack.add_message(channel, user=user, text=full, thread_ts=thread_ts)
         event: dict[str, Any] = {
             "type": "app_mention",
@@ -173,10 +186,11 @@ class BotUnderTest:
         """Wait until the bot has posted ``count`` messages in the thread and every event
         sent so far is handled (answers streamed in full); return the bot's messages."""
         await self.slack.wait_for(
-            lambda: len(self.slack.bot_replies(channel, thread_ts)) >= count, timeout=timeout
+            lambda: len(self.slack.bot_replies(channel, thread_ts, bot_id=self.bot_id)) >= count,
+            timeout=timeout,
         )
         await self.wait_idle(timeout=timeout)
-        return self.slack.bot_replies(channel, thread_ts)
+        return self.slack.bot_replies(channel, thread_ts, bot_id=self.bot_id)
 
     def handled_events(self) -> int:
         """How many delivered events the service has finished with (answered or not)."""

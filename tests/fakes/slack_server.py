@@ -13,6 +13,11 @@ about it:
   that Slack would refuse fails here too.
 * Channels keep their messages, so ``conversations.replies`` returns what was posted (and what a
   test seeded with ``add_message``), and ``thread_messages`` shows what a person would see.
+* Other workspaces can install the app: ``add_workspace`` makes an OAuth ``code`` that
+  ``oauth.v2.access`` exchanges (with the app's ``client_id``/``client_secret`` in HTTP Basic
+  auth, as slack_sdk sends them) for that workspace's own bot token, bot user and bot id.
+  Calls made with such a token act as that workspace's bot (``auth.test`` answers for its
+  team; messages are posted by its bot); ``uninstall_workspace`` revokes its tokens.
 * ``GET /socket`` is the Socket Mode WebSocket that ``apps.connections.open`` points to: it
   greets with ``hello`` as Slack does, ``send_envelope`` pushes events and ``acks`` records the
   client's acknowledgements.
@@ -42,7 +47,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["FakeSlack", "SlackCall"]
+__all__ = ["FakeSlack", "SlackCall", "Workspace"]
 
 T = TypeVar("T")
 
@@ -117,6 +122,18 @@ class _SlackError(Exception):
 
 
 @dataclass(frozen=True)
+class Workspace:
+    """A workspace the app is installed in (beyond the fake's own)."""
+
+    team_id: str
+    team_name: str
+    bot_user_id: str
+    bot_id: str
+    bot_token: str
+    installer_user_id: str
+
+
+@dataclass(frozen=True)
 class _Fault:
     error: str
     status: int
@@ -154,6 +171,8 @@ class FakeSlack:
     bot_id = "BBOT"
     bot_name = "responses-bot"
     app_id = "ABOT"
+    client_id = "1111.2222"
+    client_secret = "fake-client-secret-0123456789"
 
     def __init__(
         self,
@@ -186,6 +205,14 @@ class FakeSlack:
         """Scopes of the bot token, sent as Slack does in the ``x-oauth-scopes`` header of
         every answer to a call with a valid bot token; ``None`` sends no header."""
 
+        self.workspaces: dict[str, Workspace] = {}
+        """Installed workspaces by team id (``oauth.v2.access`` adds them)."""
+        self._pending_codes: dict[str, Workspace] = {}
+        self._tokens: dict[str, Workspace] = {}
+        self._caller: Workspace | None = None
+        self._basic_auth = ""
+        """The installed workspace whose token the request being answered carries."""
+
         self._channels: dict[str, dict[str, _Message]] = {}
         self._thread_status: dict[tuple[str, str], str] = {}
         self._faults: dict[str, deque[_Fault]] = {}
@@ -198,6 +225,7 @@ class FakeSlack:
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "api.test": self._api_test,
             "auth.test": self._auth_test,
+            "oauth.v2.access": self._oauth_v2_access,
             "apps.connections.open": self._apps_connections_open,
             "assistant.threads.setStatus": self._assistant_threads_set_status,
             "chat.postMessage": self._chat_post_message,
@@ -309,6 +337,35 @@ class FakeSlack:
         self.users[user_id] = user
         return user
 
+    def add_workspace(
+        self,
+        team_id: str,
+        *,
+        team_name: str | None = None,
+        bot_user_id: str | None = None,
+        bot_id: str | None = None,
+        installer_user_id: str = "UINSTALLER",
+    ) -> str:
+        """Prepare an install of the app in ``team_id``; returns the OAuth ``code`` Slack would
+        put in the redirect. ``oauth.v2.access`` exchanges it once for a new bot token."""
+        workspace = Workspace(
+            team_id=team_id,
+            team_name=team_name or f"Team {team_id}",
+            bot_user_id=bot_user_id or f"UBOT{team_id}",
+            bot_id=bot_id or f"BBOT{team_id}",
+            bot_token=f"xoxb-{team_id}-{secrets.token_hex(8)}",
+            installer_user_id=installer_user_id,
+        )
+        code = f"code-{team_id}-{secrets.token_hex(6)}"
+        self._pending_codes[code] = workspace
+        return code
+
+    def uninstall_workspace(self, team_id: str) -> None:
+        """The app is removed from ``team_id``: its tokens stop working (``invalid_auth``)."""
+        workspace = self.workspaces.pop(team_id, None)
+        if workspace is not None:
+            self._tokens.pop(workspace.bot_token, None)
+
     def add_message(
         self,
         channel: str,
@@ -356,11 +413,13 @@ class FakeSlack:
         messages = sorted(self._channels.get(channel, {}).values(), key=lambda m: Decimal(m.ts))
         return [self._public(channel, m) for m in messages]
 
-    def bot_replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
-        """The thread's messages posted by this bot, oldest first."""
-        return [
-            m for m in self.thread_messages(channel, thread_ts) if m.get("bot_id") == self.bot_id
-        ]
+    def bot_replies(
+        self, channel: str, thread_ts: str, *, bot_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The thread's messages posted by this bot (or by the bot ``bot_id`` of an installed
+        workspace), oldest first."""
+        wanted = bot_id or self.bot_id
+        return [m for m in self.thread_messages(channel, thread_ts) if m.get("bot_id") == wanted]
 
     def message(self, channel: str, ts: str) -> dict[str, Any] | None:
         found = self._channels.get(channel, {}).get(ts)
@@ -579,7 +638,12 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params, token, parse_error = await _read_params(request)
-        status, headers, body = self._answer(method, params, token, parse_error)
+        self._caller = self._tokens.get(token) if token else None
+        self._basic_auth = request.headers.get("Authorization", "")
+        try:
+            status, headers, body = self._answer(method, params, token, parse_error)
+        finally:
+            self._caller = None
         self.calls.append(
             SlackCall(
                 method=method,
@@ -611,7 +675,7 @@ class FakeSlack:
             self._check_token(method, token)
             if (
                 self.granted_scopes is not None
-                and token == self.bot_token
+                and (token == self.bot_token or token in self._tokens)
                 and method != "apps.connections.open"
             ):
                 headers["x-oauth-scopes"] = ",".join(self.granted_scopes)
@@ -623,7 +687,9 @@ class FakeSlack:
         return 200, headers, {"ok": True, **result}
 
     def _check_token(self, method: str, token: str | None) -> None:
-        if method == "api.test":
+        if method in ("api.test", "oauth.v2.access"):  # the latter checks client credentials
+            return
+        if token in self._tokens and method != "apps.connections.open":
             return
         if not token:
             raise _SlackError("not_authed")
@@ -705,13 +771,19 @@ class FakeSlack:
             out["subtype"] = message.subtype
         if message.bot_id:
             out["bot_id"] = message.bot_id
-            if message.bot_id == self.bot_id:
+            if message.bot_id == self.bot_id or any(
+                w.bot_id == message.bot_id for w in self.workspaces.values()
+            ):
                 out["app_id"] = self.app_id
+                owner = next(
+                    (w.team_id for w in self.workspaces.values() if w.bot_id == message.bot_id),
+                    self.team_id,
+                )
                 out["bot_profile"] = {
-                    "id": self.bot_id,
+                    "id": message.bot_id,
                     "app_id": self.app_id,
                     "name": self.bot_name,
-                    "team_id": self.team_id,
+                    "team_id": owner,
                 }
         out["team"] = self.team_id
         if message.blocks is not None:
@@ -754,6 +826,12 @@ class FakeSlack:
             raise _SlackError("message_not_found")
         return message
 
+    def _bot_ids(self) -> tuple[str, str]:
+        """(bot user id, bot id) of the bot making the current call."""
+        if self._caller is not None:
+            return self._caller.bot_user_id, self._caller.bot_id
+        return self.bot_user_id, self.bot_id
+
     def _post(
         self,
         channel: str,
@@ -767,8 +845,8 @@ class FakeSlack:
         message = _Message(
             ts=self._next_ts(),
             text=text,
-            user=self.bot_user_id,
-            bot_id=self.bot_id,
+            user=self._bot_ids()[0],
+            bot_id=self._bot_ids()[1],
             thread_ts=root,
             blocks=blocks,
             streaming=streaming,
@@ -785,6 +863,17 @@ class FakeSlack:
         return {"args": {k: v for k, v in params.items() if k != "token"}}
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        caller = self._caller
+        if caller is not None:
+            return {
+                "url": f"https://{caller.team_id.lower()}.slack.com/",
+                "team": caller.team_name,
+                "user": self.bot_name,
+                "team_id": caller.team_id,
+                "user_id": caller.bot_user_id,
+                "bot_id": caller.bot_id,
+                "is_enterprise_install": False,
+            }
         return {
             "url": f"https://{self.team_domain}.slack.com/",
             "team": self.team_name,
@@ -792,6 +881,38 @@ class FakeSlack:
             "team_id": self.team_id,
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _oauth_v2_access(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Exchange an install's ``code`` for its bot token, as Slack's ``oauth.v2.access``
+        answers for an app that asks for bot scopes only."""
+        client_id, client_secret = params.get("client_id"), params.get("client_secret")
+        if self._basic_auth.startswith("Basic "):
+            try:
+                decoded = base64.b64decode(self._basic_auth.removeprefix("Basic ")).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise _SlackError("invalid_client_id") from None
+            client_id, _, client_secret = decoded.partition(":")
+        if client_id != self.client_id:
+            raise _SlackError("invalid_client_id")
+        if client_secret != self.client_secret:
+            raise _SlackError("bad_client_secret")
+        workspace = self._pending_codes.pop(_required(params, "code", error="invalid_code"), None)
+        if workspace is None:
+            raise _SlackError("invalid_code")
+        self.workspaces[workspace.team_id] = workspace
+        self._tokens[workspace.bot_token] = workspace
+        self.add_user(workspace.bot_user_id, name=self.bot_name, is_bot=True)
+        return {
+            "app_id": self.app_id,
+            "authed_user": {"id": workspace.installer_user_id},
+            "scope": ",".join(self.granted_scopes or DEFAULT_BOT_SCOPES),
+            "token_type": "bot",
+            "access_token": workspace.bot_token,
+            "bot_user_id": workspace.bot_user_id,
+            "team": {"id": workspace.team_id, "name": workspace.team_name},
+            "enterprise": None,
             "is_enterprise_install": False,
         }
 
@@ -809,7 +930,7 @@ class FakeSlack:
     def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = _channel(params)
         message = self._find(channel, _required(params, "ts"))
-        if message.bot_id != self.bot_id:
+        if message.bot_id != self._bot_ids()[1]:
             raise _SlackError("cant_update_message")
         text, blocks = _message_content(params)
         # Slack keeps what an update leaves out: omitted blocks stay, omitted text stays.
@@ -827,7 +948,7 @@ class FakeSlack:
     def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = _channel(params)
         message = self._find(channel, _required(params, "ts"))
-        if message.bot_id != self.bot_id:
+        if message.bot_id != self._bot_ids()[1]:
             raise _SlackError("cant_delete_message")
         has_replies = any(m.thread_ts == message.ts for m in self._channels[channel].values())
         if has_replies:
@@ -958,17 +1079,17 @@ class FakeSlack:
     def _reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
         message, name = self._reaction_target(params)
         users = message.reactions.setdefault(name, [])
-        if self.bot_user_id in users:
+        if self._bot_ids()[0] in users:
             raise _SlackError("already_reacted")
-        users.append(self.bot_user_id)
+        users.append(self._bot_ids()[0])
         return {}
 
     def _reactions_remove(self, params: dict[str, Any]) -> dict[str, Any]:
         message, name = self._reaction_target(params)
         users = message.reactions.get(name, [])
-        if self.bot_user_id not in users:
+        if self._bot_ids()[0] not in users:
             raise _SlackError("no_reaction")
-        users.remove(self.bot_user_id)
+        users.remove(self._bot_ids()[0])
         if not users:
             del message.reactions[name]
         return {}
