@@ -161,7 +161,11 @@ class SettingsCommands:
                 f"• `{c} reset [FIELD]` / `{c} reset default [FIELD]`: back to the defaults",
                 f"• `{c} history`: who changed what here; `{c} usage`: tokens used here",
                 f"• `{c} usage workspace`: tokens used in the whole workspace (admins)",
-                "Fields: " + ", ".join(f"`{name}` ({spec.valid})" for name, spec in FIELDS.items()),
+                "*Fields*",
+                *(
+                    f"• `{name}`: {spec.description} ({spec.valid})"
+                    for name, spec in FIELDS.items()
+                ),
             ]
         )
 

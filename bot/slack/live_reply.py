@@ -154,7 +154,6 @@ class _UpdatedMessage:
         self._message = message
         self.ts: str | None = None
         self._shown = ""
-        self.updates = 0
 
     async def show(self, text: str) -> None:
         if self.ts is not None and text == self._shown:
@@ -173,7 +172,6 @@ class _UpdatedMessage:
                 await self._client.chat_update(
                     channel=self._message.channel_id, ts=self.ts, **message_payload(text)
                 )
-                self.updates += 1
         except _SLACK_ERRORS as exc:
             method = "chat.postMessage" if self.ts is None else "chat.update"
             raise _delivery_error(method, exc) from exc
