@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -257,3 +258,22 @@ def message_event(
         event["thread_ts"] = thread_ts
     event.update(extra)
     return event
+
+
+async def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 90.0
+) -> tuple[int, str, str]:
+    """Run ``python -m bot ARGS`` as a real process; return (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -16,6 +16,7 @@ import aiohttp
 
 from tests.conftest import StartBot
 from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET, BotUnderTest, shown, sign
+from tests.e2e.harness import run_cli as _run
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import FakeSlack
 
@@ -44,22 +45,6 @@ def _service_env(tmp_path: Path, slack: FakeSlack, model: FakeResponsesServer) -
         DEFAULT_MODEL="test-model",
         DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
     )
-
-
-async def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_a_missing_setting_stops_start_up_with_one_plain_line(tmp_path: Path) -> None:

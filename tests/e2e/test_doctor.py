@@ -4,16 +4,15 @@ with a fix and exit code 1."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.doctor import manifest_bot_scopes
 from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET
+from tests.e2e.harness import run_cli as _run
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import DEFAULT_BOT_SCOPES, FakeSlack
 
@@ -40,22 +39,6 @@ def _env(
     )
     env.update(values)
     return env
-
-
-async def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=90)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def _doctor(
