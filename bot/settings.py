@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
 from bot.pricing import ModelPrice, parse_prices
+from bot.tools.config import McpServerConfig, parse_mcp_servers
 
 __all__ = ["DEFAULT_INSTRUCTIONS", "Settings", "load_settings"]
 
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     file_max_count: int = Field(default=5, ge=0, le=20)
     safety_identifier_salt: SecretStr | None = None
+
+    # Tools: MCP servers (JSON array; see bot.tools.config and docs/tools.md)
+    mcp_servers: str = ""
 
     # Storage
     database_url: str = "sqlite+aiosqlite:///./data/bot.db"
@@ -152,6 +156,15 @@ class Settings(BaseSettings):
         parse_prices(value)  # raises ValueError naming the problem
         return value
 
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_servers_shape(cls, value: str) -> str:
+        try:
+            parse_mcp_servers(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("slack_command")
     @classmethod
     def _command_shape(cls, value: str) -> str:
@@ -198,6 +211,11 @@ class Settings(BaseSettings):
     @property
     def allowed_model_list(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.allowed_models.split(",") if part.strip())
+
+    @property
+    def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
+        """``MCP_SERVERS`` parsed (header values are resolved at start, not here)."""
+        return parse_mcp_servers(self.mcp_servers)
 
     @property
     def prices(self) -> dict[str, ModelPrice]:
