@@ -12,12 +12,15 @@
     /ai help
 
 Answers are short and ephemeral. Every change is checked against the signed request's user on
-the server, validated by ``bot.channel_config`` (the same rules as the CLI) and saved in one
-transaction with its audit rows; an invalid value saves nothing.
+the server, validated by ``bot.channel_config`` (the same rules, allow-list included, as the
+CLI and the modal) and saved in one transaction with its audit rows; an invalid value saves
+nothing. Slack HTML-escapes ``&``, ``<`` and ``>`` in command text; ``unescape`` undoes that
+once, so a value is stored as it was typed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,7 +47,17 @@ from storage.repositories import (
     UsageRow,
 )
 
-__all__ = ["CommandResult", "SettingsCommands"]
+__all__ = ["CommandResult", "SettingsCommands", "unescape"]
+
+_SLACK_ESCAPES = re.compile(r"&(amp|lt|gt);")
+_UNESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+def unescape(text: str) -> str:
+    """Undo Slack's escaping of ``&``, ``<`` and ``>`` in command text, in one pass (so a
+    typed ``&lt;`` — sent as ``&amp;lt;`` — stays ``&lt;``)."""
+    return _SLACK_ESCAPES.sub(lambda m: _UNESCAPED[m.group(1)], text)
+
 
 _SOURCE_WORDS = {
     "channel": "set for this channel",
@@ -109,7 +122,7 @@ class SettingsCommands:
     async def handle(
         self, *, text: str, team_id: str, channel_id: str, user_id: str
     ) -> CommandResult:
-        words = text.strip().split(maxsplit=1)
+        words = unescape(text).strip().split(maxsplit=1)
         verb = words[0].lower() if words else "config"
         rest = words[1] if len(words) > 1 else ""
         if verb == "config":
@@ -188,11 +201,7 @@ class SettingsCommands:
             raise InvalidSetting(
                 f"{field} is a workspace setting: use {self.command} set default {field} VALUE"
             )
-        value = parse_value(field, parts[1])
-        if field == "model" and not self._catalogue.permits(value):
-            raise InvalidSetting(
-                "model must be one of the allowed models: " + ", ".join(self._catalogue.allowed)
-            )
+        value = parse_value(field, parts[1], allowed_models=self._catalogue.allowed)
         target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
         await self._store.update_channel_settings(
             team_id=team_id, channel_id=target, values={field: value}, updated_by=user_id
