@@ -291,8 +291,9 @@ async def slash_command(
 ) -> tuple[int, str, str]:
     """Send ``name text`` signed as Slack does, with a ``response_url`` on the fake Slack.
 
-    Returns (HTTP status, the acknowledgement's body, the answer posted to ``response_url``:
-    '' when the command opened the modal instead). Waits for one of the two.
+    Returns (HTTP status, the acknowledgement's body, the answer: what was posted to
+    ``response_url``, else the text of the acknowledgement itself, else '' when the command
+    opened the modal instead). Waits for one of them.
     """
     url = bot.slack.response_url()
     body = urlencode(
@@ -317,6 +318,8 @@ async def slash_command(
     )
     if status != 200:
         return status, ack, ""
+    if ack:
+        return status, ack, str(json.loads(ack).get("text", ""))
     await bot.slack.wait_for(
         lambda: bot.slack.responses_to(url) or len(bot.slack.calls_to("views.open")) > opened,
         timeout=timeout,
