@@ -19,8 +19,8 @@ import pytest
 
 from bot.channel_config import MAX_INSTRUCTIONS_CHARS
 from tests.conftest import StartBot
-from tests.e2e.harness import BotUnderTest, run_cli, sign
-from tests.e2e.test_slash_command import ADMIN, MEMBER, command, interact, submission
+from tests.e2e.harness import BotUnderTest, run_cli, sign, slash_command
+from tests.e2e.test_slash_command import ADMIN, MEMBER, interact, submission
 
 REPO = Path(__file__).resolve().parents[2]
 INT_RANGE = "from 0 to 2,147,483,647"
@@ -32,6 +32,13 @@ def people(bot: BotUnderTest) -> BotUnderTest:
     bot.slack.add_user(ADMIN, name="ada", is_admin=True)
     bot.slack.add_user(MEMBER, name="max")
     return bot
+
+
+async def command(bot: BotUnderTest, text: str) -> str:
+    """``/ai text`` by the admin in C1: the answer, however it came back."""
+    status, _, answer = await slash_command(bot, text, user=ADMIN)
+    assert status == 200
+    return answer
 
 
 async def stored(bot: BotUnderTest, channel: str = "C1") -> dict[str, Any]:
@@ -95,7 +102,7 @@ def cli_env(tmp_path: Path, **values: str) -> dict[str, str]:
 async def test_saving_the_modal_untouched_changes_nothing(people: BotUnderTest) -> None:
     bot = people
     bot.model.models = ["gpt-a", "gpt-b"]
-    instructions = ("Answer in haiku.\n" * 400)[: MAX_INSTRUCTIONS_CHARS - 1] + "!"
+    instructions = ("Answer in haiku.\n" * 1000)[: MAX_INSTRUCTIONS_CHARS - 1] + "!"
     assert len(instructions) == MAX_INSTRUCTIONS_CHARS
     for text in (
         "set model custom-model",  # not in the endpoint's list
