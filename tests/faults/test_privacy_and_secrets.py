@@ -26,10 +26,10 @@ from tests.e2e.harness import MODEL_KEY, BotUnderTest, run_cli, shown, sign
 from tests.e2e.test_context import FileHost, other_host  # noqa: F401 (a fixture)
 from tests.e2e.test_doctor import _doctor
 from tests.e2e.test_oauth import STATE_COOKIE, install
-from tests.e2e.test_slash_command import ADMIN, MEMBER, command, interact
+from tests.e2e.test_slash_command import ADMIN, MEMBER, interact
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import SIGN_IN_PAGE, FakeSlack
-from tests.faults.test_settings_faults import cli_env
+from tests.faults.test_settings_faults import cli_env, command
 
 OTHER_ADMIN = "UADMIN2"
 SECRET = "Merger plan: acquire Initech before Q3"
@@ -336,7 +336,7 @@ async def test_oauth_states_are_bounded_and_expired_ones_pruned(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bot.slack.oauth, "MAX_PENDING_STATES", 20)
+    monkeypatch.setattr(bot.slack.oauth, "MAX_PENDING_STATES", 20, raising=False)
     multi = await start_multi(start_bot, fake_slack)
     database = tmp_path / "bot.db"
     for _ in range(60):  # anyone can open the install page, as often as they like

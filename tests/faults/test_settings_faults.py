@@ -34,9 +34,9 @@ def people(bot: BotUnderTest) -> BotUnderTest:
     return bot
 
 
-async def command(bot: BotUnderTest, text: str) -> str:
-    """``/ai text`` by the admin in C1: the answer, however it came back."""
-    status, _, answer = await slash_command(bot, text, user=ADMIN)
+async def command(bot: BotUnderTest, text: str, *, channel: str = "C1") -> str:
+    """``/ai text`` by the admin: the answer, however it came back."""
+    status, _, answer = await slash_command(bot, text, user=ADMIN, channel=channel)
     assert status == 200
     return answer
 
