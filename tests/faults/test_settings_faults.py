@@ -163,6 +163,35 @@ async def test_a_model_outside_allowed_models_survives_a_save_of_other_fields(
     assert model["element"]["type"] == "static_select"
 
 
+async def test_values_the_form_cannot_hold_are_shown_read_only_and_kept(
+    people: BotUnderTest,
+) -> None:
+    bot = people
+    bot.model.models = ["gpt-a"]
+    long_model = "m" * 160  # a valid name, longer than a menu option may be (150)
+    legacy = "Old, long instructions." * 261  # 6,003 characters, from before the limit
+    await bot.service.store.update_channel_settings(
+        team_id="T1",
+        channel_id="C1",
+        values={"model": long_model, "instructions": legacy.strip()},
+        updated_by="cli",
+    )
+    view = await open_modal(bot)  # Slack accepts it: no input or option breaks a limit
+    blocks = {b.get("block_id"): b for b in view["blocks"]}
+    assert blocks["instructions"]["type"] == "section"  # shown, not editable here
+    assert "6,003 characters" in blocks["instructions"]["text"]["text"]
+    assert blocks["model"]["element"]["initial_value"] == long_model
+    state = untouched(view)
+    assert "instructions" not in state
+    state["top_p"] = {"value": {"type": "plain_text_input", "value": "0.5"}}
+    assert await submit(bot, view, state) in ("", "{}")
+    assert await stored(bot) == {
+        "model": long_model,
+        "instructions": legacy.strip(),
+        "top_p": 0.5,
+    }
+
+
 # ------------------------------------------------------- out-of-range values, every path
 
 
