@@ -14,13 +14,12 @@
 Answers are short and ephemeral. Every change is checked against the signed request's user on
 the server, validated by ``bot.channel_config`` (the same rules, allow-list included, as the
 CLI and the modal) and saved in one transaction with its audit rows; an invalid value saves
-nothing. Slack HTML-escapes ``&``, ``<`` and ``>`` in command text; ``unescape`` undoes that
-once, so a value is stored as it was typed.
+nothing. Slack HTML-escapes ``&``, ``<`` and ``>`` in command text; that is undone once, so a
+value is stored as it was typed, and escaped again wherever a value is shown.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from bot.conversation import SettingsSource
 from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
+from bot.slack.escaping import escape, unescape
 from storage.repositories import (
     ChannelSettingsRecord,
     SettingsAuditRecord,
@@ -47,16 +47,7 @@ from storage.repositories import (
     UsageRow,
 )
 
-__all__ = ["CommandResult", "SettingsCommands", "unescape"]
-
-_SLACK_ESCAPES = re.compile(r"&(amp|lt|gt);")
-_UNESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
-
-
-def unescape(text: str) -> str:
-    """Undo Slack's escaping of ``&``, ``<`` and ``>`` in command text, in one pass (so a
-    typed ``&lt;`` — sent as ``&amp;lt;`` — stays ``&lt;``)."""
-    return _SLACK_ESCAPES.sub(lambda m: _UNESCAPED[m.group(1)], text)
+__all__ = ["CommandResult", "SettingsCommands"]
 
 
 _SOURCE_WORDS = {
@@ -327,8 +318,9 @@ def _layer(rest: str) -> tuple[str, str]:
 
 
 def _short(text: str, limit: int = 120) -> str:
+    """A value on one line, cut to ``limit`` characters, escaped for mrkdwn."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return escape(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
 def _show(settings: EffectiveSettings, channel_id: str) -> str:

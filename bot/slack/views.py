@@ -24,6 +24,7 @@ from bot.channel_config import (
     exact_text,
     parse_value,
 )
+from bot.slack.escaping import escape
 from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
 
 __all__ = [
@@ -251,7 +252,7 @@ def _who(user: str | None) -> str:
 
 def _channel_lines(record: ChannelSettingsRecord) -> str:
     parts = [
-        f"`{field}` {display(getattr(record, field))[:60]}"
+        f"`{field}` {escape(display(getattr(record, field))[:60])}"
         for field in FIELDS
         if getattr(record, field) is not None
     ]
@@ -288,7 +289,7 @@ def home_view(
             "text": _text(
                 "*Workspace defaults*\n"
                 + "\n".join(
-                    f"• `{field}`: {display(defaults.value(field))[:80]} "
+                    f"• `{field}`: {escape(display(defaults.value(field))[:80])} "
                     f"_({_SOURCE[defaults.sources[field]]})_"
                     for field in FIELDS
                 ),

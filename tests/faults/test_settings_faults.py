@@ -347,7 +347,9 @@ async def test_command_text_reaches_the_model_as_typed(people: BotUnderTest) -> 
     bot = people
     # Slack sends "&", "<" and ">" as entities; "&lt;" typed literally arrives as "&amp;lt;".
     typed = "set instructions Answer about R&amp;D and &lt;code&gt; tags; write &amp;lt; as is."
-    assert "is now" in await command(bot, typed)
+    answer = await command(bot, typed)
+    # Echoed back escaped again, so Slack shows it literally (no link, no broadcast).
+    assert "is now Answer about R&amp;D and &lt;code&gt; tags; write &amp;lt; as is." in answer
     ts, _ = await bot.mention("hi")
     await bot.wait_replies("C1", ts, 1)
     assert bot.model_bodies()[0]["instructions"] == (
