@@ -64,10 +64,15 @@ class ChannelMembership:
         self._in_flight[key] = future
         try:
             channels = await self._fetch(user_id, team_id)
-            future.set_result(channels)
-        except BaseException as exc:  # cancelled: the waiters must not hang
-            future.set_exception(exc)
+        except asyncio.CancelledError:
+            future.cancel()  # the waiters must not hang
             raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: waiters get it too, none is not an error
+            raise
+        else:
+            future.set_result(channels)
         finally:
             del self._in_flight[key]
         if channels is not None:

@@ -115,6 +115,21 @@ async def test_membership_lookups_are_cached_and_bounded(people: BotUnderTest) -
     assert {c.params["user"] for c in calls} == {MEMBER}
 
 
+async def test_concurrent_home_opens_share_one_membership_lookup(people: BotUnderTest) -> None:
+    bot = people
+    bot.slack.add_channel("C5", members=[MEMBER])
+    await command(bot, "set model shared-lookup", channel="C5")
+    bot.slack.slow_next("users.conversations", 0.5)  # still in flight when the second comes
+    for _ in range(2):
+        await bot.send_event(
+            {"type": "app_home_opened", "user": MEMBER, "channel": "D1", "tab": "home"}
+        )
+    await bot.slack.wait_for(lambda: len(bot.slack.calls_to("views.publish")) == 2, timeout=5)
+    assert len(bot.slack.calls_to("users.conversations")) == 1
+    for call in bot.slack.calls_to("views.publish"):
+        assert "shared-lookup" in json.dumps(call.params["view"])
+
+
 async def test_without_the_scopes_to_check_membership_no_channel_is_shown(
     people: BotUnderTest,
 ) -> None:
