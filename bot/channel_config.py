@@ -1,22 +1,29 @@
 """Per-channel model settings: the fields, their validation and how layers resolve.
 
-One place parses and validates a value, so the CLI and Slack refuse the same things with the
-same words. A stored ``None`` means "inherit from the layer below".
+One place parses and validates a value, so the CLI, the slash command and the settings modal
+refuse the same things with the same words (the allow-list of models included). A stored
+``None`` means "inherit from the layer below".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+import unicodedata
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from storage.models import INTEGER_MAX
+
 __all__ = [
     "FIELDS",
+    "MAX_INSTRUCTIONS_CHARS",
     "EffectiveSettings",
     "FieldSpec",
     "InvalidSetting",
     "display",
     "env_defaults",
+    "exact_text",
     "parse_field_name",
     "parse_value",
     "resolve",
@@ -24,9 +31,16 @@ __all__ = [
 
 REASONING_EFFORTS = ("low", "medium", "high")
 TRUNCATIONS = ("auto", "disabled")
-MAX_INSTRUCTIONS_CHARS = 8_000
+ON_OFF = ("on", "off")
+MAX_INSTRUCTIONS_CHARS = 3_000
+"""Slack's settings modal cannot hold more: a ``plain_text_input`` takes at most 3,000
+characters (``max_length`` 1-3,000). Every path uses the same limit, so whatever is set can
+be shown in the modal and saved back unchanged."""
 MAX_MODEL_NAME_CHARS = 200
 MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
+MAX_COUNT = INTEGER_MAX
+"""The largest budget or count: what every engine's integer column holds (PostgreSQL
+``integer``). A bigger budget is no budget in practice: use 0."""
 
 
 class InvalidSetting(ValueError):
@@ -41,13 +55,36 @@ class FieldSpec:
     parse: Callable[[str], Any]
     workspace_only: bool = False
     """Only meaningful on the workspace-defaults layer (a channel cannot set it)."""
+    choices: tuple[str, ...] | None = None
+    """The values people pick from, as they type them (the modal shows a menu)."""
+
+
+# Newlines and tabs belong in instructions; every other control character (NUL, escape
+# sequences, C1 controls) and lone surrogates (which no encoder, database or JSON parser
+# accepts) is refused rather than stored and sent to the model on every turn.
+_ALLOWED_CONTROLS = frozenset("\n\t\r")
+
+
+def _bad_character(value: str) -> str | None:
+    """A description of the first control character or lone surrogate in ``value``."""
+    for index, char in enumerate(value, start=1):
+        if char in _ALLOWED_CONTROLS:
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return f"U+{ord(char):04X} at character {index:,}"
+    return None
 
 
 def _parse_model(raw: str) -> str:
     value = raw.strip()
-    if not value or len(value) > MAX_MODEL_NAME_CHARS or any(c.isspace() for c in value):
+    if (
+        not value
+        or len(value) > MAX_MODEL_NAME_CHARS
+        or any(c.isspace() or not c.isprintable() for c in value)
+    ):
         raise InvalidSetting(
-            f"model must be a model name without spaces, 1-{MAX_MODEL_NAME_CHARS} characters"
+            f"model must be a model name without spaces or control characters, "
+            f"1-{MAX_MODEL_NAME_CHARS} characters"
         )
     return value
 
@@ -61,6 +98,9 @@ def _parse_instructions(raw: str) -> str:
             f"instructions must be at most {MAX_INSTRUCTIONS_CHARS:,} characters "
             f"(got {len(value):,})"
         )
+    bad = _bad_character(value)
+    if bad is not None:
+        raise InvalidSetting(f"instructions must be text without control characters (found {bad})")
     return value
 
 
@@ -70,22 +110,23 @@ def _float_in(name: str, low: float, high: float) -> Callable[[str], float]:
             value = float(raw.strip())
         except ValueError:
             raise InvalidSetting(f"{name} must be a number from {low:g} to {high:g}") from None
-        if not low <= value <= high or value != value:  # value != value catches NaN
+        if not low <= value <= high or math.isnan(value):
             raise InvalidSetting(f"{name} must be a number from {low:g} to {high:g}")
         return value
 
     return parse
 
 
-def _whole_number(name: str, low: int, high: int | None, message: str) -> Callable[[str], int]:
+def _whole_number(name: str, low: int, high: int, message: str) -> Callable[[str], int]:
     """Integers as people type them ("1,024", "10_000"), within ``low``..``high``."""
 
     def parse(raw: str) -> int:
         try:
+            # int() also refuses absurdly long digit strings (Python's 4,300-digit limit).
             value = int(raw.strip().replace(",", "").replace("_", ""))
         except ValueError:
             raise InvalidSetting(f"{name} must be {message}") from None
-        if value < low or (high is not None and value > high):
+        if not low <= value <= high:
             raise InvalidSetting(f"{name} must be {message}")
         return value
 
@@ -101,7 +142,9 @@ _parse_max_tokens = _whole_number(
 
 
 def _count(name: str, unit: str, zero: str = "no limit") -> Callable[[str], int]:
-    return _whole_number(name, 0, None, f"a whole number of {unit}, 0 or more (0 = {zero})")
+    return _whole_number(
+        name, 0, MAX_COUNT, f"a whole number of {unit} from 0 to {MAX_COUNT:,} (0 = {zero})"
+    )
 
 
 def _parse_effort(raw: str) -> str:
@@ -157,43 +200,53 @@ FIELDS: dict[str, FieldSpec] = {
             "reasoning effort",
             " | ".join(REASONING_EFFORTS),
             _parse_effort,
+            choices=REASONING_EFFORTS,
         ),
         FieldSpec(
             "reasoning_summary",
             "ask reasoning models for a summary",
             "on | off",
             _on_off("reasoning_summary"),
+            choices=ON_OFF,
         ),
         FieldSpec(
             "truncation",
             "drop the oldest context when a thread outgrows the model",
             " | ".join(TRUNCATIONS),
             _parse_truncation,
+            choices=TRUNCATIONS,
         ),
         FieldSpec(
             "require_mention",
             "thread follow-ups must mention the bot",
             "on | off",
             _on_off("require_mention"),
+            choices=ON_OFF,
         ),
-        FieldSpec("enabled", "the bot answers in this channel", "on | off", _on_off("enabled")),
+        FieldSpec(
+            "enabled",
+            "the bot answers in this channel",
+            "on | off",
+            _on_off("enabled"),
+            choices=ON_OFF,
+        ),
         FieldSpec(
             "daily_token_budget",
             "tokens per day for this channel (0 = no budget)",
-            "0 or more",
+            f"0 to {MAX_COUNT:,}",
             _count("daily_token_budget", "tokens", "no budget"),
         ),
         FieldSpec(
             "workspace_daily_token_budget",
             "tokens per day for the whole workspace (0 = no budget)",
-            "0 or more, workspace default only",
+            f"0 to {MAX_COUNT:,}, workspace default only",
             _count("workspace_daily_token_budget", "tokens", "no budget"),
             workspace_only=True,
         ),
         FieldSpec(
             "user_hourly_requests",
             "questions one person may ask per hour (0 = no limit)",
-            "0 or more",
+            f"0 to {MAX_COUNT:,}",
             _count("user_hourly_requests", "questions"),
         ),
     )
@@ -210,9 +263,18 @@ def parse_field_name(raw: str) -> str:
     return name
 
 
-def parse_value(field: str, raw: str) -> Any:
-    """Parse and validate ``raw`` for ``field``; raises ``InvalidSetting`` naming the range."""
-    return FIELDS[parse_field_name(field)].parse(raw)
+def parse_value(field: str, raw: str, *, allowed_models: Collection[str] = ()) -> Any:
+    """Parse and validate ``raw`` for ``field``; raises ``InvalidSetting`` naming the range.
+
+    ``allowed_models`` is ``ALLOWED_MODELS``: when not empty, a model must be one of them.
+    """
+    name = parse_field_name(field)
+    value = FIELDS[name].parse(raw)
+    if name == "model" and allowed_models and value not in allowed_models:
+        raise InvalidSetting(
+            "model must be one of the allowed models: " + ", ".join(allowed_models)
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +308,16 @@ def display(value: Any) -> str:
         return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:g}"
+    return str(value)
+
+
+def exact_text(value: Any) -> str:
+    """A stored value as text that parses back to exactly the same value (``display``
+    rounds floats for reading; a form that shows a value must not change it on save)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return repr(value)
     return str(value)
 
 

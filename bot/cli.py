@@ -2,6 +2,8 @@
 
 This is the only place the environment is read (``load_settings``); everything below gets
 explicit arguments. Errors an operator can fix are printed as one plain line (exit code 2).
+Everything printed passes ``terminal_safe``: stored text (instructions, model names, ids)
+came from Slack users and model endpoints, and must not drive the operator's terminal.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 from bot.pricing import ModelPrice, parse_prices
-from bot.settings import DEFAULT_INSTRUCTIONS, Settings, load_settings
+from bot.redaction import terminal_safe
+from bot.settings import DEFAULT_INSTRUCTIONS, Settings, load_settings, name_list
 
 __all__ = ["main"]
 
@@ -36,6 +39,8 @@ class _StorageSettings(BaseSettings):
     default_instructions: str = DEFAULT_INSTRUCTIONS
     model_prices: str = ""
     retention_days: int = Field(default=90, ge=0)
+    allowed_models: str = ""
+    """``ALLOWED_MODELS``: the CLI refuses other models, exactly as Slack does."""
 
     @field_validator("model_prices")
     @classmethod
@@ -46,6 +51,15 @@ class _StorageSettings(BaseSettings):
     @property
     def prices(self) -> dict[str, ModelPrice]:
         return parse_prices(self.model_prices)
+
+    @property
+    def allowed_model_list(self) -> tuple[str, ...]:
+        return name_list(self.allowed_models)
+
+
+def _print(text: str = "", *, error: bool = False) -> None:
+    """Print ``text`` without terminal control sequences (see the module docstring)."""
+    print(terminal_safe(text), file=sys.stderr if error else sys.stdout)
 
 
 def _storage_settings() -> _StorageSettings:
@@ -127,10 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "prune":
             return asyncio.run(_prune(args))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print(f"error: {exc}", error=True)
         return 2
     except InvalidSetting as exc:
-        print(f"error: {exc}. Nothing was saved.", file=sys.stderr)
+        _print(f"error: {exc}. Nothing was saved.", error=True)
         return 2
     return 1
 
@@ -149,7 +163,7 @@ async def _migrate() -> int:
 
     url = _storage_settings().database_url
     await upgrade_to_head(url)
-    print("database is at the latest migration")
+    _print("database is at the latest migration")
     return 0
 
 
@@ -176,19 +190,22 @@ async def _config(args: argparse.Namespace) -> int:
     from storage.migrate import upgrade_to_head
     from storage.repositories import Store
 
+    storage_settings = _storage_settings()
     values: dict[str, object] = {}
     if args.config_command == "set":
-        # Validate everything before touching the database: never half-saved.
+        # Validate everything before touching the database: never half-saved. The rules are
+        # the slash command's and the modal's (bot.channel_config), allow-list included.
         for name in FIELDS:
             raw = getattr(args, name, None)
             if raw is not None:
                 if FIELDS[name].workspace_only and not args.default:
                     raise InvalidSetting(f"{name} is a workspace setting: use --default")
-                values[name] = parse_value(name, raw)
+                values[name] = parse_value(
+                    name, raw, allowed_models=storage_settings.allowed_model_list
+                )
         if not values:
             raise ConfigError("nothing to set: give at least one of --model, --instructions, ...")
 
-    storage_settings = _storage_settings()
     team_id = await _resolve_team(args.team)
     channel_id = WORKSPACE_DEFAULTS if args.default else args.channel
     where = "the workspace defaults" if args.default else args.channel
@@ -199,9 +216,9 @@ async def _config(args: argparse.Namespace) -> int:
         if args.config_command == "history":
             rows = await store.list_settings_audit(team_id=team_id, channel_id=channel_id)
             if not rows:
-                print(f"no changes recorded for {where}")
+                _print(f"no changes recorded for {where}")
             for row in rows:
-                print(
+                _print(
                     f"{row.changed_at:%Y-%m-%d %H:%M:%S} UTC  {row.changed_by or '-':<12} "
                     f"{row.field:<18} {_one_line(display(row.old_value), 40)} -> "
                     f"{_one_line(display(row.new_value), 40)}"
@@ -211,25 +228,26 @@ async def _config(args: argparse.Namespace) -> int:
             await store.update_channel_settings(
                 team_id=team_id, channel_id=channel_id, values=values, updated_by="cli"
             )
-            print(
-                f"saved for {where}: " + ", ".join(f"{k}={display(v)}" for k, v in values.items())
+            _print(
+                f"saved for {where}: "
+                + ", ".join(f"{k}={_one_line(display(v))}" for k, v in values.items())
             )
         elif args.config_command == "reset":
             await store.reset_channel_settings(
                 team_id=team_id, channel_id=channel_id, fields=args.field, updated_by="cli"
             )
             what = ", ".join(args.field) if args.field else "all settings"
-            print(f"reset {what} for {where}")
+            _print(f"reset {what} for {where}")
         resolver = StoredChannelSettings(
             store=store,
             default_model=storage_settings.default_model or "(DEFAULT_MODEL is not set)",
             default_instructions=storage_settings.default_instructions,
         )
         effective = await resolver.effective(team_id=team_id, channel_id=channel_id)
-        print(f"settings for {where} (workspace {team_id}):")
+        _print(f"settings for {where} (workspace {team_id}):")
         for name in FIELDS:
             shown = _one_line(display(effective.value(name)))
-            print(f"  {name:<18} {shown}  [{effective.sources[name]}]")
+            _print(f"  {name:<18} {shown}  [{effective.sources[name]}]")
     finally:
         await engine.dispose()
     return 0
@@ -254,7 +272,7 @@ async def _usage(args: argparse.Namespace) -> int:
         )
     finally:
         await engine.dispose()
-    print(
+    _print(
         render_usage(
             rows,
             by=args.by,
@@ -282,7 +300,7 @@ async def _prune(args: argparse.Namespace) -> int:
     now = utcnow()
     if args.older_than is None:
         if storage_settings.retention_days == 0:
-            print("RETENTION_DAYS is 0 (keep forever): nothing pruned")
+            _print("RETENTION_DAYS is 0 (keep forever): nothing pruned")
             return 0
         cutoff = now - timedelta(days=storage_settings.retention_days)
     else:
@@ -298,7 +316,7 @@ async def _prune(args: argparse.Namespace) -> int:
         counts = await Store(create_session_factory(engine)).prune_history(older_than=cutoff)
     finally:
         await engine.dispose()
-    print(
+    _print(
         f"pruned rows older than {cutoff:%Y-%m-%d %H:%M} UTC: {counts.turns} turns, "
         f"{counts.threads} threads, {counts.event_claims} event claims, "
         f"{counts.settings_audit} settings changes"
@@ -307,5 +325,5 @@ async def _prune(args: argparse.Namespace) -> int:
 
 
 def _one_line(text: str, limit: int = 80) -> str:
-    flat = " ".join(text.split())
+    flat = " ".join(terminal_safe(text, keep_newlines=False).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -2,7 +2,10 @@
 
 One line per check: ``ok   <check>: <what works>``, ``warn <check>: <what could not be
 checked>`` or ``FAIL <check>: <what is wrong>`` followed by an indented ``fix:`` line. The exit
-code is 1 when any check failed (warnings do not count), else 0. Nothing secret is printed.
+code is 1 when any check failed (warnings do not count), else 0. Nothing secret is printed:
+every line passes ``bot.redaction`` (the configured secrets and token shapes become
+``[redacted]``; terminal control sequences are dropped), because error codes and messages
+from Slack, the model endpoint and the database are quoted as they came.
 
 Checks, in order: the settings load; the database answers and its migrations are current; the
 bot token works (``auth.test``) and holds every bot scope of ``slack-app-manifest.yaml`` (Slack
@@ -14,7 +17,7 @@ one-token, non-streamed, unstored response with ``DEFAULT_MODEL``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from bot.errors import (
     QuotaExceededError,
     ResponseIncompleteError,
 )
+from bot.redaction import Redactor
 from bot.settings import Settings, load_settings
 
 __all__ = ["MANIFEST_PATH", "manifest_bot_scopes", "run_doctor"]
@@ -56,17 +60,22 @@ class CheckWarning(Exception):
 @dataclass
 class _Report:
     failed: bool = False
+    redact: Redactor = field(default_factory=Redactor)
+    """Replaced by one that knows the configured secrets once the settings load."""
+
+    def _line(self, text: str) -> None:
+        print(self.redact(text), flush=True)
 
     def ok(self, name: str, detail: str) -> None:
-        print(f"ok   {name}: {detail}", flush=True)
+        self._line(f"ok   {name}: {detail}")
 
     def warn(self, name: str, detail: str) -> None:
-        print(f"warn {name}: {detail}", flush=True)
+        self._line(f"warn {name}: {detail}")
 
     def fail(self, name: str, problem: str, fix: str) -> None:
         self.failed = True
-        print(f"FAIL {name}: {problem}", flush=True)
-        print(f"     fix: {fix}", flush=True)
+        self._line(f"FAIL {name}: {problem}")
+        self._line(f"     fix: {fix}")
 
     async def run(self, name: str, check: Callable[[], Awaitable[str]]) -> bool:
         try:
@@ -383,6 +392,7 @@ async def run_doctor() -> int:
             "set it in the environment or in .env; .env.example lists every setting",
         )
         return 1
+    report.redact = Redactor(settings.secrets())
     report.ok("configuration", f"settings load ({settings.effective_mode} mode)")
 
     await report.run("database", lambda: _database(settings))

@@ -8,33 +8,29 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.redaction import Redactor
+
 __all__ = ["RedactingFilter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-# Token shapes that must never reach a log line even when nobody told us the value.
-_TOKEN_PATTERNS = re.compile(
-    r"\b(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|sk-[A-Za-z0-9_-]{8,})"
-)
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces known secret values and Slack/OpenAI token shapes with ``[redacted]``."""
+    """Replaces known secret values and Slack/OpenAI token shapes with ``[redacted]``
+    (``bot.redaction``), in the message, its arguments, extras and exception text."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        self._redactor = Redactor(secrets)
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return _TOKEN_PATTERNS.sub("[redacted]", text)
+        return self._redactor.scrub(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.scrub(record.getMessage())

@@ -14,6 +14,10 @@ measured code knowing about Prometheus:
 
 The metric names are listed in README ("Metrics and dashboards") and used by
 ``docs/grafana-dashboard.json``: rename one and both must change.
+
+Error labels come from outside (an endpoint's error code, Slack's ``error``): they are reduced
+to a fixed set of known codes, anything else counting as ``other`` (``bot.redaction``), so an
+endpoint can neither mint unbounded time series nor put a token into ``/metrics``.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from slack_sdk.http_retry.state import RetryState
 
 from bot.errors import ModelError
 from bot.model.types import Completed, ModelEvent, ReasoningDelta, ResponseRequest, TextDelta
+from bot.redaction import bounded_code
 
 __all__ = [
     "CONTENT_TYPE",
+    "KNOWN_MODEL_ERROR_CODES",
+    "KNOWN_SLACK_ERRORS",
     "InstrumentedModelClient",
     "Metrics",
     "SlackApiObserver",
@@ -42,6 +49,39 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+KNOWN_MODEL_ERROR_CODES: frozenset[str] = frozenset(
+    {
+        # the service's own (bot.errors, bot.model)
+        "model_error", "connection_error", "timeout", "timeout_connect", "timeout_first_byte",
+        "timeout_idle", "timeout_total", "http_error", "bad_request", "unauthorized",
+        "model_not_found", "rate_limited", "server_error", "stream_error", "response_failed",
+        "response_incomplete", "incomplete_max_output_tokens", "incomplete_content_filter",
+        "stream_protocol_error", "stream_interrupted", "no_result", "request_too_large",
+        "redirect_not_followed",
+        # OpenAI's documented codes that relays pass on
+        "previous_response_not_found", "context_length_exceeded", "insufficient_quota",
+        "rate_limit_exceeded", "invalid_api_key", "invalid_request_error", "invalid_prompt",
+        "invalid_value", "unsupported_parameter", "unsupported_value", "invalid_image",
+        "invalid_image_url", "image_too_large", "content_filter", "vector_store_timeout",
+    }
+)  # fmt: skip
+"""Model error codes kept as metric labels; any other counts as ``other``."""
+KNOWN_SLACK_ERRORS: frozenset[str] = frozenset(
+    {
+        "ratelimited", "not_in_channel", "channel_not_found", "is_archived", "msg_too_long",
+        "no_text", "invalid_blocks", "invalid_blocks_format", "invalid_arguments",
+        "invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
+        "missing_scope", "not_allowed_token_type", "user_not_found", "users_not_found",
+        "thread_not_found", "message_not_found", "cant_update_message", "edit_window_closed",
+        "message_not_in_streaming_state", "streaming_state_conflict", "already_reacted",
+        "no_reaction", "expired_trigger_id", "invalid_trigger_id", "view_too_large",
+        "hash_conflict", "not_found", "team_access_not_granted", "restricted_action",
+        "fatal_error", "internal_error", "request_timeout", "service_unavailable",
+        "connection_error", "unknown",
+    }
+)  # fmt: skip
+"""Slack error codes kept as metric labels (besides ``http_<status>``); others: ``other``."""
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 600)
 _LOCK_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -187,7 +227,9 @@ class InstrumentedModelClient:
             outcome = "completed"
         except ModelError as exc:
             outcome = "failed"
-            m.model_errors.labels(model=model, code=exc.code).inc()
+            m.model_errors.labels(
+                model=model, code=bounded_code(exc.code, KNOWN_MODEL_ERROR_CODES)
+            ).inc()
             raise
         finally:
             m.model_seconds.labels(model=model, outcome=outcome).observe(time.monotonic() - started)
@@ -256,10 +298,12 @@ class SlackApiObserver(AsyncRetryHandler):
         if status == 429:
             m.slack_rate_limited.labels(method=method).inc()
         elif status >= 300:
-            m.slack_errors.labels(method=method, error=f"http_{status}").inc()
+            # A status is a bounded number; one outside HTTP's range counts as "other".
+            label = f"http_{status}" if 300 <= status <= 599 else "other"
+            m.slack_errors.labels(method=method, error=label).inc()
         elif isinstance(response.body, dict) and response.body.get("ok") is False:
-            code = response.body.get("error")
-            m.slack_errors.labels(method=method, error=str(code) if code else "unknown").inc()
+            code = response.body.get("error") or "unknown"
+            m.slack_errors.labels(method=method, error=bounded_code(code, KNOWN_SLACK_ERRORS)).inc()
 
 
 def slack_method(url: str) -> str:

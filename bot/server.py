@@ -10,6 +10,7 @@ so they carry no Slack signature; the flow's one-time ``state`` guards them inst
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot.metrics import CONTENT_TYPE, Metrics
+from bot.slack.app import RECEIVED_AT
 
 __all__ = ["MAX_BODY_BYTES", "build_web_app"]
 
@@ -72,6 +74,7 @@ def build_web_app(
                 # Slack retries a 503 later, by which time another replica (or this one,
                 # restarted) takes the event; nothing is lost.
                 return web.json_response({"error": "shutting down"}, status=503)
+            received_at = time.monotonic()  # Slack's 3-second window counts from here
             raw = await request.read()
             # The signature is checked on the raw bytes BEFORE anything parses them, so an
             # unsigned body, however malformed, costs one HMAC and gets a 401 (Bolt checks
@@ -83,6 +86,7 @@ def build_web_app(
                     body=raw.decode("utf-8"),
                     query=request.query_string,
                     headers=request.headers,  # type: ignore[arg-type]
+                    context={RECEIVED_AT: received_at},
                 )
             except (
                 UnicodeDecodeError,

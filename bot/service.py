@@ -11,7 +11,6 @@ import asyncio
 import logging
 import signal
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -169,8 +168,8 @@ class Service:
         )
         files = FileReader(
             tokens=self.workspaces,
-            # Slack's file hosts (*.slack.com) and the configured API host (GovSlack, proxies).
-            allowed_hosts={urlsplit(settings.slack_api_url).hostname or "slack.com"},
+            # Slack's file hosts (*.slack.com) and the configured API's origin (GovSlack, proxies).
+            api_url=settings.slack_api_url,
             max_bytes=settings.file_max_bytes,
             max_files=settings.file_max_count,
         )

@@ -18,12 +18,17 @@ from bot.errors import ConfigError
 from bot.pricing import ModelPrice, parse_prices
 from bot.tools.config import McpServerConfig, parse_mcp_servers
 
-__all__ = ["DEFAULT_INSTRUCTIONS", "Settings", "load_settings"]
+__all__ = ["DEFAULT_INSTRUCTIONS", "Settings", "load_settings", "name_list"]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant in a Slack workspace. Answer clearly and concisely. "
     "Use Markdown for formatting when it helps."
 )
+
+
+def name_list(value: str) -> tuple[str, ...]:
+    """A comma-separated setting (``ALLOWED_MODELS``, ``ADMIN_USER_IDS``) as its names."""
+    return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
 
 
 class Settings(BaseSettings):
@@ -206,11 +211,11 @@ class Settings(BaseSettings):
 
     @property
     def admin_ids(self) -> frozenset[str]:
-        return frozenset(part.strip() for part in self.admin_user_ids.split(",") if part.strip())
+        return frozenset(name_list(self.admin_user_ids))
 
     @property
     def allowed_model_list(self) -> tuple[str, ...]:
-        return tuple(part.strip() for part in self.allowed_models.split(",") if part.strip())
+        return name_list(self.allowed_models)
 
     @property
     def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
@@ -247,7 +252,19 @@ class Settings(BaseSettings):
             )
             if s is not None
         ]
-        return [v.get_secret_value() for v in values if v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v.get_secret_value()]
+        database_password = _url_password(self.database_url)
+        return found + ([database_password] if database_password else [])
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:

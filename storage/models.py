@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "INTEGER_MAX",
     "NAMING_CONVENTION",
     "SETTING_FIELDS",
     "WORKSPACE_DEFAULT_CHANNEL",
@@ -77,6 +78,11 @@ SETTING_FIELDS: Final = (
     "user_hourly_requests",
 )
 """The per-channel settings an admin may set; a NULL value means "inherit"."""
+
+INTEGER_MAX: Final = 2**31 - 1
+"""The largest value an integer column (``mapped_column()`` of ``int``) holds on every engine:
+PostgreSQL's ``integer`` is 32 bits (SQLite's is 64). Writers check against it, so a value out
+of range is refused with a clear error instead of failing inside the database driver."""
 
 # Slack ids (T…, C…, U…) and message timestamps ("1700000000.000100") are short; the bound
 # only catches garbage. Ids minted by model endpoints and relays vary more, hence 255.

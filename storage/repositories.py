@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storage.engine import READ_ONLY
 from storage.migrate import current_revision_sync, head_revision
 from storage.models import (
+    INTEGER_MAX,
     SETTING_FIELDS,
     ChannelSettings,
     EventClaim,
@@ -335,8 +336,19 @@ def _clean_setting_values(values: Mapping[str, object]) -> dict[str, object]:
                 raise TypeError(f"{name} must be {expected} or None, not {type(value).__name__}")
             if float in allowed and isinstance(value, int | float):
                 value = float(value)  # store 1 as 1.0 so reads return one type
+            _check_storable(name, value)
         cleaned[name] = value
     return cleaned
+
+
+def _check_storable(name: str, value: object) -> None:
+    """Refuse, before the database does (differently per engine), what no column holds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -INTEGER_MAX - 1 <= value <= INTEGER_MAX:
+            raise ValueError(f"{name} must be within ±{INTEGER_MAX:,}, not {value:,}")
+    elif isinstance(value, str) and any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in value):
+        # PostgreSQL refuses NUL in text, and no driver encodes a lone surrogate.
+        raise ValueError(f"{name} contains a NUL character or a lone surrogate")
 
 
 class Store:

@@ -7,14 +7,16 @@ however long the model takes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import WORKSPACE_DEFAULTS
@@ -24,9 +26,11 @@ from bot.model_catalogue import ModelCatalogue
 from bot.slack.admins import AdminPolicy
 from bot.slack.commands import SettingsCommands
 from bot.slack.events import from_app_mention, from_message
+from bot.slack.membership import ChannelMembership
 from bot.slack.views import (
     EDIT_ACTION,
     MODAL_CALLBACK,
+    first_input,
     home_view,
     parse_submission,
     settings_modal,
@@ -34,12 +38,48 @@ from bot.slack.views import (
 from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
 from bot.turn_tracker import TurnTracker
 
-__all__ = ["build_slack_app"]
+__all__ = ["ACK_WINDOW", "RECEIVED_AT", "build_slack_app"]
 
 logger = logging.getLogger(__name__)
 
 Converter = Callable[..., IncomingMessage | None]
 Ack = Callable[..., Awaitable[None]]
+Respond = Callable[..., Awaitable[Any]]
+
+RECEIVED_AT: Final = "received_at"
+"""Context key: ``time.monotonic()`` when the HTTP edge received the request (``bot.server``
+sets it; Socket Mode has none, and then a listener counts from its own start)."""
+ACK_WINDOW: Final = 2.5
+"""Seconds after receipt by which Slack must have our answer: its limit is 3 s from sending,
+and the network takes its share."""
+
+TOO_LATE = (
+    ":warning: Slack stopped waiting before I could answer, so I did nothing. "
+    "Please run the command again."
+)
+COMMAND_FAILED = ":warning: Something went wrong on my side. Please try the command again."
+MODAL_FAILED = ":warning: I couldn't open the settings form in time. Please run the command again."
+FORM_TOO_LATE = "This took too long and nothing was saved. Please press Save again."
+
+
+def _time_left(context: Mapping[str, Any]) -> float:
+    """Seconds left of the ``ACK_WINDOW`` of the request being handled."""
+    received = context.get(RECEIVED_AT)
+    if not isinstance(received, float):
+        return ACK_WINDOW
+    return ACK_WINDOW - (time.monotonic() - received)
+
+
+def _too_late(context: Mapping[str, Any]) -> bool:
+    return _time_left(context) <= 0
+
+
+async def _answer(respond: Respond, text: str) -> None:
+    """An ephemeral answer through the command's ``response_url`` (valid for 30 minutes)."""
+    try:
+        await respond(text=text, response_type="ephemeral")
+    except Exception as exc:  # nothing else can reach the person; the log says why
+        logger.warning("could not answer through response_url: %s", type(exc).__name__)
 
 
 class SettingsStore(Protocol):
@@ -69,6 +109,7 @@ def build_slack_app(
     store: SettingsStore,
     verify_requests: bool = True,
     oauth_settings: AsyncOAuthSettings | None = None,
+    membership: ChannelMembership | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
     sends no signature (the WebSocket itself is authenticated by the app token).
@@ -77,6 +118,7 @@ def build_slack_app(
     each request's workspace token in the installation store, serves the install flow, and
     the OAuth ``oauth.v2.access`` call goes through ``client`` (so to ``SLACK_API_URL``)."""
     default_team = workspaces.default_team_id or ""
+    members = membership or ChannelMembership(workspaces=workspaces)
     app = AsyncApp(
         client=client,
         oauth_settings=oauth_settings,
@@ -127,26 +169,45 @@ def build_slack_app(
         await handle(body, from_message)
 
     @app.command(commands.command)
-    async def on_command(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """Answers ephemerally inside Slack's 3-second window; ``/ai config`` opens the modal."""
+    async def on_command(
+        ack: Ack,
+        body: dict[str, Any],
+        respond: Respond,
+        client: AsyncWebClient,
+        context: Mapping[str, Any],
+    ) -> None:
+        """Acknowledges first: Slack waits 3 s, and a command it reports as failed must change
+        nothing. The work (admin lookup, database, the modal) comes after, and the answer goes
+        back through ``response_url``, ephemerally."""
+        await ack()
+        if _too_late(context):
+            # Slack has most likely told the person the command failed: keep that true.
+            await _answer(respond, TOO_LATE)
+            return
         team_id = str(body.get("team_id") or default_team)
         channel_id = str(body.get("channel_id") or "")
         user_id = str(body.get("user_id") or "")
-        result = await commands.handle(
-            text=str(body.get("text") or ""),
-            team_id=team_id,
-            channel_id=channel_id,
-            user_id=user_id,
-        )
-        if not result.open_modal:
-            await ack(text=result.text, response_type="ephemeral")
+        try:
+            result = await commands.handle(
+                text=str(body.get("text") or ""),
+                team_id=team_id,
+                channel_id=channel_id,
+                user_id=user_id,
+            )
+            if result.open_modal:
+                trigger_id = str(body.get("trigger_id") or "")
+                if not await _open_modal(client, trigger_id, team_id, channel_id):
+                    await _answer(respond, MODAL_FAILED)
+                return
+        except Exception as exc:  # the person gets an answer whatever broke; the log says what
+            logger.warning("slash command failed: %s", type(exc).__name__, exc_info=True)
+            await _answer(respond, COMMAND_FAILED)
             return
-        await ack()
-        await _open_modal(client, str(body.get("trigger_id") or ""), team_id, channel_id)
+        await _answer(respond, result.text)
 
     async def _open_modal(
         client: AsyncWebClient, trigger_id: str, team_id: str, channel_id: str
-    ) -> None:
+    ) -> bool:
         effective = await settings.effective(team_id=team_id, channel_id=channel_id)
         view = settings_modal(
             team_id=team_id,
@@ -154,42 +215,69 @@ def build_slack_app(
             settings=effective,
             models=await catalogue.choices(),
         )
-        await client.views_open(trigger_id=trigger_id, view=view)
+        try:
+            await client.views_open(trigger_id=trigger_id, view=view)
+        except (SlackApiError, SlackClientError) as exc:
+            reason = (
+                exc.response.get("error") if isinstance(exc, SlackApiError) else None
+            ) or type(exc).__name__
+            logger.warning("views.open failed: %s", reason)
+            return False
+        return True
 
     @app.view(MODAL_CALLBACK)
-    async def on_settings_submitted(ack: Ack, body: dict[str, Any]) -> None:
+    async def on_settings_submitted(
+        ack: Ack, body: dict[str, Any], context: Mapping[str, Any]
+    ) -> None:
         """Checks the submitting user (from the signed payload) and validates every field
-        before anything is saved; errors show on their fields."""
+        before anything is saved; errors show on their fields. The answer to Slack (close, or
+        errors) must come within its 3 s: when the check and the save cannot finish in that
+        window nothing is saved and the form says so, so the form never fails while the
+        settings change anyway."""
         user_id = str((body.get("user") or {}).get("id") or "")
         team_id = str((body.get("team") or {}).get("id") or default_team)
         view = body.get("view") or {}
+        state = (view.get("state") or {}).get("values") or {}
+        field = first_input(view)
         try:
             channel_id = str(json.loads(view.get("private_metadata") or "{}")["channel_id"])
         except (ValueError, KeyError, TypeError):
-            await ack(response_action="errors", errors={"model": "This form is out of date."})
+            await ack(response_action="errors", errors={field: "This form is out of date."})
             return
-        if not await admins.may_change(user_id, team_id=team_id):
-            await ack(
-                response_action="errors",
-                errors={"model": "Only admins can change these settings."},
-            )
+        try:
+            async with asyncio.timeout(_time_left(context)):
+                if not await admins.may_change(user_id, team_id=team_id):
+                    await ack(
+                        response_action="errors",
+                        errors={field: "Only admins can change these settings."},
+                    )
+                    return
+                effective = await settings.effective(team_id=team_id, channel_id=channel_id)
+                values, errors = parse_submission(
+                    state,
+                    allowed_models=catalogue.allowed,
+                    current_model=effective.model
+                    if effective.sources["model"] == "channel"
+                    else None,
+                )
+                if errors:
+                    await ack(response_action="errors", errors=errors)
+                    return
+                await store.update_channel_settings(
+                    team_id=team_id, channel_id=channel_id, values=values, updated_by=user_id
+                )
+        except TimeoutError:
+            logger.warning("settings form not saved: Slack's 3-second window ran out")
+            await ack(response_action="errors", errors={field: FORM_TOO_LATE})
             return
-        values, errors = parse_submission(
-            (view.get("state") or {}).get("values") or {}, allowed_model=catalogue.permits
-        )
-        if errors:
-            await ack(response_action="errors", errors=errors)
-            return
-        await store.update_channel_settings(
-            team_id=team_id, channel_id=channel_id, values=values, updated_by=user_id
-        )
         await ack()
 
     @app.event("app_home_opened")
     async def on_app_home_opened(
         event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient
     ) -> None:
-        """Publishes the Home tab: workspace defaults and every configured channel."""
+        """Publishes the Home tab: workspace defaults, and the configured channels the viewer
+        is a member of (a private channel's settings stay with its members)."""
         if event.get("tab") not in (None, "home"):
             return
         user_id = str(event.get("user") or "")
@@ -202,23 +290,31 @@ def build_slack_app(
         last: dict[str, Any] = {}
         for row in audit:  # newest first: the first seen per channel is its last change
             last.setdefault(row.channel_id, row)
+        configured = any(row.channel_id for row in rows)
         return home_view(
             defaults=await settings.effective(team_id=team_id, channel_id=WORKSPACE_DEFAULTS),
             rows=rows,
             last_changes=last,
             is_admin=await admins.may_change(user_id, team_id=team_id),
             who_can_change=admins.who_can_change(),
+            # Asked only when there is something to hide.
+            visible=await members.channels_of(user_id, team_id=team_id)
+            if configured
+            else frozenset(),
         )
 
     @app.action(EDIT_ACTION)
     async def on_edit_channel(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """The Home tab's Edit button: admins only (checked here, not just hidden)."""
+        """The Home tab's Edit button: admins who are members of the channel only (checked
+        here, not just hidden)."""
         await ack()
         user_id = str((body.get("user") or {}).get("id") or "")
         team_id = str((body.get("team") or {}).get("id") or default_team)
         actions = body.get("actions") or [{}]
         channel_id = str(actions[0].get("value") or "")
         if not channel_id or not await admins.may_change(user_id, team_id=team_id):
+            return
+        if not await members.is_member(user_id, channel_id, team_id=team_id):
             return
         await _open_modal(client, str(body.get("trigger_id") or ""), team_id, channel_id)
 

@@ -12,8 +12,10 @@
     /ai help
 
 Answers are short and ephemeral. Every change is checked against the signed request's user on
-the server, validated by ``bot.channel_config`` (the same rules as the CLI) and saved in one
-transaction with its audit rows; an invalid value saves nothing.
+the server, validated by ``bot.channel_config`` (the same rules, allow-list included, as the
+CLI and the modal) and saved in one transaction with its audit rows; an invalid value saves
+nothing. Slack HTML-escapes ``&``, ``<`` and ``>`` in command text; that is undone once, so a
+value is stored as it was typed, and escaped again wherever a value is shown.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bot.conversation import SettingsSource
 from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
+from bot.slack.escaping import escape, unescape
 from storage.repositories import (
     ChannelSettingsRecord,
     SettingsAuditRecord,
@@ -45,6 +48,7 @@ from storage.repositories import (
 )
 
 __all__ = ["CommandResult", "SettingsCommands"]
+
 
 _SOURCE_WORDS = {
     "channel": "set for this channel",
@@ -109,7 +113,7 @@ class SettingsCommands:
     async def handle(
         self, *, text: str, team_id: str, channel_id: str, user_id: str
     ) -> CommandResult:
-        words = text.strip().split(maxsplit=1)
+        words = unescape(text).strip().split(maxsplit=1)
         verb = words[0].lower() if words else "config"
         rest = words[1] if len(words) > 1 else ""
         if verb == "config":
@@ -188,11 +192,7 @@ class SettingsCommands:
             raise InvalidSetting(
                 f"{field} is a workspace setting: use {self.command} set default {field} VALUE"
             )
-        value = parse_value(field, parts[1])
-        if field == "model" and not self._catalogue.permits(value):
-            raise InvalidSetting(
-                "model must be one of the allowed models: " + ", ".join(self._catalogue.allowed)
-            )
+        value = parse_value(field, parts[1], allowed_models=self._catalogue.allowed)
         target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
         await self._store.update_channel_settings(
             team_id=team_id, channel_id=target, values={field: value}, updated_by=user_id
@@ -318,8 +318,9 @@ def _layer(rest: str) -> tuple[str, str]:
 
 
 def _short(text: str, limit: int = 120) -> str:
+    """A value on one line, cut to ``limit`` characters, escaped for mrkdwn."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return escape(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
 def _show(settings: EffectiveSettings, channel_id: str) -> str:

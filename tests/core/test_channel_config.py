@@ -36,7 +36,7 @@ def test_valid_values_are_parsed(field: str, raw: str, expected: object) -> None
         ("max_output_tokens", "many", "max_output_tokens must be a whole number from 16"),
         ("reasoning_effort", "extreme", "reasoning_effort must be one of low, medium, high"),
         ("model", "two words", "model must be a model name without spaces"),
-        ("instructions", "x" * 8001, "instructions must be at most 8,000 characters"),
+        ("instructions", "x" * 3001, "instructions must be at most 3,000 characters"),
         ("colour", "blue", "unknown setting 'colour': valid settings are model, instructions"),
     ],
 )

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -277,3 +278,54 @@ async def run_cli(
     out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def slash_command(
+    bot: BotUnderTest,
+    text: str,
+    *,
+    user: str,
+    channel: str = "C1",
+    name: str = "/ai",
+    timeout: float = 10.0,
+) -> tuple[int, str, str]:
+    """Send ``name text`` signed as Slack does, with a ``response_url`` on the fake Slack.
+
+    Returns (HTTP status, the acknowledgement's body, the answer: what was posted to
+    ``response_url``, else the text of the acknowledgement itself, else '' when the command
+    opened the modal instead). Waits for one of them.
+    """
+    url = bot.slack.response_url()
+    body = urlencode(
+        {
+            "token": "legacy",
+            "team_id": bot.team_id,
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": name,
+            "text": text,
+            "api_app_id": "A1",
+            "response_url": url,
+            "trigger_id": f"trigger-{user}",
+        }
+    ).encode()
+    opened = len(bot.slack.calls_to("views.open"))
+    status, ack = await bot.post_raw(
+        body, {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+    )
+    if status != 200:
+        return status, ack, ""
+    if ack:
+        return status, ack, str(json.loads(ack).get("text", ""))
+    await bot.slack.wait_for(
+        lambda: bot.slack.responses_to(url) or len(bot.slack.calls_to("views.open")) > opened,
+        timeout=timeout,
+    )
+    answers = bot.slack.responses_to(url)
+    if not answers:
+        return status, ack, ""
+    assert answers[0].get("response_type") == "ephemeral", answers[0]
+    return status, ack, str(answers[0]["text"])

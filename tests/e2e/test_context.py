@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, message_event, shown
+from tests.fakes.slack_server import FakeSlack
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -71,13 +72,23 @@ def _loopback_alias_works() -> bool:
     return True
 
 
+@dataclass
+class SlackFiles:
+    """Files on Slack's own file host (the fake Slack, on the API's origin)."""
+
+    slack: FakeSlack
+
+    def attach(self, name: str, data: bytes, mimetype: str, filetype: str) -> dict[str, Any]:
+        return self.slack.add_file(name, data, mimetype, filetype)
+
+    @property
+    def requests(self) -> list[dict[str, str]]:
+        return self.slack.file_requests
+
+
 @pytest.fixture
-async def slack_files() -> AsyncIterator[FileHost]:
-    host = FileHost("127.0.0.1")
-    await host.start()
-    yield host
-    assert host.runner is not None
-    await host.runner.cleanup()
+def slack_files(fake_slack: FakeSlack) -> SlackFiles:
+    return SlackFiles(fake_slack)
 
 
 @pytest.fixture
@@ -205,7 +216,7 @@ async def test_rich_text_is_used_when_text_is_empty(people: BotUnderTest) -> Non
 
 
 async def test_an_image_becomes_an_input_image_fetched_with_the_bot_token(
-    people: BotUnderTest, slack_files: FileHost
+    people: BotUnderTest, slack_files: SlackFiles
 ) -> None:
     bot = people
     image = slack_files.attach("cat.png", PNG, "image/png", "png")
@@ -220,7 +231,7 @@ async def test_an_image_becomes_an_input_image_fetched_with_the_bot_token(
 
 
 async def test_text_files_and_pdfs_become_text_and_file_parts(
-    people: BotUnderTest, slack_files: FileHost
+    people: BotUnderTest, slack_files: SlackFiles
 ) -> None:
     bot = people
     notes = slack_files.attach("notes.md", b"# Plan\n- ship", "text/markdown", "markdown")
@@ -237,7 +248,7 @@ async def test_text_files_and_pdfs_become_text_and_file_parts(
 
 
 async def test_unreadable_files_are_skipped_with_a_notice_first_in_the_answer(
-    start_bot: StartBot, slack_files: FileHost, other_host: FileHost
+    start_bot: StartBot, slack_files: SlackFiles, other_host: FileHost
 ) -> None:
     bot = await start_bot(file_max_bytes=10_000)
     elsewhere = other_host.attach("evil.png", PNG, "image/png", "png")
@@ -256,11 +267,11 @@ async def test_unreadable_files_are_skipped_with_a_notice_first_in_the_answer(
     assert text.endswith("\n\nHere is what I see.")
     parts = bot.model_bodies()[0]["input"][0]["content"]
     assert [p["type"] for p in parts] == ["input_text", "input_image"]  # only ok.png
-    assert [r["path"] for r in slack_files.requests] == ["/files/ok.png"]
+    assert [r["path"].rsplit("/", 1)[-1] for r in slack_files.requests] == ["ok.png"]
 
 
 async def test_a_rebuilt_chain_sees_the_earlier_images_too(
-    people: BotUnderTest, slack_files: FileHost
+    people: BotUnderTest, slack_files: SlackFiles
 ) -> None:
     bot = people
     image = slack_files.attach("chart.png", PNG, "image/png", "png")

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from tests.conftest import StartBot
-from tests.e2e.harness import BotUnderTest, shown, sign, wait_until
+from tests.e2e.harness import BotUnderTest, shown, sign, slash_command, wait_until
 from tests.fakes.slack_server import FakeSlack
 
 STATE_COOKIE = "slack-app-oauth-state"
@@ -71,23 +71,9 @@ def stored_bots(tmp_path: Path) -> dict[str, str]:
 
 
 async def command(bot: BotUnderTest, text: str, *, channel: str = "C1") -> str:
-    body = urlencode(
-        {
-            "team_id": bot.team_id,
-            "channel_id": channel,
-            "user_id": ADMIN,
-            "command": "/ai",
-            "text": text,
-            "api_app_id": "A1",
-            "response_url": "http://127.0.0.1:9/response",
-            "trigger_id": "trigger",
-        }
-    ).encode()
-    status, answer = await bot.post_raw(
-        body, {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
-    )
-    assert status == 200, answer
-    return str(json.loads(answer)["text"]) if answer else ""
+    status, _, answer = await slash_command(bot, text, user=ADMIN, channel=channel)
+    assert status == 200
+    return answer
 
 
 async def app_event(bot: BotUnderTest, event: dict[str, Any]) -> tuple[int, str]:

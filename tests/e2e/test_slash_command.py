@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.conftest import StartBot
-from tests.e2e.harness import BotUnderTest, shown, sign
+from tests.e2e.harness import BotUnderTest, shown, sign, slash_command
 
 ADMIN = "UADMIN"
 MEMBER = "UMEMBER"
@@ -24,32 +24,13 @@ async def command(
     channel: str = "C1",
     name: str = "/ai",
 ) -> str:
-    """Send ``/ai text`` as Slack does; return the ephemeral answer's text ('' if none)."""
-    body = urlencode(
-        {
-            "token": "legacy",
-            "team_id": "T1",
-            "team_domain": "fake",
-            "channel_id": channel,
-            "channel_name": "general",
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": name,
-            "text": text,
-            "api_app_id": "A1",
-            "response_url": "http://127.0.0.1:9/response",
-            "trigger_id": f"trigger-{user}",
-        }
-    ).encode()
-    status, answer = await bot.post_raw(
-        body, {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
-    )
-    assert status == 200, answer
-    if not answer:
-        return ""
-    reply = json.loads(answer)
-    assert reply.get("response_type") == "ephemeral"
-    return str(reply["text"])
+    """Send ``/ai text`` as Slack does; return the ephemeral answer's text ('' if none).
+
+    The command is acknowledged at once with an empty body; the answer arrives through the
+    command's ``response_url``."""
+    status, ack, answer = await slash_command(bot, text, user=user, channel=channel, name=name)
+    assert (status, ack) == (200, ""), ack
+    return answer
 
 
 async def interact(bot: BotUnderTest, payload: dict[str, Any]) -> tuple[int, str]:
@@ -155,7 +136,7 @@ async def test_a_non_admin_is_refused_politely_and_nothing_changes(people: BotUn
         ("set temperature 3", "temperature must be a number from 0 to 2"),
         ("set max_output_tokens -1", "max_output_tokens must be a whole number from 16"),
         ("set reasoning_effort extreme", "reasoning_effort must be one of low, medium, high"),
-        ("set instructions " + "x" * 8001, "instructions must be at most 8,000 characters"),
+        ("set instructions " + "x" * 3001, "instructions must be at most 3,000 characters"),
         ("set daily_token_budget -5", "daily_token_budget must be a whole number"),
         ("set enabled maybe", "enabled must be on or off"),
         ("set temperature", "usage: /ai set [default] FIELD VALUE"),
@@ -274,6 +255,7 @@ async def test_the_home_tab_lists_configured_channels_with_edit_buttons_for_admi
     people: BotUnderTest,
 ) -> None:
     bot = people
+    bot.slack.add_channel("C5", members=[ADMIN, MEMBER])
     await command(bot, "set model home-model", channel="C5")
     await bot.send_event({"type": "app_home_opened", "user": ADMIN, "channel": "D1", "tab": "home"})
     await bot.slack.wait_for(lambda: bot.slack.calls_to("views.publish"), timeout=5)

@@ -18,6 +18,17 @@ about it:
   auth, as slack_sdk sends them) for that workspace's own bot token, bot user and bot id.
   Calls made with such a token act as that workspace's bot (``auth.test`` answers for its
   team; messages are posted by its bot); ``uninstall_workspace`` revokes its tokens.
+* Slash commands carry a ``response_url`` (``response_url()`` makes one): ``POST`` JSON to it
+  and the message is recorded in ``responses``, at most 5 times per URL as Slack allows.
+* Views are checked against Block Kit's limits (plain-text inputs of at most 3,000 characters,
+  menus of at most 100 options whose initial option is one of them, …): a view Slack would
+  refuse gets ``invalid_arguments`` here too.
+* Channels have members (``add_channel``): ``users.conversations`` lists a person's public
+  channels, and private ones only where the bot is a member too, as Slack does for a bot
+  token; it needs the ``channels:read`` / ``groups:read`` scopes.
+* ``slow_next`` makes a method answer late (a slow Slack).
+* Files (``add_file``) are served at ``url_private`` on the API's own origin, as Slack's file
+  host does: with a valid bot token the bytes, without one Slack's sign-in page (HTML, 200).
 * ``GET /socket`` is the Socket Mode WebSocket that ``apps.connections.open`` points to: it
   greets with ``hello`` as Slack does, ``send_envelope`` pushes events and ``acks`` records the
   client's acknowledgements.
@@ -58,6 +69,15 @@ MAX_HEADER_TEXT_CHARS = 150
 MAX_MARKDOWN_CHARS = 12_000
 MAX_LOADING_MESSAGES = 10
 MAX_REPLIES_LIMIT = 1_000
+MAX_VIEW_BLOCKS = 100
+MAX_INPUT_CHARS = 3_000
+MAX_OPTIONS = 100
+MAX_OPTION_TEXT_CHARS = 75
+MAX_OPTION_VALUE_CHARS = 150
+MAX_PRIVATE_METADATA_CHARS = 3_000
+MAX_VIEW_TITLE_CHARS = 24
+MAX_RESPONSE_URL_USES = 5
+MAX_CONVERSATIONS_LIMIT = 999
 # The bot scopes of slack-app-manifest.yaml: what a correctly installed app is granted.
 DEFAULT_BOT_SCOPES = (
     "app_mentions:read",
@@ -73,8 +93,14 @@ DEFAULT_BOT_SCOPES = (
     "files:read",
     "reactions:write",
     "assistant:write",
+    "channels:read",
+    "groups:read",
 )
 DEFAULT_REPLIES_LIMIT = 100
+SIGN_IN_PAGE = (
+    '<!DOCTYPE html>\n<html lang="en-US"><head><meta charset="utf-8">'
+    "<title>Slack</title></head><body><h1>Sign in to Slack</h1></body></html>\n"
+)
 
 # Arguments that are structures: slack_sdk sends them as JSON in JSON bodies but as JSON
 # *strings* in form bodies and query strings, and Slack accepts both.
@@ -201,6 +227,14 @@ class FakeSlack:
         self.socket_connections = 0
         """How many Socket Mode connections were ever accepted (a reconnect adds one)."""
         self.users: dict[str, dict[str, Any]] = {}
+        self.responses: list[dict[str, Any]] = []
+        """Every message posted to a ``response_url``: ``url`` plus the JSON body."""
+        self.members: dict[str, set[str]] = {}
+        """Channel id → its members (``add_channel``); the bot is a member where listed."""
+        self.private_channels: set[str] = set()
+        self.file_requests: list[dict[str, str]] = []
+        """Every request to a file URL: ``path`` plus the request headers."""
+        self._files: dict[str, tuple[bytes, str]] = {}
         self.granted_scopes: list[str] | None = list(DEFAULT_BOT_SCOPES)
         """Scopes of the bot token, sent as Slack does in the ``x-oauth-scopes`` header of
         every answer to a call with a valid bot token; ``None`` sends no header."""
@@ -216,6 +250,8 @@ class FakeSlack:
         self._channels: dict[str, dict[str, _Message]] = {}
         self._thread_status: dict[tuple[str, str], str] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._delays: dict[str, deque[float]] = {}
+        self._response_urls = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Condition()
         self._clock = Decimal("1700000000.000000")
@@ -238,6 +274,7 @@ class FakeSlack:
             "conversations.replies": self._conversations_replies,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
+            "users.conversations": self._users_conversations,
             "users.info": self._users_info,
             "views.open": self._views_open,
             "views.publish": self._views_publish,
@@ -252,6 +289,9 @@ class FakeSlack:
         app.router.add_route("GET", "/api/{method}", self._handle_api)
         app.router.add_route("POST", "/api/{method}", self._handle_api)
         app.router.add_get("/socket", self._handle_socket)
+        app.router.add_post("/commands/{team}/{id}/{secret}", self._handle_response_url)
+        app.router.add_get("/files-pri/{key}/{name}", self._handle_file)
+        app.router.add_get("/files-pri/{key}/download/{name}", self._handle_file)
         # A short shutdown timeout: a test's server never has slow requests worth waiting for.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -404,6 +444,54 @@ class FakeSlack:
         )
         return ts
 
+    def add_channel(
+        self, channel: str, *, members: list[str], private: bool = False, bot: bool = True
+    ) -> None:
+        """Give ``channel`` its members (the bot too, unless ``bot`` is false)."""
+        self.members[channel] = set(members) | ({self.bot_user_id} if bot else set())
+        if private:
+            self.private_channels.add(channel)
+        else:
+            self.private_channels.discard(channel)
+
+    def add_file(
+        self,
+        name: str,
+        data: bytes,
+        mimetype: str,
+        filetype: str,
+        *,
+        served_as: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a file; returns the file object Slack puts in a message's ``files``.
+        ``served_as``: the Content-Type the file host answers with (default ``mimetype``)."""
+        file_id = f"F{len(self._files) + 1:08d}"
+        key = f"{self.team_id}-{file_id}"
+        self._files[f"{key}/{name}"] = (data, served_as or mimetype)
+        return {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "size": len(data),
+            "url_private": f"http://127.0.0.1:{self.port}/files-pri/{key}/{name}",
+            "url_private_download": (
+                f"http://127.0.0.1:{self.port}/files-pri/{key}/download/{name}"
+            ),
+        }
+
+    def response_url(self) -> str:
+        """A fresh ``response_url`` as Slack puts in a slash command's payload."""
+        number = next(self._response_urls)
+        return (
+            f"http://127.0.0.1:{self.port}/commands/{self.team_id}/{number}/{secrets.token_hex(8)}"
+        )
+
+    def responses_to(self, url: str) -> list[dict[str, Any]]:
+        """The messages posted to ``url`` so far, oldest first."""
+        return [r for r in self.responses if r["url"] == url]
+
     def thread_messages(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
         """What a person sees in the thread now: parent then replies, as Slack returns them."""
         return [self._public(channel, m) for m in self._thread(channel, thread_ts)]
@@ -462,6 +550,10 @@ class FakeSlack:
             retry_after = 1
         queue = self._faults.setdefault(method, deque())
         queue.extend(_Fault(error, status, retry_after) for _ in range(times))
+
+    def slow_next(self, method: str, seconds: float, *, times: int = 1) -> None:
+        """Make the next ``times`` calls of ``method`` wait ``seconds`` before answering."""
+        self._delays.setdefault(method, deque()).extend([seconds] * times)
 
     # A deadline parameter (ASYNC109) is the point of these helpers: a test names how long a
     # condition may take, and a missed deadline fails with the recent calls in the message.
@@ -638,6 +730,9 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params, token, parse_error = await _read_params(request)
+        delays = self._delays.get(method)
+        if delays:
+            await asyncio.sleep(delays.popleft())  # a slow Slack, as the test asked
         self._caller = self._tokens.get(token) if token else None
         self._basic_auth = request.headers.get("Authorization", "")
         try:
@@ -685,6 +780,38 @@ class FakeSlack:
         except _SlackError as exc:
             return 200, headers, {"ok": False, "error": exc.code, **exc.extra}
         return 200, headers, {"ok": True, **result}
+
+    async def _handle_file(self, request: web.Request) -> web.Response:
+        self.file_requests.append({"path": request.path, **dict(request.headers)})
+        await self._notify()
+        key, name = request.match_info["key"], request.match_info["name"]
+        authorization = request.headers.get("Authorization", "")
+        token = authorization.removeprefix("Bearer ").strip()
+        if token != self.bot_token and token not in self._tokens:
+            # Slack answers an unauthorised file request with its sign-in page, status 200.
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        found = self._files.get(f"{key}/{name}")
+        if found is None:
+            return web.Response(status=404, text="file_not_found")
+        data, content_type = found
+        return web.Response(body=data, content_type=content_type)
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        url = f"http://127.0.0.1:{self.port}{request.path}"
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        if not isinstance(body, dict):
+            return web.Response(status=400, text="invalid_payload")
+        if len(self.responses_to(url)) >= MAX_RESPONSE_URL_USES:
+            return web.Response(status=404, text="used_url")  # assumed wording
+        text = body.get("text")
+        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+            return web.Response(status=400, text="msg_too_long")
+        self.responses.append({"url": url, **body})
+        await self._notify()
+        return web.Response(text="ok")
 
     def _check_token(self, method: str, token: str | None) -> None:
         if method in ("api.test", "oauth.v2.access"):  # the latter checks client credentials
@@ -1094,6 +1221,35 @@ class FakeSlack:
             del message.reactions[name]
         return {}
 
+    def _users_conversations(self, params: dict[str, Any]) -> dict[str, Any]:
+        bot_user = self._bot_ids()[0]
+        user = _opt_str(params, "user") or bot_user
+        types = (_opt_str(params, "types") or "public_channel").split(",")
+        needed = {"public_channel": "channels:read", "private_channel": "groups:read"}
+        granted = self.granted_scopes if self.granted_scopes is not None else DEFAULT_BOT_SCOPES
+        for kind in types:
+            if kind in needed and needed[kind] not in granted:
+                raise _SlackError("missing_scope", needed=needed[kind])
+        listed = []
+        for channel, members in sorted(self.members.items()):
+            private = channel in self.private_channels
+            if (
+                user not in members
+                or ("private_channel" if private else "public_channel") not in types
+            ):
+                continue
+            if private and bot_user not in members:
+                continue  # Slack lists private channels only where the bot is a member too
+            listed.append({"id": channel, "name": channel.lower(), "is_private": private})
+        limit = max(1, min(_int_param(params, "limit", 100), MAX_CONVERSATIONS_LIMIT))
+        start = int(params.get("cursor") or 0) if str(params.get("cursor") or "0").isdigit() else 0
+        page = listed[start : start + limit]
+        more = start + limit < len(listed)
+        return {
+            "channels": page,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
     def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(_required(params, "user", error="user_not_found"))
         if user is None:
@@ -1103,6 +1259,9 @@ class FakeSlack:
     def _store_view(self, view: Any, view_id: str | None = None) -> dict[str, Any]:
         if not isinstance(view, dict) or not isinstance(view.get("type"), str):
             raise _SlackError("invalid_arguments")
+        problems = _view_problems(view)
+        if problems:
+            raise _SlackError("invalid_arguments", response_metadata={"messages": problems})
         view_id = view_id or f"V{next(self._view_ids):08d}"
         stored = {
             **copy.deepcopy(view),
@@ -1274,6 +1433,64 @@ def _blocks(raw: Any) -> list[dict[str, Any]]:
             f"total markdown block text must be at most {MAX_MARKDOWN_CHARS} characters"
         )
     return copy.deepcopy(raw)
+
+
+def _view_problems(view: Mapping[str, Any]) -> list[str]:
+    """What Slack would refuse in a view (the limits the settings modal and Home tab meet)."""
+    problems: list[str] = []
+
+    def problem(text: str, pointer: str) -> None:
+        problems.append(f"[ERROR] {text} [json-pointer:/view{pointer}]")
+
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        return ["[ERROR] missing required field: blocks [json-pointer:/view/blocks]"]
+    if len(blocks) > MAX_VIEW_BLOCKS:
+        problem(f"must contain no more than {MAX_VIEW_BLOCKS} items", "/blocks")
+    metadata = view.get("private_metadata")
+    if isinstance(metadata, str) and len(metadata) > MAX_PRIVATE_METADATA_CHARS:
+        problem(
+            f"must be less than {MAX_PRIVATE_METADATA_CHARS + 1} characters", "/private_metadata"
+        )
+    title = (view.get("title") or {}).get("text")
+    if isinstance(title, str) and len(title) > MAX_VIEW_TITLE_CHARS:
+        problem(f"must be less than {MAX_VIEW_TITLE_CHARS + 1} characters", "/title/text")
+    for index, block in enumerate(blocks):
+        element = block.get("element") if isinstance(block, dict) else None
+        if not isinstance(element, dict):
+            continue
+        at = f"/blocks/{index}/element"
+        if element.get("type") == "plain_text_input":
+            max_length = element.get("max_length", MAX_INPUT_CHARS)
+            if not isinstance(max_length, int) or not 1 <= max_length <= MAX_INPUT_CHARS:
+                problem(f"must be between 1 and {MAX_INPUT_CHARS}", f"{at}/max_length")
+            initial = element.get("initial_value")
+            if (
+                isinstance(initial, str)
+                and isinstance(max_length, int)
+                and len(initial) > max_length
+            ):
+                problem(f"must be less than {max_length + 1} characters", f"{at}/initial_value")
+        elif element.get("type") == "static_select":
+            options = element.get("options") or []
+            if len(options) > MAX_OPTIONS:
+                problem(f"must contain no more than {MAX_OPTIONS} items", f"{at}/options")
+            for number, option in enumerate(options):
+                text = (option.get("text") or {}).get("text", "")
+                if len(text) > MAX_OPTION_TEXT_CHARS:
+                    problem(
+                        f"must be less than {MAX_OPTION_TEXT_CHARS + 1} characters",
+                        f"{at}/options/{number}/text/text",
+                    )
+                if len(str(option.get("value", ""))) > MAX_OPTION_VALUE_CHARS:
+                    problem(
+                        f"must be less than {MAX_OPTION_VALUE_CHARS + 1} characters",
+                        f"{at}/options/{number}/value",
+                    )
+            initial = element.get("initial_option")
+            if initial is not None and initial not in options:
+                problem("must match one of the options", f"{at}/initial_option")
+    return problems
 
 
 def _message_content(params: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:

@@ -370,13 +370,105 @@ async def test_users_reactions_ephemerals_and_views(
     assert slack.ephemerals[0]["text"] == "only you"
 
     opened = await client.views_open(
-        trigger_id="t1", view={"type": "modal", "title": {"type": "plain_text", "text": "S"}}
+        trigger_id="t1",
+        view={"type": "modal", "title": {"type": "plain_text", "text": "S"}, "blocks": []},
     )
     view_id = opened["view"]["id"]
     updated = await client.views_update(view_id=view_id, view={"type": "modal", "blocks": []})
     assert updated["view"]["id"] == view_id
     published = await client.views_publish(user_id="UADMIN", view={"type": "home", "blocks": []})
     assert published["view"]["id"] in slack.views
+
+
+async def test_views_slack_would_refuse_are_refused(client: AsyncWebClient) -> None:
+    def modal(element: dict[str, Any]) -> dict[str, Any]:
+        block = {"type": "input", "block_id": "b", "label": {"type": "plain_text", "text": "L"}}
+        return {"type": "modal", "blocks": [{**block, "element": element}]}
+
+    option = {"text": {"type": "plain_text", "text": "a"}, "value": "a"}
+    refused = [
+        {"type": "plain_text_input", "action_id": "v", "max_length": 8000},
+        {"type": "plain_text_input", "action_id": "v", "max_length": 5, "initial_value": "toolong"},
+        {"type": "static_select", "options": [option], "initial_option": {**option, "value": "b"}},
+        {"type": "static_select", "options": [option] * 101},
+        {"type": "static_select", "options": [{**option, "value": "v" * 151}]},
+        {
+            "type": "static_select",
+            "options": [{**option, "text": {"type": "plain_text", "text": "t" * 76}}],
+        },
+    ]
+    for element in refused:
+        error = await slack_error(client.views_open(trigger_id="t", view=modal(element)))
+        assert error.response["error"] == "invalid_arguments", element
+        assert error.response["response_metadata"]["messages"][0].startswith("[ERROR]")
+    fine = {"type": "static_select", "options": [option], "initial_option": option}
+    assert (await client.views_open(trigger_id="t", view=modal(fine)))["ok"]
+
+
+async def test_response_urls_take_five_messages(slack: FakeSlack) -> None:
+    from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+    url = slack.response_url()
+    hook = AsyncWebhookClient(url)
+    for n in range(5):
+        answer = await hook.send(text=f"answer {n}", response_type="ephemeral")
+        assert (answer.status_code, answer.body) == (200, "ok")
+    assert (await hook.send(text="sixth")).status_code == 404
+    assert [r["text"] for r in slack.responses_to(url)] == [f"answer {n}" for n in range(5)]
+    assert slack.responses_to(slack.response_url()) == []
+
+
+async def test_users_conversations_lists_private_channels_only_where_the_bot_is(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.add_channel("C1", members=["U1"])
+    slack.add_channel("G1", members=["U1"], private=True)
+    slack.add_channel("G2", members=["U1"], private=True, bot=False)
+    slack.add_channel("C2", members=["U2"])
+    listed = await client.users_conversations(user="U1", types="public_channel,private_channel")
+    assert [c["id"] for c in listed["channels"]] == ["C1", "G1"]
+    page = await client.users_conversations(
+        user="U1", types="public_channel,private_channel", limit=1
+    )
+    assert [c["id"] for c in page["channels"]] == ["C1"]
+    cursor = page["response_metadata"]["next_cursor"]
+    rest = await client.users_conversations(
+        user="U1", types="public_channel,private_channel", limit=1, cursor=cursor
+    )
+    assert [c["id"] for c in rest["channels"]] == ["G1"]
+    assert slack.granted_scopes is not None
+    slack.granted_scopes.remove("groups:read")
+    error = await slack_error(client.users_conversations(user="U1", types="private_channel"))
+    assert error.response["error"] == "missing_scope"
+
+
+async def test_files_are_served_with_the_token_and_a_sign_in_page_without(
+    slack: FakeSlack,
+) -> None:
+    import aiohttp
+
+    file = slack.add_file("a.txt", b"hello", "text/plain", "text")
+    async with aiohttp.ClientSession() as http:
+        for url in (file["url_private"], file["url_private_download"]):
+            headers = {"Authorization": f"Bearer {slack.bot_token}"}
+            async with http.get(url, headers=headers) as response:
+                assert (response.status, await response.read()) == (200, b"hello")
+        async with http.get(file["url_private"]) as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            assert "Sign in" in await response.text()
+    assert len(slack.file_requests) == 3
+
+
+async def test_slow_next_delays_one_answer(slack: FakeSlack, client: AsyncWebClient) -> None:
+    slack.slow_next("api.test", 0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await client.api_test()
+    assert loop.time() - started >= 0.3
+    started = loop.time()
+    await client.api_test()
+    assert loop.time() - started < 0.3
 
 
 async def test_wait_for_wakes_on_calls_and_times_out(

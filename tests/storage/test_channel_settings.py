@@ -241,3 +241,25 @@ async def test_list_channel_settings_returns_one_workspace_ordered_by_channel(
     assert listed[1] == await store.get_channel_settings(team_id="T1", channel_id="C1")
     assert [record.model for record in await store.list_channel_settings(team_id="T2")] == ["T2/C1"]
     assert await store.list_channel_settings(team_id="T3") == []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"daily_token_budget": 3_000_000_000},
+        {"user_hourly_requests": 10**30},
+        {"instructions": "Be kind.\x00"},
+        {"instructions": "Be kind.\ud800"},
+    ],
+)
+async def test_a_value_no_column_holds_is_refused_the_same_on_every_engine(
+    store: Store, values: dict[str, object]
+) -> None:
+    # PostgreSQL's integer is 32 bits and refuses NUL in text; SQLite would store the first
+    # and third and overflow on 10**30. Both refuse all four up front, with the same error.
+    await store.update_channel_settings(**KEYS, values={"temperature": 0.5}, updated_by="U1")
+    with pytest.raises(ValueError, match=r"must be within|NUL character or a lone surrogate"):
+        await store.update_channel_settings(**KEYS, values=values, updated_by="U1")
+    saved = await store.get_channel_settings(**KEYS)
+    assert saved is not None
+    assert saved.overrides() == {"temperature": 0.5}

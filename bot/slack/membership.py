@@ -1,0 +1,117 @@
+"""Which channels a person is in, so settings of a private channel are shown only to members.
+
+Asked with ``users.conversations`` (the bot token, ``user=…``): Slack lists the person's public
+channels, and their private channels only where the bot is a member too. A channel outside
+that list is treated as one the person may not see: the check fails closed. A lookup reads at
+most ``max_pages`` pages (a person in more channels sees the first ones; the rest are hidden,
+never leaked), answers are cached per person for ``ttl`` seconds (the Home tab is opened
+often), concurrent lookups for one person share one request, and at most ``max_cached``
+people are remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+
+__all__ = ["MEMBERSHIP_SCOPES", "ChannelMembership"]
+
+logger = logging.getLogger(__name__)
+
+MEMBERSHIP_SCOPES = ("channels:read", "groups:read")
+"""What ``users.conversations`` needs for public and private channels."""
+
+_PAGE_SIZE = 200  # Slack recommends no more than 200 per page
+
+
+class ChannelMembership:
+    def __init__(
+        self,
+        *,
+        workspaces: WorkspaceClients,
+        ttl: float = 300.0,
+        max_pages: int = 5,
+        max_cached: int = 1_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._workspaces = workspaces
+        self._ttl = ttl
+        self._max_pages = max_pages
+        self._max_cached = max_cached
+        self._clock = clock
+        self._cache: OrderedDict[tuple[str, str], tuple[float, frozenset[str]]] = OrderedDict()
+        self._in_flight: dict[tuple[str, str], asyncio.Future[frozenset[str] | None]] = {}
+
+    async def channels_of(self, user_id: str, *, team_id: str) -> frozenset[str] | None:
+        """The channel ids ``user_id`` is a member of, or ``None`` when Slack would not say
+        (a missing scope, an error): then no channel counts as visible."""
+        key = (team_id, user_id)
+        cached = self._cache.get(key)
+        if cached is not None and self._clock() - cached[0] < self._ttl:
+            self._cache.move_to_end(key)
+            return cached[1]
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[frozenset[str] | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            channels = await self._fetch(user_id, team_id)
+        except asyncio.CancelledError:
+            future.cancel()  # the waiters must not hang
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: waiters get it too, none is not an error
+            raise
+        else:
+            future.set_result(channels)
+        finally:
+            del self._in_flight[key]
+        if channels is not None:
+            self._remember(key, channels)
+        return channels
+
+    async def is_member(self, user_id: str, channel_id: str, *, team_id: str) -> bool:
+        channels = await self.channels_of(user_id, team_id=team_id)
+        return channels is not None and channel_id in channels
+
+    def _remember(self, key: tuple[str, str], channels: frozenset[str]) -> None:
+        self._cache[key] = (self._clock(), channels)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._max_cached:
+            self._cache.popitem(last=False)
+
+    async def _fetch(self, user_id: str, team_id: str) -> frozenset[str] | None:
+        found: set[str] = set()
+        cursor: str | None = None
+        try:
+            client = await self._workspaces.client(team_id)
+            for _ in range(self._max_pages):
+                response = await client.users_conversations(
+                    user=user_id,
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=_PAGE_SIZE,
+                    cursor=cursor,
+                )
+                for channel in response.get("channels") or []:
+                    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
+                        found.add(channel["id"])
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if cursor is None:
+                    break
+        except (SlackApiError, SlackClientError, WorkspaceNotInstalled) as exc:
+            reason = (
+                exc.response.get("error") if isinstance(exc, SlackApiError) else None
+            ) or type(exc).__name__
+            logger.warning("users.conversations failed: %s", reason)
+            return None
+        return frozenset(found)
