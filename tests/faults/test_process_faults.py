@@ -392,7 +392,13 @@ async def test_sigkill_never_leaves_the_database_inconsistent(
 
 
 def _waiting(db: Path) -> list[sqlite3.Row]:
-    return _rows(db, "SELECT * FROM accepted_messages ORDER BY ts")
+    """Messages accepted and not yet turned into turns (none where nothing keeps them)."""
+    try:
+        return _rows(db, "SELECT * FROM accepted_messages ORDER BY ts")
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []
 
 
 async def _hold_a_thread_with_two_messages_waiting(
@@ -509,8 +515,8 @@ def _seed_pending_turns(db: Path, count: int) -> list[str]:
             connection.execute(
                 "INSERT INTO turns (thread_id, team_id, channel_id, user_id, user_ts, status, "
                 "model, input_tokens, cached_tokens, output_tokens, reasoning_tokens, "
-                "reserved_tokens, created_at, started_at) VALUES "
-                "(?, 'T1', 'C9', 'U1', ?, 'pending', 'test-model', 0, 0, 0, 0, 0, ?, ?)",
+                "created_at, started_at) VALUES "
+                "(?, 'T1', 'C9', 'U1', ?, 'pending', 'test-model', 0, 0, 0, 0, ?, ?)",
                 (thread_id, ts, now, now),
             )
     return threads
@@ -532,6 +538,8 @@ async def test_start_up_listens_first_and_reports_500_interrupted_turns_in_the_b
             fake_slack.fail_next("chat.postMessage", status=429, retry_after=3, times=8)
 
             busy_start = await restarted.start(http, path="/healthz")
+            # Listening did not wait for the notes.
+            assert busy_start - quiet_start < 2.0, (quiet_start, busy_start)
             asked = time.monotonic()
             ts, status = await restarted.mention(http, "are you there?", "EvNew1", channel="C1")
             assert status == 200
@@ -544,8 +552,7 @@ async def test_start_up_listens_first_and_reports_500_interrupted_turns_in_the_b
         finally:
             await baseline.ensure_stopped()
             await restarted.ensure_stopped()
-    # Listening did not wait for the notes, and neither did the new question.
-    assert busy_start - quiet_start < 2.0, (quiet_start, busy_start)
+    # Neither did the new question.
     assert answered_after < 2.0
     assert notes_when_answered < 500
     # Every interrupted turn was closed and its own thread told, once.
