@@ -2,9 +2,10 @@
 
 Pure logic over small interfaces (a model client, a reply sink, thread history, the store): no
 Slack SDK, no httpx. The Slack adapter turns events into ``IncomingMessage``; this module
-decides whether to answer, keeps turns of one thread in order, claims the event exactly once,
-calls the model with the thread's ``previous_response_id`` and advances the chain only when the
-answer was delivered.
+accepts each message once (claimed and stored before Slack gets its acknowledgement, so
+nothing accepted is lost), answers a thread's messages one at a time in the order they were
+written, admits each turn under the limits in one atomic step, calls the model with the
+thread's ``previous_response_id`` and advances the chain only when the answer was delivered.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ class MessageIntake(Protocol):
         model: str,
         limits: TurnLimits,
         queued_id: int | None = None,
-    ) -> TurnStart | LimitReached: ...
+    ) -> TurnStart | LimitReached | None: ...
 
 
 class ConversationStore(Protocol):
@@ -499,10 +500,14 @@ class ConversationService:
             limits=_limits(message, settings),
             queued_id=queued_id,
         )
+        if admission is None:
+            # Another process took this message meanwhile (it thought this one gone) and
+            # answers it: never two turns for one message.
+            return TurnOutcome.DUPLICATE
         if isinstance(admission, LimitReached):
             # Budgets and limits: the user is told which, when they can ask again and who can
             # raise it; no model call is made. Forgotten only once told.
-            notice = limit_notice(admission)
+            notice = _limit_notice(admission)
             await _tell(self._sinks.open(message), notice, "", {"channel": message.channel_id})
             await self._intake.forget(queued_id=queued_id)
             return TurnOutcome.OVER_BUDGET
@@ -810,7 +815,7 @@ def _limits(message: IncomingMessage, settings: EffectiveSettings) -> TurnLimits
     )
 
 
-def limit_notice(limit: LimitReached) -> str:
+def _limit_notice(limit: LimitReached) -> str:
     """What the person is told when a budget or limit stops their question."""
     if limit.kind == "user_hourly_requests":
         questions = "question" if limit.used == 1 else "questions"

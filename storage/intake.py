@@ -284,15 +284,27 @@ class Intake:
         model: str,
         limits: TurnLimits,
         queued_id: int | None = None,
-    ) -> TurnStart | LimitReached:
+    ) -> TurnStart | LimitReached | None:
         """Record a pending turn if it fits ``limits``, else say which limit it hit.
 
         Admitted: the turn holds its token reservation and the accepted message
         ``queued_id`` is deleted, in the same transaction. Refused: nothing changes (the
-        caller tells the person, then forgets the message).
+        caller tells the person, then forgets the message). ``None``: the message
+        ``queued_id`` is no longer waiting (another process took it and started its turn), so
+        no turn is recorded: a message never gets two.
         """
         now = utcnow()
         async with self._store.writing() as session:
+            if queued_id is not None:
+                # Locked (PostgreSQL: FOR UPDATE; SQLite: the write lock) so that of two
+                # processes admitting the same message, the second finds it gone.
+                waiting = await session.scalar(
+                    select(AcceptedMessage.id)
+                    .where(AcceptedMessage.id == queued_id)
+                    .with_for_update()
+                )
+                if waiting is None:
+                    return None
             await _serialise(session, team_id, channel_id, user_id, limits)
             refusal = await _check(session, team_id, channel_id, user_id, limits, now)
             if refusal is not None:

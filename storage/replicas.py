@@ -6,6 +6,10 @@ process (or its connection), so "is the lock free?" answers "is that process gon
 with no heartbeat to wait out. ``storage.intake`` adopts accepted messages only from owners
 that are gone.
 
+If the presence connection itself is lost (the database restarted), a replica starting in that
+window may take this one's waiting messages; each message still gets one turn at most (the
+turn is recorded only by the transaction that deletes the waiting message).
+
 SQLite is one process by design (see ``storage.thread_locks``): every other id belongs to an
 earlier run of this process, so every other id is gone.
 """
