@@ -2,9 +2,10 @@
 
 Pure logic over small interfaces (a model client, a reply sink, thread history, the store): no
 Slack SDK, no httpx. The Slack adapter turns events into ``IncomingMessage``; this module
-decides whether to answer, keeps turns of one thread in order, claims the event exactly once,
-calls the model with the thread's ``previous_response_id`` and advances the chain only when the
-answer was delivered.
+accepts each message once (claimed and stored before Slack gets its acknowledgement, so
+nothing accepted is lost), answers a thread's messages one at a time in the order they were
+written, admits each turn under the limits in one atomic step, calls the model with the
+thread's ``previous_response_id`` and advances the chain only when the answer was delivered.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.channel_config import EffectiveSettings
-from bot.errors import ChainNotFoundError, DeliveryError, ModelError, ResponseIncompleteError
+from bot.errors import (
+    ChainNotFoundError,
+    ContextError,
+    DeliveryError,
+    ModelError,
+    ResponseIncompleteError,
+)
 from bot.model.types import (
     Completed,
     ModelEvent,
@@ -31,9 +38,11 @@ from bot.model.types import (
     ResponseRequest,
     TextDelta,
 )
+from bot.text_safety import scrub
 from bot.thread_locks import KeyedLocks
-from bot.user_messages import INTERNAL_ERROR, user_message
+from bot.user_messages import INTERNAL_ERROR, context_message, user_message
 from storage.errors import STORAGE_ERRORS
+from storage.intake import Acceptance, AcceptResult, LimitReached, QueuedMessage, TurnLimits
 from storage.repositories import ThreadRecord, TokenUsage, TurnStart
 from storage.thread_locks import ThreadLockTimeout
 
@@ -41,10 +50,12 @@ __all__ = [
     "ContextSource",
     "ConversationService",
     "IncomingMessage",
+    "MessageIntake",
     "ModelClient",
     "ReplySink",
     "ReplySinks",
     "SettingsSource",
+    "Ticket",
     "TurnInput",
     "TurnOutcome",
     "TurnStopped",
@@ -65,6 +76,9 @@ SHUTDOWN_NOTE = (
     "Please send your message again in a minute."
 )
 STOPPED_NOTE = "_(Stopped. The answer above is incomplete.)_"
+# What a turn is assumed to write when no max_output_tokens is set: a token reservation must
+# assume something (see storage.intake).
+OUTPUT_RESERVE_TOKENS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,18 @@ class TurnOutcome(enum.StrEnum):
     OVER_BUDGET = "over_budget"
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What ``ConversationService.accept`` decided for a message: it waits for its turn
+    (``queued_id``, stored), or it is settled already (``outcome``)."""
+
+    message: IncomingMessage
+    queued_id: int | None = None
+    outcome: TurnOutcome | None = None
+    storage_failed: bool = False
+    """The database refused the message: the thread is told so when it is answered."""
+
+
 class ModelClient(Protocol):
     def stream(self, request: ResponseRequest) -> AsyncGenerator[ModelEvent, None]: ...
 
@@ -160,14 +186,32 @@ class ThreadLockProvider(Protocol):
     ) -> AbstractAsyncContextManager[None]: ...
 
 
-class ConversationStore(Protocol):
-    async def claim_event(self, *, keys: Sequence[str]) -> bool: ...
+class MessageIntake(Protocol):
+    """Accepted messages until they become turns, and the admission of turns under the
+    limits (``storage.intake``)."""
 
-    async def find_thread(
-        self, *, team_id: str, channel_id: str, thread_ts: str
-    ) -> ThreadRecord | None: ...
+    async def accept(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        thread_ts: str,
+        ts: str,
+        user_id: str,
+        event_id: str | None,
+        claim_keys: Sequence[str],
+        payload: Mapping[str, Any],
+        owner: str,
+        needs_thread: bool,
+    ) -> AcceptResult: ...
 
-    async def start_turn(
+    async def next_in_thread(
+        self, *, owner: str, team_id: str, channel_id: str, thread_ts: str
+    ) -> QueuedMessage | None: ...
+
+    async def forget(self, *, queued_id: int) -> None: ...
+
+    async def admit_turn(
         self,
         *,
         team_id: str,
@@ -177,7 +221,15 @@ class ConversationStore(Protocol):
         user_ts: str,
         event_id: str | None,
         model: str,
-    ) -> TurnStart: ...
+        limits: TurnLimits,
+        queued_id: int | None = None,
+    ) -> TurnStart | LimitReached | None: ...
+
+
+class ConversationStore(Protocol):
+    async def find_thread(
+        self, *, team_id: str, channel_id: str, thread_ts: str
+    ) -> ThreadRecord | None: ...
 
     async def complete_turn(
         self,
@@ -201,12 +253,6 @@ class ConversationStore(Protocol):
     ) -> object: ...
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
-
-    async def tokens_used_since(
-        self, *, team_id: str, channel_id: str | None, since: datetime
-    ) -> int: ...
-
-    async def turns_by_user_since(self, *, team_id: str, user_id: str, since: datetime) -> int: ...
 
 
 class _Attempt:
@@ -258,6 +304,7 @@ class ConversationService:
         self,
         *,
         store: ConversationStore,
+        intake: MessageIntake,
         model: ModelClient,
         sinks: ReplySinks,
         context: ContextSource,
@@ -266,8 +313,15 @@ class ConversationService:
         thread_locks: ThreadLockProvider | None = None,
         identity_salt: str = "",
         log_message_content: bool = False,
+        replica_id: str = "local",
     ) -> None:
         self._store = store
+        self._intake = intake
+        # The process answering the messages it accepts (see storage.replicas).
+        self._owner = replica_id
+        # Outcomes of messages answered by another message's task (see _answer_in_order),
+        # until their own task collects them.
+        self._outcomes: dict[int, TurnOutcome] = {}
         self._model = model
         self._sinks = sinks
         self._context = context
@@ -280,133 +334,162 @@ class ConversationService:
 
     async def handle(self, message: IncomingMessage) -> TurnOutcome:
         """Answer ``message`` if it is addressed to the bot; at most once per message."""
-        addressed = message.mentions_bot or message.is_direct
+        return await self.answer(await self.accept(message))
+
+    async def accept(self, message: IncomingMessage) -> Ticket:
+        """Decide whether ``message`` may become a turn and, if so, store it (with its event
+        claim) so that nothing accepted is lost: call this before Slack gets its answer. Fast:
+        no lock is waited for and nothing is sent to Slack."""
+        addressed = _addressed(message)
         if not addressed and message.starts_thread:
-            return TurnOutcome.IGNORED  # a top-level channel message not for the bot
+            return Ticket(message, outcome=TurnOutcome.IGNORED)  # a channel message not for us
         if not addressed and message.mentions_others:
-            return TurnOutcome.IGNORED  # people in the thread talking to each other
+            return Ticket(message, outcome=TurnOutcome.IGNORED)  # people talking to each other
         try:
-            return await self._handle_in_order(message, addressed)
-        except STORAGE_ERRORS as exc:
-            # The database refused (read-only or full disk, locked past the busy timeout,
-            # gone): say so rather than lose the message silently, Slack will not resend it.
-            # The driver's own words ("attempt to write a readonly database", "disk I/O
-            # error"), not SQLAlchemy's text, which quotes the statement and its parameters.
-            reason = str(getattr(exc, "orig", None) or exc)[:200]
-            logger.error(
-                "database unavailable; could not take the message: %s: %s",
-                type(exc).__name__,
-                reason,
-                extra={"channel": message.channel_id, "thread_ts": message.thread_ts},
+            result = await self._intake.accept(
+                team_id=message.team_id,
+                channel_id=message.channel_id,
+                thread_ts=message.thread_ts,
+                ts=message.ts,
+                user_id=message.user_id,
+                event_id=message.event_id,
+                claim_keys=message.claim_keys,
+                payload=_payload(message),
+                owner=self._owner,
+                needs_thread=not addressed,
             )
+        except STORAGE_ERRORS as exc:
+            _log_storage_error(exc, message)
             # Without the database we cannot tell whether the bot is part of a thread: only a
             # message addressed to it gets the notice (others may be people talking).
-            if addressed:
+            return Ticket(message, outcome=TurnOutcome.FAILED, storage_failed=addressed)
+        if result.status is Acceptance.DUPLICATE:
+            logger.info(
+                "duplicate delivery ignored",
+                extra={"event_id": message.event_id, "channel": message.channel_id},
+            )
+            return Ticket(message, outcome=TurnOutcome.DUPLICATE)
+        if result.status is Acceptance.NOT_IN_THREAD:
+            return Ticket(message, outcome=TurnOutcome.IGNORED)  # a thread we are not part of
+        return Ticket(message, queued_id=result.queued_id)
+
+    async def answer(self, ticket: Ticket) -> TurnOutcome:
+        """Answer an accepted message in its thread's order (waits for the turns before it)."""
+        if ticket.outcome is not None:
+            if ticket.storage_failed:
+                # Slack has its 200 and will not resend: say so rather than lose it silently.
+                await _tell(self._sinks.open(ticket.message), STORAGE_NOTE, "", {})
+            return ticket.outcome
+        assert ticket.queued_id is not None
+        message = ticket.message
+        try:
+            return await self._answer_in_order(
+                team_id=message.team_id,
+                channel_id=message.channel_id,
+                thread_ts=message.thread_ts,
+                own=(message.ts, ticket.queued_id),
+            )
+        except STORAGE_ERRORS as exc:
+            _log_storage_error(exc, message)
+            if _addressed(message):
                 await _tell(self._sinks.open(message), STORAGE_NOTE, "", {})
             return TurnOutcome.FAILED
 
-    async def _handle_in_order(self, message: IncomingMessage, addressed: bool) -> TurnOutcome:
-        key = (message.team_id, message.channel_id, message.thread_ts)
-        # The lock comes first so turns of one thread run in arrival order (see KeyedLocks);
-        # then, with several replicas, the thread's lock in the database.
-        async with self._locks.hold(key):
+    async def resume(self, queued: QueuedMessage) -> TurnOutcome:
+        """Answer a message accepted by a process that is gone (adopted at start-up)."""
+        return await self.answer(Ticket(_message(queued), queued_id=queued.id))
+
+    async def _answer_in_order(
+        self, *, team_id: str, channel_id: str, thread_ts: str, own: tuple[str, int]
+    ) -> TurnOutcome:
+        """Take the thread and answer its waiting messages oldest first (by Slack ts), up to
+        and including our own ``own`` = (ts, id): so a thread's messages are answered in the
+        order they were written, whichever task or process got them, and a message adopted
+        after a restart comes before the newer ones. Returns our own message's outcome."""
+        own_ts, own_id = own
+        # The process lock first, so this process's tasks for a thread take turns; then, per
+        # message, the thread's lock in the database (several replicas).
+        async with self._locks.hold((team_id, channel_id, thread_ts)):
+            while True:
+                if own_id in self._outcomes:  # answered by a task before us
+                    return self._outcomes.pop(own_id)
+                queued = await self._intake.next_in_thread(
+                    owner=self._owner, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
+                )
+                if queued is None or (queued.ts, queued.id) > (own_ts, own_id):
+                    # Ours is gone without an outcome here: another process adopted it.
+                    return TurnOutcome.IGNORED
+                outcome = await self._answer_queued(queued)
+                if queued.id == own_id:
+                    return outcome
+                self._outcomes[queued.id] = outcome
+
+    async def _answer_queued(self, queued: QueuedMessage) -> TurnOutcome:
+        message = _message(queued)
+        addressed = _addressed(message)
+        extra = {"channel": message.channel_id, "thread_ts": message.thread_ts}
+        try:
             if self._thread_locks is None:
-                return await self._handle_locked(message, addressed)
+                return await self._handle_locked(message, addressed, queued.id)
             try:
                 async with self._thread_locks.hold(
                     team_id=message.team_id,
                     channel_id=message.channel_id,
                     thread_ts=message.thread_ts,
                 ):
-                    return await self._handle_locked(message, addressed)
+                    return await self._handle_locked(message, addressed, queued.id)
             except ThreadLockTimeout:
                 logger.error(
-                    "thread stayed locked by another replica; message not answered",
-                    extra={"channel": message.channel_id, "thread_ts": message.thread_ts},
+                    "thread stayed locked by another replica; message not answered", extra=extra
                 )
                 await _tell(self._sinks.open(message), BUSY_NOTE, "", {})
+                await self._intake.forget(queued_id=queued.id)
                 return TurnOutcome.FAILED
+        except STORAGE_ERRORS as exc:
+            # The database refused (read-only or full disk, locked past the busy timeout,
+            # gone): say so rather than lose the message silently.
+            _log_storage_error(exc, message)
+            if addressed:
+                await _tell(self._sinks.open(message), STORAGE_NOTE, "", {})
+            await self._forget_quietly(queued.id)
+            return TurnOutcome.FAILED
+        except Exception:
+            # A bug of ours: one message must not take its thread down with it.
+            logger.exception("message could not be handled", extra=extra)
+            if addressed:
+                await _tell(self._sinks.open(message), INTERNAL_ERROR, "", {})
+            await self._forget_quietly(queued.id)
+            return TurnOutcome.FAILED
 
-    async def _handle_locked(self, message: IncomingMessage, addressed: bool) -> TurnOutcome:
+    async def _forget_quietly(self, queued_id: int) -> None:
+        try:
+            await self._intake.forget(queued_id=queued_id)
+        except STORAGE_ERRORS:
+            # It stays stored; the next start answers it (after the note it got now).
+            logger.warning("could not forget a handled message", extra={"queued_id": queued_id})
+
+    async def _handle_locked(
+        self, message: IncomingMessage, addressed: bool, queued_id: int
+    ) -> TurnOutcome:
         # Read inside the lock: a change made while this turn waited applies to it.
         settings = await self._settings.effective(
             team_id=message.team_id, channel_id=message.channel_id
         )
-        if settings.enabled is False:
-            return TurnOutcome.IGNORED  # an admin switched the bot off in this channel
-        if not addressed and settings.require_mention:
-            return TurnOutcome.IGNORED  # follow-ups need a mention in this channel
-        if not addressed:
+        ignored = (
+            settings.enabled is False  # an admin switched the bot off in this channel
+            or (not addressed and bool(settings.require_mention))  # follow-ups need a mention
+        )
+        if not ignored and not addressed:
             thread = await self._store.find_thread(
                 team_id=message.team_id,
                 channel_id=message.channel_id,
                 thread_ts=message.thread_ts,
             )
-            if thread is None:
-                return TurnOutcome.IGNORED  # a thread the bot is not part of
-        if not await self._store.claim_event(keys=message.claim_keys):
-            logger.info(
-                "duplicate delivery ignored",
-                extra={"event_id": message.event_id, "channel": message.channel_id},
-            )
-            return TurnOutcome.DUPLICATE
-        if await self._over_budget(message, settings):
-            return TurnOutcome.OVER_BUDGET
-        return await self._run_turn(message, settings)
-
-    async def _over_budget(self, message: IncomingMessage, settings: EffectiveSettings) -> bool:
-        """Budgets and limits: when one is reached the user is told which, when it resets and
-        who can raise it, and no model call is made."""
-        notice = await self._limit_reached(message, settings)
-        if notice is None:
-            return False
-        await _tell(self._sinks.open(message), notice, "", {"channel": message.channel_id})
-        return True
-
-    async def _limit_reached(
-        self, message: IncomingMessage, settings: EffectiveSettings
-    ) -> str | None:
-        now = datetime.now(UTC)
-        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        budget = settings.daily_token_budget or 0
-        if budget > 0:
-            used = await self._store.tokens_used_since(
-                team_id=message.team_id, channel_id=message.channel_id, since=today
-            )
-            if used >= budget:
-                return (
-                    f":no_entry: This channel has used its daily budget of {budget:,} tokens "
-                    f"({used:,} used today). It resets at 00:00 UTC; an admin can raise it "
-                    "with the settings command (`daily_token_budget`)."
-                )
-        workspace_budget = settings.workspace_daily_token_budget or 0
-        if workspace_budget > 0:
-            used = await self._store.tokens_used_since(
-                team_id=message.team_id, channel_id=None, since=today
-            )
-            if used >= workspace_budget:
-                return (
-                    f":no_entry: This workspace has used its daily budget of "
-                    f"{workspace_budget:,} tokens ({used:,} used today). It resets at 00:00 UTC; "
-                    "an admin can raise it (`set default workspace_daily_token_budget`)."
-                )
-        per_hour = settings.user_hourly_requests or 0
-        if per_hour > 0:
-            asked = await self._store.turns_by_user_since(
-                team_id=message.team_id, user_id=message.user_id, since=now - timedelta(hours=1)
-            )
-            if asked >= per_hour:
-                return (
-                    f":hourglass: You have asked {asked} questions in the last hour; the limit "
-                    f"is {per_hour}. Please try again a little later; an admin can raise it "
-                    "(`user_hourly_requests`)."
-                )
-        return None
-
-    async def _run_turn(self, message: IncomingMessage, settings: EffectiveSettings) -> TurnOutcome:
-        started = time.monotonic()
-        turn_started_at = datetime.now(UTC)
-        turn = await self._store.start_turn(
+            ignored = thread is None  # a thread the bot is not part of
+        if ignored:
+            await self._intake.forget(queued_id=queued_id)
+            return TurnOutcome.IGNORED
+        admission = await self._intake.admit_turn(
             team_id=message.team_id,
             channel_id=message.channel_id,
             thread_ts=message.thread_ts,
@@ -414,7 +497,27 @@ class ConversationService:
             user_ts=message.ts,
             event_id=message.event_id,
             model=settings.model,
+            limits=_limits(message, settings),
+            queued_id=queued_id,
         )
+        if admission is None:
+            # Another process took this message meanwhile (it thought this one gone) and
+            # answers it: never two turns for one message.
+            return TurnOutcome.DUPLICATE
+        if isinstance(admission, LimitReached):
+            # Budgets and limits: the user is told which, when they can ask again and who can
+            # raise it; no model call is made. Forgotten only once told.
+            notice = _limit_notice(admission)
+            await _tell(self._sinks.open(message), notice, "", {"channel": message.channel_id})
+            await self._intake.forget(queued_id=queued_id)
+            return TurnOutcome.OVER_BUDGET
+        return await self._run_turn(message, settings, admission)
+
+    async def _run_turn(
+        self, message: IncomingMessage, settings: EffectiveSettings, turn: TurnStart
+    ) -> TurnOutcome:
+        started = time.monotonic()
+        turn_started_at = datetime.now(UTC)
         log_extra = {
             "turn_id": turn.turn_id,
             "team": message.team_id,
@@ -429,18 +532,12 @@ class ConversationService:
             # The indicator is a courtesy: the answer can still be delivered.
             logger.warning("could not show the working indicator: %s", exc.code, extra=log_extra)
 
-        current = await self._context.current(message)
-        items = list(current.items)
-        if turn.previous_response_id is None and message.ts != message.thread_ts:
-            # Joining a thread mid-way (or one whose earlier turns all failed): the model
-            # gets what was said before, each message attributed to its author.
-            items = (await self._context.earlier(message)).items + items
-        prefix = "".join(f"_{notice}_\n" for notice in current.notices)
-        prefix = prefix + "\n" if prefix else ""
-        request = self._request(settings, items, turn.previous_response_id, message)
-        attempt = _Attempt(sink, prefix)
+        attempt = _Attempt(sink)
         try:
             try:
+                # Inside the try: a failure while building the input closes the turn too.
+                current, prefix, request = await self._first_request(message, settings, turn)
+                attempt = _Attempt(sink, prefix)
                 result = await attempt.run(self._model, request)
             except ModelError as exc:
                 if (
@@ -466,6 +563,13 @@ class ConversationService:
             )
             await _tell(sink, SHUTDOWN_NOTE, attempt.partial_text, log_extra)
             raise
+        except ContextError as exc:
+            # Slack would not give what the model needs (the thread, a file), or the
+            # workspace is gone: the turn ends with a note that says so, never pending.
+            logger.warning("could not build the model input: %s", exc.code, extra=log_extra)
+            await self._store.fail_turn(turn_id=turn.turn_id, status="failed", error_code=exc.code)
+            await _tell(sink, context_message(exc), attempt.partial_text, log_extra)
+            return TurnOutcome.FAILED
         except TurnStopped:
             # The user stopped the answer: the partial text stays, the chain does not advance.
             logger.info("the user stopped the answer", extra=log_extra)
@@ -554,6 +658,20 @@ class ConversationService:
         await _tell(sink, user_message(exc), partial, log_extra)
         return TurnOutcome.INCOMPLETE if incomplete else TurnOutcome.FAILED
 
+    async def _first_request(
+        self, message: IncomingMessage, settings: EffectiveSettings, turn: TurnStart
+    ) -> tuple[TurnInput, str, ResponseRequest]:
+        """The turn's input (and the notices shown before the answer) and its request."""
+        current = await self._context.current(message)
+        items = list(current.items)
+        if turn.previous_response_id is None and message.ts != message.thread_ts:
+            # Joining a thread mid-way (or one whose earlier turns all failed): the model
+            # gets what was said before, each message attributed to its author.
+            items = (await self._context.earlier(message)).items + items
+        prefix = "".join(f"_{notice}_\n" for notice in current.notices)
+        prefix = prefix + "\n" if prefix else ""
+        return current, prefix, self._request(settings, items, turn.previous_response_id, message)
+
     def _request(
         self,
         settings: EffectiveSettings,
@@ -563,7 +681,8 @@ class ConversationService:
     ) -> ResponseRequest:
         return _build_request(
             settings,
-            items,
+            # Text from any source (history, file names) that no encoder takes is replaced.
+            scrub(items),
             previous_response_id,
             message,
             safety_identifier=_safety_identifier(self._identity_salt, message),
@@ -637,3 +756,91 @@ def _token_usage(result: ModelResult) -> TokenUsage:
         output_tokens=u.output_tokens,
         reasoning_tokens=u.reasoning_tokens,
     )
+
+
+def _addressed(message: IncomingMessage) -> bool:
+    return message.mentions_bot or message.is_direct
+
+
+def _log_storage_error(exc: BaseException, message: IncomingMessage) -> None:
+    # The driver's own words ("attempt to write a readonly database", "disk I/O error"), not
+    # SQLAlchemy's text, which quotes the statement and its parameters.
+    reason = str(getattr(exc, "orig", None) or exc)[:200]
+    logger.error(
+        "database unavailable; could not take the message: %s: %s",
+        type(exc).__name__,
+        reason,
+        extra={"channel": message.channel_id, "thread_ts": message.thread_ts},
+    )
+
+
+_MESSAGE_FIELDS = tuple(field.name for field in fields(IncomingMessage))
+_STORED_APART = ("team_id", "channel_id", "thread_ts", "ts", "user_id", "event_id")
+
+
+def _payload(message: IncomingMessage) -> dict[str, Any]:
+    """What an accepted message keeps besides its keys (see storage.intake)."""
+    data = {name: getattr(message, name) for name in _MESSAGE_FIELDS if name not in _STORED_APART}
+    data["files"] = [dict(file) for file in message.files]
+    return data
+
+
+def _message(queued: QueuedMessage) -> IncomingMessage:
+    data = {name: value for name, value in queued.payload.items() if name in _MESSAGE_FIELDS}
+    data["files"] = tuple(f for f in data.get("files") or () if isinstance(f, dict))
+    return IncomingMessage(
+        **data,
+        team_id=queued.team_id,
+        channel_id=queued.channel_id,
+        thread_ts=queued.thread_ts,
+        ts=queued.ts,
+        user_id=queued.user_id,
+        event_id=queued.event_id,
+    )
+
+
+def _limits(message: IncomingMessage, settings: EffectiveSettings) -> TurnLimits:
+    # The reservation for the new message and its answer (the thread's size so far is added
+    # in storage): about 4 characters per token, a page per file, the output cap.
+    estimate = (
+        (len(message.text) + len(settings.instructions or "")) // 4
+        + 1_000 * len(message.files)
+        + (settings.max_output_tokens or OUTPUT_RESERVE_TOKENS)
+    )
+    return TurnLimits(
+        user_hourly_requests=settings.user_hourly_requests or 0,
+        channel_daily_tokens=settings.daily_token_budget or 0,
+        workspace_daily_tokens=settings.workspace_daily_token_budget or 0,
+        reserve_tokens=estimate,
+    )
+
+
+def _limit_notice(limit: LimitReached) -> str:
+    """What the person is told when a budget or limit stops their question."""
+    if limit.kind == "user_hourly_requests":
+        questions = "question" if limit.used == 1 else "questions"
+        return (
+            f":hourglass: You have asked {limit.used} {questions} in the last hour; the limit "
+            f"is {limit.limit}. You can ask again after {_clock(limit.again_at)} UTC; an admin "
+            "can raise the limit (`user_hourly_requests`)."
+        )
+    held = f", {limit.held:,} held by answers in progress" if limit.held else ""
+    if limit.kind == "daily_token_budget":
+        return (
+            f":no_entry: This channel has used its daily budget of {limit.limit:,} tokens "
+            f"({limit.used:,} used today{held}). It resets at 00:00 UTC; an admin can raise it "
+            "with the settings command (`daily_token_budget`)."
+        )
+    return (
+        f":no_entry: This workspace has used its daily budget of {limit.limit:,} tokens "
+        f"({limit.used:,} used today{held}). It resets at 00:00 UTC; an admin can raise it "
+        "(`set default workspace_daily_token_budget`)."
+    )
+
+
+def _clock(moment: datetime) -> str:
+    """HH:MM in UTC, rounded up to the minute (at that minute the person may ask)."""
+    moment = moment.astimezone(UTC)
+    if moment.second or moment.microsecond:
+        moment = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return f"{moment:%H:%M}"

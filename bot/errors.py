@@ -18,7 +18,9 @@
     │       ├── ResponseFailedError    ``error`` event / ``response.failed``
     │       ├── ResponseIncompleteError ``response.incomplete`` (``reason``)
     │       └── StreamProtocolError    malformed SSE/JSON, stream ended without a terminal event
-    └── DeliveryError                  the reply could not be delivered to Slack
+    ├── DeliveryError                  the reply could not be delivered to Slack
+    └── ContextError                   the model input could not be built (Slack refused the
+                                       thread's history, the workspace is gone, …)
 
 Foreign exceptions (httpx, SQLAlchemy, slack_sdk) are wrapped where they are caught, with
 ``raise X(...) from exc``, so callers only branch on these types. Every ``ModelError`` carries a
@@ -32,6 +34,7 @@ __all__ = [
     "BotError",
     "ChainNotFoundError",
     "ConfigError",
+    "ContextError",
     "ContextTooLongError",
     "DeliveryError",
     "ModelAuthError",
@@ -226,6 +229,16 @@ class StreamProtocolError(ModelStreamError):
 
 class DeliveryError(BotError):
     """A reply could not be delivered to Slack. ``code`` is Slack's error string."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ContextError(BotError):
+    """What the model should see could not be read. ``code`` is the source's error string
+    (Slack's, e.g. ``not_in_channel`` or ``missing_scope``; ``not_installed``; or
+    ``slack_unreachable``)."""
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)

@@ -1,15 +1,21 @@
 """The running service: builds every part from ``Settings``, owns their lifetimes.
 
-``start()`` applies migrations, opens the database, the Slack and model clients, closes turns a
-crash left pending, and starts the HTTP server (and the Socket Mode connection). ``stop()``
-stops taking events, gives turns in flight a grace period, then closes everything.
+``start()`` applies migrations, opens the database, the Slack and model clients, starts the
+HTTP server (and the Socket Mode connection), and then, in the background, closes the turns a
+crash left pending (each thread gets a note) and answers the messages an earlier run accepted
+but never started, in their threads' order. ``stop()`` stops taking events, gives turns in
+flight a grace period, then closes everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
+import socket
+from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
@@ -32,10 +38,12 @@ from bot.model_catalogue import ModelCatalogue
 from bot.retention import start_daily_prune
 from bot.server import build_web_app
 from bot.settings import Settings
+from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
 from bot.slack.commands import SettingsCommands
 from bot.slack.context import SlackContext
+from bot.slack.context_guard import GuardedContext
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
@@ -45,7 +53,9 @@ from bot.slack.workspaces import WorkspaceClients
 from bot.thread_locks import KeyedLocks
 from bot.turn_tracker import TurnTracker
 from storage.engine import create_engine, create_session_factory
+from storage.intake import Intake, QueuedMessage
 from storage.migrate import upgrade_to_head
+from storage.replicas import ReplicaPresence
 from storage.repositories import AbandonedTurn, Store
 from storage.thread_locks import DistributedThreadLocks
 
@@ -57,6 +67,8 @@ INTERRUPTED_NOTICE = (
     ":warning: My answer to this message was interrupted because the bot restarted. "
     "Please send your message again."
 )
+RECOVERY_CONCURRENCY = 8
+"""Threads recovered at once after a restart (notes posted, waiting messages answered)."""
 
 
 def make_slack_client(
@@ -93,12 +105,20 @@ def make_slack_client(
     )
 
 
+ThreadKey = tuple[str, str, str]
+
+
 class Service:
-    def __init__(self, settings: Settings, *, shutdown_grace: float = 30.0) -> None:
+    def __init__(self, settings: Settings, *, shutdown_grace: float | None = None) -> None:
         self.settings = settings
-        self.shutdown_grace = shutdown_grace
+        self.shutdown_grace = settings.shutdown_grace if shutdown_grace is None else shutdown_grace
         self.metrics = Metrics()
         self.tracker = TurnTracker()
+        # This process among replicas: the owner of the messages it accepts.
+        self.replica_id = f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.recovery: asyncio.Task[None] | None = None
+        """The background recovery after start-up (done when every note is posted and every
+        adopted message answered)."""
         self.port: int | None = None
         self.identity: BotIdentity | None = None
         """The bot in single-workspace mode; ``None`` with a multi-workspace install."""
@@ -112,6 +132,10 @@ class Service:
         engine = create_engine(settings.database_url)
         self._cleanup.append(engine.dispose)
         self.store = Store(create_session_factory(engine))
+        self.intake = Intake(self.store)
+        self.presence = ReplicaPresence(settings.database_url, replica_id=self.replica_id)
+        self._cleanup.append(self.presence.aclose)
+        await self.presence.announce()
 
         oauth_settings: AsyncOAuthSettings | None = None
         if settings.oauth_enabled:
@@ -179,6 +203,8 @@ class Service:
         )
         self._cleanup.append(self.thread_locks.aclose)
         self.conversation = ConversationService(
+            intake=self.intake,
+            replica_id=self.replica_id,
             locks=KeyedLocks(on_wait=self.metrics.lock_waited("process")),
             thread_locks=TimedThreadLocks(self.thread_locks, self.metrics.lock_waited("database"))
             if self.thread_locks.distributed
@@ -190,11 +216,13 @@ class Service:
                 native_streaming=settings.slack_native_streaming,
                 flush_interval=settings.stream_update_interval,
             ),
-            context=SlackContext(
-                workspaces=self.workspaces,
-                users=UserDirectory(self.workspaces),
-                files=files,
-                history_chars=settings.thread_context_chars,
+            context=GuardedContext(
+                SlackContext(
+                    workspaces=self.workspaces,
+                    users=UserDirectory(self.workspaces),
+                    files=files,
+                    history_chars=settings.thread_context_chars,
+                )
             ),
             identity_salt=settings.identity_salt,
             log_message_content=settings.log_message_content,
@@ -206,7 +234,14 @@ class Service:
         )
         socket_mode = settings.effective_mode == "socket"
         signing_secret = settings.slack_signing_secret
+        self.event_intake = EventIntake(
+            conversation=self.conversation,
+            workspaces=self.workspaces,
+            metrics=self.metrics,
+            tracker=self.tracker,
+        )
         bolt = build_slack_app(
+            intake=self.event_intake,
             client=slack,
             signing_secret=signing_secret.get_secret_value() if signing_secret else None,
             workspaces=self.workspaces,
@@ -228,7 +263,12 @@ class Service:
             store=self.store,
             verify_requests=not socket_mode,
         )
-        await self._close_interrupted_turns()
+        # What a previous run left: listed now (two quick queries, however many), handled once
+        # the service listens, so /healthz and new events never wait for it.
+        pending = await self.store.list_pending_turns()
+        adopted = await self.intake.adopt_orphans(
+            owner=self.replica_id, is_alive=self.presence.is_alive
+        )
 
         web_app = build_web_app(
             slack_app=None if socket_mode else bolt,
@@ -254,6 +294,7 @@ class Service:
             )
             await self._socket_handler.connect_async()  # type: ignore[no-untyped-call]
         self._cleanup.append(start_daily_prune(self.store, settings.retention_days))
+        self.recovery = asyncio.create_task(self._recover(pending, adopted))
         logger.info(
             "service started",
             extra={
@@ -272,38 +313,67 @@ class Service:
             return f"database unavailable ({type(exc).__name__})"
         return None
 
-    async def _interrupted_turns(self) -> list[AbandonedTurn]:
-        """Turns a crash left pending. With several replicas on PostgreSQL a pending turn may
-        be running on another replica right now: only those whose thread lock is free (its
-        owner is gone) are closed."""
-        if not self.thread_locks.distributed:
-            return await self.store.close_abandoned_turns(error_code="interrupted")
-        closed: list[AbandonedTurn] = []
-        for turn in await self.store.list_pending_turns():
-            if await self.thread_locks.is_free(
-                team_id=turn.team_id, channel_id=turn.channel_id, thread_ts=turn.thread_ts
-            ) and await self.store.fail_turn(
-                turn_id=turn.turn_id,
-                status="failed",
-                error_code="interrupted",
-                only_if_pending=True,
-            ):
-                closed.append(turn)
-        return closed
-
-    async def _close_interrupted_turns(self) -> None:
-        for turn in await self._interrupted_turns():
-            logger.warning(
-                "closed a turn left pending by a previous run",
-                extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
+    async def _recover(self, pending: list[AbandonedTurn], adopted: list[QueuedMessage]) -> None:
+        """Close the turns a previous run left pending (telling each thread), then answer the
+        messages it accepted but never started, per thread in order, ``RECOVERY_CONCURRENCY``
+        threads at a time. Tracked like a turn: shutdown waits for it within the grace."""
+        threads: dict[ThreadKey, tuple[list[AbandonedTurn], list[QueuedMessage]]] = defaultdict(
+            lambda: ([], [])
+        )
+        for turn in pending:
+            threads[(turn.team_id, turn.channel_id, turn.thread_ts)][0].append(turn)
+        for queued in adopted:
+            threads[(queued.team_id, queued.channel_id, queued.thread_ts)][1].append(queued)
+        if not threads:
+            return
+        logger.info(
+            "recovering what the previous run left",
+            extra={"pending_turns": len(pending), "waiting_messages": len(adopted)},
+        )
+        slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+        async with self.tracker.track():
+            await asyncio.gather(
+                *(self._recover_thread(turns, queued, slots) for turns, queued in threads.values())
             )
-            try:
-                slack = await self.workspaces.client(turn.team_id)
-                await slack.chat_postMessage(
-                    channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
-                )
-            except Exception as exc:  # telling the thread is best effort; the turn is closed
-                logger.warning("could not tell the thread: %s", type(exc).__name__)
+
+    async def _recover_thread(
+        self, turns: list[AbandonedTurn], queued: list[QueuedMessage], slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            async with slots:
+                for turn in turns:
+                    await self._close_interrupted_turn(turn)
+            for message in queued:
+                if not self.tracker.accepting:
+                    return  # shutting down: it stays stored for the next start
+                async with slots:
+                    await self.event_intake.resume(message)
+        except Exception:  # one thread's trouble must not stop the others' recovery
+            logger.exception("could not recover a thread")
+
+    async def _close_interrupted_turn(self, turn: AbandonedTurn) -> None:
+        """Close one turn a crash left pending, and tell its thread. With several replicas on
+        PostgreSQL a pending turn may be running on another replica right now: only a turn
+        whose thread lock is free (its owner is gone) is closed."""
+        if self.thread_locks.distributed and not await self.thread_locks.is_free(
+            team_id=turn.team_id, channel_id=turn.channel_id, thread_ts=turn.thread_ts
+        ):
+            return
+        if not await self.store.fail_turn(
+            turn_id=turn.turn_id, status="failed", error_code="interrupted", only_if_pending=True
+        ):
+            return  # it closed meanwhile: it keeps its real outcome
+        logger.warning(
+            "closed a turn left pending by a previous run",
+            extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
+        )
+        try:
+            slack = await self.workspaces.client(turn.team_id)
+            await slack.chat_postMessage(
+                channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
+            )
+        except Exception as exc:  # telling the thread is best effort; the turn is closed
+            logger.warning("could not tell the thread: %s", type(exc).__name__)
 
     async def stop(self) -> None:
         self.tracker.accepting = False
@@ -316,6 +386,11 @@ class Service:
                 extra={"in_flight": self.tracker.active},
             )
             await self.tracker.cancel_all()
+        if self.recovery is not None:
+            # Past the grace period the recovery was cancelled with the turns; what it did
+            # not reach stays stored for the next start.
+            self.recovery.cancel()
+            await asyncio.gather(self.recovery, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         for close in reversed(self._cleanup):

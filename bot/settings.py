@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     thread_lock_wait: float = Field(default=300.0, gt=0)
     retention_days: int = Field(default=90, ge=0)
 
+    # Shutdown: seconds turns in flight may take to finish after SIGTERM
+    shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
+
     # Usage reports
     model_prices: str = ""
 

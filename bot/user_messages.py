@@ -7,6 +7,7 @@ text from a library (which could carry a URL, a request body or a secret).
 from __future__ import annotations
 
 from bot.errors import (
+    ContextError,
     ContextTooLongError,
     ModelAuthError,
     ModelBadRequestError,
@@ -23,7 +24,7 @@ from bot.errors import (
     StreamProtocolError,
 )
 
-__all__ = ["INTERNAL_ERROR", "user_message"]
+__all__ = ["INTERNAL_ERROR", "context_message", "user_message"]
 
 INTERNAL_ERROR = (
     ":warning: Something went wrong on my side while answering. "
@@ -122,3 +123,22 @@ def user_message(exc: ModelError) -> str:
         ":warning: The model service returned an error. Please try again; if it keeps "
         "happening, tell your Slack admin."
     )
+
+
+_CONTEXT_REASONS = {
+    "not_in_channel": "I'm not a member of this channel. Invite me (`/invite`) and ask again.",
+    "channel_not_found": "I'm not a member of this channel. Invite me (`/invite`) and ask again.",
+    "missing_scope": (
+        "The app lacks a Slack permission it needs to read threads. A Slack admin needs to "
+        "reinstall or update the app."
+    ),
+    "not_installed": "The app is no longer installed in this workspace.",
+}
+
+
+def context_message(exc: ContextError) -> str:
+    """The sentence for a turn whose model input could not be built."""
+    reason = _CONTEXT_REASONS.get(
+        exc.code, "Slack did not let me read it just now. Please try again in a minute."
+    )
+    return f":warning: I couldn't read this thread, so I can't answer. {reason}"

@@ -34,6 +34,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "SETTING_FIELDS",
     "WORKSPACE_DEFAULT_CHANNEL",
+    "AcceptedMessage",
     "Base",
     "ChannelSettings",
     "EventClaim",
@@ -215,6 +216,9 @@ class Turn(Base):
     """Output tokens billed, including reasoning ones."""
     reasoning_tokens: Mapped[int] = mapped_column(default=0)
     """Output tokens spent on reasoning."""
+    reserved_tokens: Mapped[int] = mapped_column(default=0)
+    """Tokens held against the daily budgets while the turn runs (an estimate made when it
+    was admitted); 0 once it is closed and its real usage counts instead."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     """When the turn was recorded."""
     started_at: Mapped[datetime | None] = mapped_column()
@@ -319,3 +323,48 @@ class EventClaim(Base):
     """Dedupe key, e.g. ``event:Ev123`` or ``msg:T1:C1:1700000000.000100``."""
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     """When the key was claimed; old claims are pruned by this column."""
+
+
+class AcceptedMessage(Base):
+    """A message Slack delivered (and got its 200 for) that has not become a turn yet: it may
+    be waiting behind a running turn of its thread. Stored before the acknowledgement, deleted
+    in the transaction that starts its turn (or once it is refused or ignored), so a crash or
+    a shutdown never loses it: the next start answers it in order.
+
+    The one table that keeps a message body (``payload``), and only for as long as the message
+    waits; the Slack thread stays the transcript.
+    """
+
+    __tablename__ = "accepted_messages"
+    __table_args__ = (
+        # The next message of a thread, in Slack order.
+        Index(
+            "ix_accepted_messages_team_id_channel_id_thread_ts_ts",
+            "team_id",
+            "channel_id",
+            "thread_ts",
+            "ts",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key; breaks ties between messages with the same ``ts``."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id."""
+    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    """The thread the answer goes to."""
+    ts: Mapped[str] = mapped_column(_SLACK_TS)
+    """Slack ts of the message (orders a thread's waiting messages)."""
+    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack user who wrote it."""
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    """Slack event id that delivered it."""
+    payload: Mapped[str] = mapped_column(Text)
+    """JSON: the message as the conversation layer needs it (text, files, flags)."""
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    """The service process (replica) that accepted it and will answer it; another process
+    adopts it only once that one is gone."""
+    accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When Slack's delivery was accepted."""

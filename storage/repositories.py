@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -150,6 +150,7 @@ class TurnRecord:
     cached_tokens: int
     output_tokens: int
     reasoning_tokens: int
+    reserved_tokens: int
     created_at: datetime
     started_at: datetime | None
     first_token_at: datetime | None
@@ -386,6 +387,15 @@ class Store:
         async with self._write_lock, self._session_factory() as session, session.begin():
             yield session
 
+    def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A write unit of work, for repositories in other modules (``storage.intake``): it
+        queues with this store's other writers."""
+        return self._writing()
+
+    def reading(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A read-only unit of work, for repositories in other modules."""
+        return self._reading()
+
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncSession]:
         """A session for reads only (SQLite starts it DEFERRED, so it never waits on writers)."""
@@ -558,6 +568,7 @@ class Store:
                     first_token_at=first_token_at,
                     finished_at=now,
                     duration_ms=_duration_ms(started_at, now),
+                    reserved_tokens=0,  # settled: the real usage counts from now on
                     **_usage_values(usage),
                 )
             )
@@ -599,6 +610,7 @@ class Store:
                 "first_token_at": first_token_at,
                 "finished_at": now,
                 "duration_ms": _duration_ms(started_at, now),
+                "reserved_tokens": 0,  # settled (see complete_turn)
             }
             if usage is not None:
                 values.update(_usage_values(usage))
@@ -674,6 +686,7 @@ class Store:
                         status=TurnStatus.FAILED.value,
                         error_code=error_code,
                         finished_at=utcnow(),
+                        reserved_tokens=0,
                     )
                 )
         return abandoned

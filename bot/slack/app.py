@@ -14,18 +14,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import WORKSPACE_DEFAULTS
-from bot.conversation import ConversationService, IncomingMessage, SettingsSource, TurnOutcome
+from bot.conversation import ConversationService, SettingsSource
 from bot.metrics import Metrics
 from bot.model_catalogue import ModelCatalogue
+from bot.slack.accept import TICKET, EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.commands import SettingsCommands
-from bot.slack.events import from_app_mention, from_message
 from bot.slack.membership import ChannelMembership
 from bot.slack.views import (
     EDIT_ACTION,
@@ -35,14 +36,13 @@ from bot.slack.views import (
     parse_submission,
     settings_modal,
 )
-from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+from bot.slack.workspaces import WorkspaceClients
 from bot.turn_tracker import TurnTracker
 
 __all__ = ["ACK_WINDOW", "RECEIVED_AT", "build_slack_app"]
 
 logger = logging.getLogger(__name__)
 
-Converter = Callable[..., IncomingMessage | None]
 Ack = Callable[..., Awaitable[None]]
 Respond = Callable[..., Awaitable[Any]]
 
@@ -110,13 +110,16 @@ def build_slack_app(
     verify_requests: bool = True,
     oauth_settings: AsyncOAuthSettings | None = None,
     membership: ChannelMembership | None = None,
+    intake: EventIntake | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
     sends no signature (the WebSocket itself is authenticated by the app token).
 
     With ``oauth_settings`` (multi-workspace install) ``client`` carries no token: Bolt finds
     each request's workspace token in the installation store, serves the install flow, and
-    the OAuth ``oauth.v2.access`` call goes through ``client`` (so to ``SLACK_API_URL``)."""
+    the OAuth ``oauth.v2.access`` call goes through ``client`` (so to ``SLACK_API_URL``).
+    ``intake`` (made here when not given) accepts message events before their
+    acknowledgement; the service also resumes adopted messages through it."""
     default_team = workspaces.default_team_id or ""
     members = membership or ChannelMembership(workspaces=workspaces)
     app = AsyncApp(
@@ -130,43 +133,29 @@ def build_slack_app(
         logger=logging.getLogger("bot.slack.bolt"),
     )
 
-    async def handle(body: Mapping[str, Any], convert: Converter) -> None:
-        event = body.get("event") or {}
-        event_type = str(event.get("type", "unknown"))
-        metrics.events_received.labels(type=event_type).inc()
-        team_id = str(body.get("team_id") or default_team)
-        try:
-            identity = await workspaces.identity(team_id)
-        except WorkspaceNotInstalled:
-            logger.warning("event from a workspace with no installation", extra={"team": team_id})
-            metrics.event_handled(event_type, TurnOutcome.IGNORED)
-            return
-        message = convert(
-            event,
-            team_id=team_id,
-            bot_user_id=identity.user_id,
-            event_id=body.get("event_id"),
-        )
-        if message is None:
-            metrics.event_handled(event_type, TurnOutcome.IGNORED)
-            return
-        started = time.monotonic()
-        async with tracker.track():
-            with metrics.turns_in_flight.track_inprogress():
-                outcome = await conversation.handle(message)
-        metrics.event_handled(event_type, outcome)
-        if outcome not in (TurnOutcome.IGNORED, TurnOutcome.DUPLICATE):
-            metrics.turn_seconds.observe(time.monotonic() - started)
+    intake = intake or EventIntake(
+        conversation=conversation, workspaces=workspaces, metrics=metrics, tracker=tracker
+    )
+
+    @app.middleware
+    async def accept_before_ack(
+        body: dict[str, Any],
+        context: AsyncBoltContext,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse:
+        """Stores every message event before Slack gets its answer (see bot.slack.accept)."""
+        await intake.accept(body, context)
+        return await next()
 
     @app.event("app_mention")
-    async def on_app_mention(body: dict[str, Any]) -> None:
+    async def on_app_mention(context: AsyncBoltContext) -> None:
         """A mention in a channel starts or continues a conversation in its thread."""
-        await handle(body, from_app_mention)
+        await intake.answer("app_mention", context.get(TICKET))
 
     @app.event("message")
-    async def on_message(body: dict[str, Any]) -> None:
+    async def on_message(context: AsyncBoltContext) -> None:
         """DMs, and follow-ups in threads the bot is part of (no mention needed)."""
-        await handle(body, from_message)
+        await intake.answer("message", context.get(TICKET))
 
     @app.command(commands.command)
     async def on_command(

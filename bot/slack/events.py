@@ -2,7 +2,9 @@
 
 One guarantee: only a human's new message can become a turn. Bots (by ``bot_id``, the bot's
 own messages included), edits, deletions and other subtypes return ``None``; ``file_share``
-and ``thread_broadcast`` are human messages and are kept.
+and ``thread_broadcast`` are human messages and are kept. The text and the files' fields of
+a kept message are safe to encode anywhere: lone surrogates and NUL are replaced (see
+``bot.text_safety``), so they can be stored and sent to the model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from bot.conversation import IncomingMessage
 from bot.slack.markup import mentioned_user_ids, text_from_blocks
+from bot.text_safety import clean_text, scrub
 
 __all__ = ["HUMAN_SUBTYPES", "from_app_mention", "from_message", "strip_mention"]
 
@@ -54,23 +57,23 @@ def _incoming(
     is_direct: bool,
 ) -> IncomingMessage:
     """The turn for a human message; a top-level message starts a thread at itself."""
-    ts = event["ts"]
+    ts = clean_text(event["ts"])
     thread_ts = event.get("thread_ts")
     raw_text = str(event.get("text") or "") or text_from_blocks(_list(event.get("blocks")))
     others = [u for u in mentioned_user_ids(raw_text) if u != bot_user_id]
     return IncomingMessage(
-        team_id=team_id,
-        channel_id=event["channel"],
-        thread_ts=thread_ts if isinstance(thread_ts, str) else ts,
+        team_id=clean_text(team_id),
+        channel_id=clean_text(event["channel"]),
+        thread_ts=clean_text(thread_ts) if isinstance(thread_ts, str) else ts,
         ts=ts,
-        user_id=event["user"],
-        text=strip_mention(raw_text, bot_user_id),
-        event_id=event_id,
+        user_id=clean_text(event["user"]),
+        text=clean_text(strip_mention(raw_text, bot_user_id)),
+        event_id=clean_text(event_id) if isinstance(event_id, str) else None,
         mentions_bot=mentions_bot,
         is_direct=is_direct,
         starts_thread=not isinstance(thread_ts, str),
         mentions_others=bool(others),
-        files=tuple(f for f in _list(event.get("files")) if isinstance(f, dict)),
+        files=tuple(scrub(f) for f in _list(event.get("files")) if isinstance(f, dict)),
     )
 
 

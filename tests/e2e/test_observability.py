@@ -101,8 +101,9 @@ async def test_metrics_follow_the_turns(bot: BotUnderTest) -> None:
         assert value(after, "slackbot_slack_api_calls_total", method=method) == len(sent)
     assert value(after, "slackbot_slack_api_calls_total", method="auth.test") >= 1
 
-    # Lock waits: one per turn that reached the thread's lock.
-    assert grew(before, after, "slackbot_thread_lock_wait_seconds_count", lock="process") >= 3
+    # Lock waits: one per turn that reached the thread's lock (the duplicate is known as
+    # such when it is accepted, before any lock).
+    assert grew(before, after, "slackbot_thread_lock_wait_seconds_count", lock="process") >= 2
 
 
 async def test_a_failed_model_call_and_slack_errors_are_counted(bot: BotUnderTest) -> None:

@@ -1,7 +1,8 @@
 """Process faults: SIGTERM with a turn in flight, a turn that outlasts the shutdown grace,
-SIGKILL mid-turn and the restart that follows. The real service runs as ``python -m bot``
-(a real process, real signals) against the fake Slack and model servers and a SQLite file;
-the grace-period case runs in-process because the grace is not an environment setting.
+SIGKILL mid-turn and the restart that follows, messages waiting behind a running turn when the
+process dies, and a restart with hundreds of interrupted turns to report. The real service runs
+as ``python -m bot`` (a real process, real signals) against the fake Slack and model servers and
+a SQLite file; one grace-period case also runs in-process.
 """
 
 from __future__ import annotations
@@ -37,12 +38,23 @@ def _free_port() -> int:
 
 
 class BotProcess:
-    """One ``python -m bot`` process on a fixed port and a SQLite file."""
+    """One ``python -m bot`` process on a fixed port and a SQLite file (or ``database_url``),
+    with ``env`` added to its environment."""
 
-    def __init__(self, db: Path, slack: FakeSlack, model: FakeResponsesServer) -> None:
+    def __init__(
+        self,
+        db: Path,
+        slack: FakeSlack,
+        model: FakeResponsesServer,
+        *,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.db = db
         self.slack = slack
         self.model = model
+        self.database_url = database_url or f"sqlite+aiosqlite:///{db}"
+        self.extra_env = env or {}
         self.port = _free_port()
         self.process: asyncio.subprocess.Process | None = None
         self.stderr = ""
@@ -65,15 +77,19 @@ class BotProcess:
             OPENAI_BASE_URL=self.model.base_url,
             OPENAI_API_KEY=MODEL_KEY,
             DEFAULT_MODEL="test-model",
-            DATABASE_URL=f"sqlite+aiosqlite:///{self.db}",
+            DATABASE_URL=self.database_url,
             MODEL_MAX_RETRIES="0",
             HOST="127.0.0.1",
             PORT=str(self.port),
             LOG_FORMAT="json",
         )
+        env.update(self.extra_env)
         return env
 
-    async def start(self, http: aiohttp.ClientSession) -> None:
+    async def start(self, http: aiohttp.ClientSession, path: str = "/readyz") -> float:
+        """Start the process and wait until ``path`` answers 200; returns the seconds that
+        took from the spawn."""
+        spawned = time.monotonic()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -86,9 +102,9 @@ class BotProcess:
         deadline = time.monotonic() + 30
         while True:
             try:
-                async with http.get(self.url + "/readyz") as response:
+                async with http.get(self.url + path) as response:
                     if response.status == 200:
-                        return
+                        return time.monotonic() - spawned
             except aiohttp.ClientConnectionError:
                 pass
             assert self.process.returncode is None, "the service exited during start-up"
@@ -119,20 +135,38 @@ class BotProcess:
         event_id: str,
         *,
         thread_ts: str | None = None,
+        channel: str = "C1",
     ) -> tuple[str, int]:
         """Post ``@bot text`` in Slack and deliver its event; returns (ts, HTTP status)."""
         full = f"<@{self.slack.bot_user_id}> {text}"
-        ts = self.slack.add_message("C1", user="U1", text=full, thread_ts=thread_ts)
+        ts = self.slack.add_message(channel, user="U1", text=full, thread_ts=thread_ts)
         event: dict[str, Any] = {
             "type": "app_mention",
             "user": "U1",
             "text": full,
             "ts": ts,
-            "channel": "C1",
+            "channel": channel,
             "event_ts": ts,
         }
         if thread_ts:
             event["thread_ts"] = thread_ts
+        return ts, await self.post_event(http, event, event_id)
+
+    async def follow_up(
+        self, http: aiohttp.ClientSession, text: str, event_id: str, *, thread_ts: str
+    ) -> tuple[str, int]:
+        """Post a plain reply in a bot thread (no mention) and deliver its event."""
+        ts = self.slack.add_message("C1", user="U1", text=text, thread_ts=thread_ts)
+        event = {
+            "type": "message",
+            "user": "U1",
+            "text": text,
+            "ts": ts,
+            "thread_ts": thread_ts,
+            "channel": "C1",
+            "event_ts": ts,
+            "channel_type": "channel",
+        }
         return ts, await self.post_event(http, event, event_id)
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> int:
@@ -279,12 +313,13 @@ async def test_sigkill_mid_turn_then_restart_closes_it_and_the_chain_continues(
             assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
 
             await second.start(http)
-            # Start-up closed the turn the crash left pending and told the thread.
+            # Start-up closes the turn the crash left pending and tells the thread (in the
+            # background, once it listens).
+            await wait_until(lambda: INTERRUPTED_NOTICE in fake_slack_texts(fake_slack, root))
             assert _statuses(db, root) == ["completed", "failed"]
             interrupted = _turns(db, root)[1]
             assert interrupted["error_code"] == "interrupted"
             assert interrupted["response_id"] is None
-            assert INTERRUPTED_NOTICE in fake_slack_texts(fake_slack, root)
             assert _rows(db, "SELECT id FROM turns WHERE status = 'pending'") == []
 
             # The next message in the thread continues from the last good answer.
@@ -354,3 +389,186 @@ async def test_sigkill_never_leaves_the_database_inconsistent(
     assert INTERRUPTED_NOTICE not in fake_slack_texts(fake_slack, done)
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def _waiting(db: Path) -> list[sqlite3.Row]:
+    """Messages accepted and not yet turned into turns (none where nothing keeps them)."""
+    try:
+        return _rows(db, "SELECT * FROM accepted_messages ORDER BY ts")
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []
+
+
+async def _hold_a_thread_with_two_messages_waiting(
+    bot: BotProcess, http: aiohttp.ClientSession, db: Path, model: FakeResponsesServer
+) -> tuple[str, str]:
+    """A finished first answer, a second turn stuck mid-answer, and two more messages that
+    Slack got its 200 for while they wait behind it. Returns (thread, first response id)."""
+    root, _ = await bot.mention(http, "first question", "EvQ1")
+    await wait_until(lambda: _statuses(db, root) == ["completed"])
+    model.stall_after(1, text="this answer never ends")
+    await bot.follow_up(http, "second question", "EvQ2", thread_ts=root)
+    await model.wait_for_requests(2, timeout=10)
+    await wait_until(lambda: _statuses(db, root) == ["completed", "pending"])
+    for text, event_id in (("third question", "EvQ3"), ("fourth question", "EvQ4")):
+        _, status = await bot.follow_up(http, text, event_id, thread_ts=root)
+        assert status == 200
+    # Stored before Slack had its 200.
+    assert [row["event_id"] for row in _waiting(db)] == ["EvQ3", "EvQ4"]
+    return root, model.response_ids[0]
+
+
+def _assert_answered_in_order(
+    slack: FakeSlack, model: FakeResponsesServer, root: str, good: str
+) -> None:
+    texts = fake_slack_texts(slack, root)
+    assert texts[0].endswith("to: U1: first question")
+    rest = [t for t in texts[1:] if t.endswith(("third question", "fourth question"))]
+    assert [t.rsplit(": ", 1)[1] for t in rest] == ["third question", "fourth question"]
+    bodies = [r.body for r in model.requests if r.path.endswith("/responses")]
+    third, fourth = bodies[2], bodies[3]
+    assert third["input"][-1]["content"].endswith("third question")
+    assert fourth["input"][-1]["content"].endswith("fourth question")
+    # One unforked chain: the interrupted turn left the head at the first answer.
+    assert third["previous_response_id"] == good
+    assert fourth["previous_response_id"] == model.response_ids[1]
+
+
+async def test_messages_waiting_behind_a_turn_survive_sigkill_and_are_answered_in_order(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> None:
+    db = tmp_path / "bot.db"
+    first = BotProcess(db, fake_slack, fake_model)
+    second = BotProcess(db, fake_slack, fake_model)
+    async with aiohttp.ClientSession() as http:
+        try:
+            await first.start(http)
+            root, good = await _hold_a_thread_with_two_messages_waiting(first, http, db, fake_model)
+            assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+            await second.start(http)
+            await wait_until(
+                lambda: _statuses(db, root) == ["completed", "failed", "completed", "completed"],
+                timeout=20,
+            )
+            assert _waiting(db) == []
+            assert await second.stop() == 0, second.stderr
+        finally:
+            await first.ensure_stopped()
+            await second.ensure_stopped()
+    texts = fake_slack_texts(fake_slack, root)
+    # The killed turn's partial text stays; its note comes before the waiting messages' answers.
+    assert texts[1] == "this ans"
+    assert texts[2] == INTERRUPTED_NOTICE
+    _assert_answered_in_order(fake_slack, fake_model, root, good)
+    _assert_consistent(db)
+
+
+async def test_messages_waiting_when_shutdown_outlasts_its_grace_are_answered_after_restart(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> None:
+    db = tmp_path / "bot.db"
+    first = BotProcess(db, fake_slack, fake_model, env={"SHUTDOWN_GRACE": "1"})
+    second = BotProcess(db, fake_slack, fake_model)
+    async with aiohttp.ClientSession() as http:
+        try:
+            await first.start(http)
+            root, good = await _hold_a_thread_with_two_messages_waiting(first, http, db, fake_model)
+            # SIGTERM: the stuck turn outlasts the one-second grace and is cancelled with a
+            # note; the two waiting messages stay stored.
+            assert await first.stop(signal.SIGTERM) == 0, first.stderr
+            assert "shutdown grace period ended" in first.stderr
+            assert _statuses(db, root) == ["completed", "failed"]
+            assert [row["event_id"] for row in _waiting(db)] == ["EvQ3", "EvQ4"]
+            assert SHUTDOWN_NOTE in fake_slack_texts(fake_slack, root)[1]
+
+            await second.start(http)
+            await wait_until(
+                lambda: _statuses(db, root) == ["completed", "failed", "completed", "completed"],
+                timeout=20,
+            )
+            assert _waiting(db) == []
+            assert await second.stop() == 0, second.stderr
+        finally:
+            await first.ensure_stopped()
+            await second.ensure_stopped()
+    _assert_answered_in_order(fake_slack, fake_model, root, good)
+    # The shutdown note was the only note: nothing was "interrupted" at the restart.
+    assert INTERRUPTED_NOTICE not in fake_slack_texts(fake_slack, root)
+    _assert_consistent(db)
+
+
+def _seed_pending_turns(db: Path, count: int) -> list[str]:
+    """``count`` threads whose last turn a crash left pending (as a killed process leaves
+    them); returns their thread ts."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime())
+    threads = [f"1600000000.{i:06d}" for i in range(count)]
+    with sqlite3.connect(db) as connection:
+        for ts in threads:
+            thread_id = connection.execute(
+                "INSERT INTO threads (team_id, channel_id, thread_ts, created_at, updated_at) "
+                "VALUES ('T1', 'C9', ?, ?, ?)",
+                (ts, now, now),
+            ).lastrowid
+            connection.execute(
+                "INSERT INTO turns (thread_id, team_id, channel_id, user_id, user_ts, status, "
+                "model, input_tokens, cached_tokens, output_tokens, reasoning_tokens, "
+                "created_at, started_at) VALUES "
+                "(?, 'T1', 'C9', 'U1', ?, 'pending', 'test-model', 0, 0, 0, 0, ?, ?)",
+                (thread_id, ts, now, now),
+            )
+    return threads
+
+
+async def test_start_up_listens_first_and_reports_500_interrupted_turns_in_the_background(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> None:
+    db = tmp_path / "bot.db"
+    baseline = BotProcess(db, fake_slack, fake_model)
+    restarted = BotProcess(db, fake_slack, fake_model)
+    async with aiohttp.ClientSession() as http:
+        try:
+            # How long this machine takes to start the service with nothing to recover.
+            quiet_start = await baseline.start(http, path="/healthz")
+            assert await baseline.stop() == 0, baseline.stderr
+            threads = _seed_pending_turns(db, 500)
+            # Slack rate-limits the notes: every note worker first waits out 3 s.
+            fake_slack.fail_next("chat.postMessage", status=429, retry_after=3, times=8)
+
+            busy_start = await restarted.start(http, path="/healthz")
+            # Listening did not wait for the notes.
+            assert busy_start - quiet_start < 2.0, (quiet_start, busy_start)
+            asked = time.monotonic()
+            ts, status = await restarted.mention(http, "are you there?", "EvNew1", channel="C1")
+            assert status == 200
+            await fake_slack.wait_for(lambda: fake_slack.bot_replies("C1", ts), timeout=10)
+            answered_after = time.monotonic() - asked
+            notes_when_answered = _count_notes(fake_slack)
+
+            await fake_slack.wait_for(lambda: _count_notes(fake_slack) == 500, timeout=60)
+            assert await restarted.stop() == 0, restarted.stderr
+        finally:
+            await baseline.ensure_stopped()
+            await restarted.ensure_stopped()
+    # Neither did the new question.
+    assert answered_after < 2.0
+    assert notes_when_answered < 500
+    # Every interrupted turn was closed and its own thread told, once.
+    assert _rows(db, "SELECT id FROM turns WHERE status = 'pending'") == []
+    noted = sorted(
+        c.params["thread_ts"]
+        for c in fake_slack.calls_to("chat.postMessage")
+        if c.ok and c.params.get("text") == INTERRUPTED_NOTICE
+    )
+    assert noted == threads
+    _assert_consistent(db)
+
+
+def _count_notes(slack: FakeSlack) -> int:
+    return sum(
+        1
+        for c in slack.calls_to("chat.postMessage")
+        if c.ok and c.params.get("text") == INTERRUPTED_NOTICE
+    )

@@ -15,7 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Double, Integer, MetaData, String, Text, insert, inspect, select
+from sqlalchemy import Double, Integer, MetaData, String, Text, insert, inspect, select, text
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.engine import Connection
@@ -35,7 +35,14 @@ from storage.models import UTCDateTime
 from storage.repositories import Store
 from tests.storage import BACKENDS, temporary_database
 
-TABLES = {"threads", "turns", "channel_settings", "event_claims", "settings_audit"}
+TABLES = {
+    "threads",
+    "turns",
+    "channel_settings",
+    "event_claims",
+    "settings_audit",
+    "accepted_messages",
+}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -95,7 +102,7 @@ async def test_revisions_report_whether_the_schema_is_current(
 
     await upgrade_to_head(empty_url)
 
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
     assert await current_revision(engine) == head_revision()
     assert await store.schema_is_current() is True
 
@@ -105,7 +112,7 @@ async def test_upgrade_is_idempotent_and_downgrade_round_trips(
 ) -> None:
     await upgrade_to_head(empty_url)
     await upgrade_to_head(empty_url)
-    assert await current_revision(engine) == "0002"
+    assert await current_revision(engine) == head_revision()
 
     migration_engine = create_migration_engine(empty_url)
     try:
@@ -247,7 +254,7 @@ async def test_0002_keeps_existing_channel_settings_and_downgrades_cleanly(
 
     engine = create_engine(empty_url)
     try:
-        assert await current_revision(engine) == "0002"
+        assert await current_revision(engine) == head_revision()
         assert await _diff(engine) == []
         store = Store(create_session_factory(engine))
         listed = await store.list_channel_settings(team_id="T1")
@@ -301,8 +308,8 @@ FAILING_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -326,7 +333,10 @@ async def test_a_failed_migration_leaves_the_schema_as_it_was(
     # storage.engine makes SQLAlchemy, not the sqlite3 module, emit BEGIN.
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0003_boom.py").write_text(FAILING_REVISION)
+    # Chained on whatever the head is, so the test survives new revisions.
+    (scripts / "versions" / "9999_boom.py").write_text(
+        FAILING_REVISION.replace("{head}", head_revision())
+    )
     config = alembic_config(empty_url)
     config.set_main_option("script_location", str(scripts))
 
@@ -334,7 +344,7 @@ async def test_a_failed_migration_leaves_the_schema_as_it_was(
     try:
         async with migration_engine.connect() as connection:
             with pytest.raises(RuntimeError, match="half-way"):
-                await connection.run_sync(_upgrade_to, config, "0003")
+                await connection.run_sync(_upgrade_to, config, "9999")
             await connection.rollback()
     finally:
         await migration_engine.dispose()
@@ -394,3 +404,49 @@ def test_the_alembic_cli_migrates_from_another_directory(tmp_path: Path) -> None
     assert "Running upgrade  -> 0001" in result.stderr
     assert "Running upgrade 0001 -> 0002" in result.stderr
     assert database.exists()
+
+
+async def test_0003_keeps_existing_turns_without_a_reservation_and_downgrades_cleanly(
+    empty_url: str,
+) -> None:
+    await _migrate(empty_url, _upgrade_to, "0002")
+    schema_0002 = await _reflect(empty_url)
+    engine = create_engine(empty_url)
+    try:
+        # Raw SQL: today's models know columns the 0002 schema has not.
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        async with engine.begin() as connection:
+            thread_id = await connection.scalar(
+                text(
+                    "INSERT INTO threads (team_id, channel_id, thread_ts, created_at, updated_at)"
+                    " VALUES ('T1', 'C1', '1.0', :now, :now) RETURNING id"
+                ),
+                {"now": now},
+            )
+            turn_id = await connection.scalar(
+                text(
+                    "INSERT INTO turns (thread_id, team_id, channel_id, user_id, user_ts, status,"
+                    " model, input_tokens, cached_tokens, output_tokens, reasoning_tokens,"
+                    " created_at) VALUES (:thread, 'T1', 'C1', 'U1', '1.0', 'completed', 'm',"
+                    " 1, 0, 2, 0, :now) RETURNING id"
+                ),
+                {"thread": thread_id, "now": now},
+            )
+    finally:
+        await engine.dispose()
+
+    await upgrade_to_head(empty_url)
+    engine = create_engine(empty_url)
+    try:
+        assert await _diff(engine) == []
+        async with engine.connect() as connection:
+            reserved = await connection.scalar(
+                text("SELECT reserved_tokens FROM turns WHERE id = :id"), {"id": turn_id}
+            )
+            waiting = await connection.scalar(text("SELECT count(*) FROM accepted_messages"))
+        assert (reserved, waiting) == (0, 0)
+    finally:
+        await engine.dispose()
+
+    await _migrate(empty_url, _downgrade_to, "0002")
+    assert await _reflect(empty_url) == schema_0002

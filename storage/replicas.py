@@ -1,0 +1,72 @@
+"""Which service processes (replicas) are alive, so one never takes over another's work.
+
+Each process has a random id and, on PostgreSQL, holds a session-level advisory lock named
+after it on a connection of its own for as long as it runs. The lock vanishes with the
+process (or its connection), so "is the lock free?" answers "is that process gone?" at once,
+with no heartbeat to wait out. ``storage.intake`` adopts accepted messages only from owners
+that are gone.
+
+If the presence connection itself is lost (the database restarted), a replica starting in that
+window may take this one's waiting messages; each message still gets one turn at most (the
+turn is recorded only by the transaction that deletes the waiting message).
+
+SQLite is one process by design (see ``storage.thread_locks``): every other id belongs to an
+earlier run of this process, so every other id is gone.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+__all__ = ["ReplicaPresence"]
+
+
+def _key(replica_id: str) -> str:
+    return f"replica:{replica_id}"
+
+
+class ReplicaPresence:
+    def __init__(self, url: str, *, replica_id: str) -> None:
+        self.replica_id = replica_id
+        self._engine: AsyncEngine | None = None
+        self._held: AsyncConnection | None = None
+        if make_url(url).get_backend_name() == "postgresql":
+            # NullPool: the presence connection is held for the process's life, and the
+            # short liveness probes must not sit in a pool.
+            self._engine = create_async_engine(url, poolclass=NullPool)
+
+    async def announce(self) -> None:
+        """Hold this process's presence lock until ``aclose``."""
+        if self._engine is None or self._held is not None:
+            return
+        self._held = await self._engine.connect()
+        await self._held.execute(
+            text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
+            {"key": _key(self.replica_id)},
+        )
+        await self._held.commit()
+
+    async def is_alive(self, replica_id: str) -> bool:
+        """Whether the process ``replica_id`` still runs."""
+        if replica_id == self.replica_id:
+            return True
+        if self._engine is None:
+            return False
+        async with self._engine.connect() as connection, connection.begin():
+            # A transaction-level probe: if it gets the lock, nobody holds it (that process
+            # is gone) and the lock is released again at once by the commit.
+            free = await connection.scalar(
+                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": _key(replica_id)},
+            )
+        return not free
+
+    async def aclose(self) -> None:
+        if self._held is not None:
+            await self._held.close()
+            self._held = None
+        if self._engine is not None:
+            await self._engine.dispose()
