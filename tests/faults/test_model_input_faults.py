@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, sign, wait_until
-from tests.e2e.test_context import FileHost
+from tests.e2e.test_context import SlackFiles
 from tests.e2e.test_oauth import app_event, install
 from tests.fakes.slack_server import FakeSlack
 from tests.storage import BACKENDS, temporary_database
@@ -30,12 +30,10 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 
 @pytest.fixture
-async def slack_files() -> AsyncIterator[FileHost]:
-    host = FileHost("127.0.0.1")
-    await host.start()
-    yield host
-    assert host.runner is not None
-    await host.runner.cleanup()
+def slack_files(fake_slack: FakeSlack) -> SlackFiles:
+    # Slack's own file host (the fake Slack, on the API's origin): files anywhere else are
+    # refused before any download, so these tests must use it.
+    return SlackFiles(fake_slack)
 
 
 def _user_text(body: dict[str, Any]) -> str:
@@ -66,7 +64,7 @@ async def test_lone_surrogates_and_nul_in_a_mention_are_replaced_and_answered(
 
 
 async def test_a_file_with_a_broken_name_and_bytes_is_read_with_replacements(
-    bot: BotUnderTest, slack_files: FileHost
+    bot: BotUnderTest, slack_files: SlackFiles
 ) -> None:
     shared = slack_files.attach(
         "notes.txt", b"caf\xc3\xa9 \xff\xfe \xed\xa0\x80 end", "text/plain", "text"
@@ -119,11 +117,11 @@ async def test_slack_refusing_the_thread_history_ends_the_turn_with_a_note(
 
 
 async def test_a_file_that_cannot_be_downloaded_never_leaves_the_turn_pending(
-    bot: BotUnderTest, slack_files: FileHost
+    bot: BotUnderTest, slack_files: SlackFiles
 ) -> None:
     shared = slack_files.attach("a.txt", b"text", "text/plain", "text")
     # A URL on Slack's host that the HTTP client cannot even request (a NUL in the path).
-    shared["url_private"] = slack_files.url("a\x00b.txt")
+    shared["url_private"] = shared["url_private"].replace("a.txt", "a\x00b.txt")
     full = f"<@{bot.bot_user_id}> read it"
     ts = bot.slack.add_message("C1", user="U1", text=full, files=[shared])
     await bot.send_event(
