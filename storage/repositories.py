@@ -75,6 +75,7 @@ _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "daily_token_budget": (int,),
     "workspace_daily_token_budget": (int,),
     "user_hourly_requests": (int,),
+    "conversation_state": (str,),
 }
 assert set(_SETTING_TYPES) == set(SETTING_FIELDS)
 
@@ -185,6 +186,7 @@ class ChannelSettingsRecord:
     daily_token_budget: int | None
     workspace_daily_token_budget: int | None
     user_hourly_requests: int | None
+    conversation_state: str | None
     updated_at: datetime
     updated_by: str | None
 
@@ -380,6 +382,11 @@ class Store:
         async with self._session_factory() as session:
             await session.connection(execution_options=READ_ONLY)
             yield session
+
+    # The same units of work for repositories in other modules (storage.conversation_state),
+    # so their SQLite writes queue on this store's lock too.
+    writing = _writing
+    reading = _reading
 
     # -- health ---------------------------------------------------------------------------
 
