@@ -24,6 +24,7 @@ __all__ = [
 
 REASONING_EFFORTS = ("low", "medium", "high")
 TRUNCATIONS = ("auto", "disabled")
+CONVERSATION_STATES = ("auto", "chain", "transcript")
 MAX_INSTRUCTIONS_CHARS = 8_000
 MAX_MODEL_NAME_CHARS = 200
 MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
@@ -127,6 +128,13 @@ def _on_off(name: str) -> Callable[[str], bool]:
     return parse
 
 
+def _parse_conversation_state(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in CONVERSATION_STATES:
+        raise InvalidSetting(f"conversation_state must be one of {', '.join(CONVERSATION_STATES)}")
+    return value
+
+
 def _parse_truncation(raw: str) -> str:
     value = raw.strip().lower()
     if value not in TRUNCATIONS:
@@ -196,6 +204,13 @@ FIELDS: dict[str, FieldSpec] = {
             "0 or more",
             _count("user_hourly_requests", "questions"),
         ),
+        FieldSpec(
+            "conversation_state",
+            "how follow-ups carry the conversation: chain (previous_response_id), transcript "
+            "(the bot re-sends it) or auto",
+            " | ".join(CONVERSATION_STATES),
+            _parse_conversation_state,
+        ),
     )
 }
 
@@ -232,6 +247,7 @@ class EffectiveSettings:
     daily_token_budget: int | None
     workspace_daily_token_budget: int | None
     user_hourly_requests: int | None
+    conversation_state: str | None
     sources: Mapping[str, str]
 
     def value(self, field: str) -> Any:
@@ -249,7 +265,9 @@ def display(value: Any) -> str:
     return str(value)
 
 
-def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, Any]:
+def env_defaults(
+    *, default_model: str, default_instructions: str, conversation_state: str = "auto"
+) -> dict[str, Any]:
     return {
         "model": default_model,
         "instructions": default_instructions,
@@ -264,6 +282,7 @@ def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, 
         "daily_token_budget": 0,
         "workspace_daily_token_budget": 0,
         "user_hourly_requests": 0,
+        "conversation_state": conversation_state,
     }
 
 

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,7 @@ class _StorageSettings(BaseSettings):
     default_instructions: str = DEFAULT_INSTRUCTIONS
     model_prices: str = ""
     retention_days: int = Field(default=90, ge=0)
+    conversation_state: Literal["auto", "chain", "transcript"] = "auto"
 
     @field_validator("model_prices")
     @classmethod
@@ -224,6 +225,7 @@ async def _config(args: argparse.Namespace) -> int:
             store=store,
             default_model=storage_settings.default_model or "(DEFAULT_MODEL is not set)",
             default_instructions=storage_settings.default_instructions,
+            conversation_state=storage_settings.conversation_state,
         )
         effective = await resolver.effective(team_id=team_id, channel_id=channel_id)
         print(f"settings for {where} (workspace {team_id}):")

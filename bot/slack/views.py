@@ -40,6 +40,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "truncation": ("auto", "disabled"),
     "require_mention": ("on", "off"),
     "enabled": ("on", "off"),
+    "conversation_state": ("auto", "chain", "transcript"),
 }
 _LABELS = {
     "model": "Model",
@@ -55,6 +56,7 @@ _LABELS = {
     "daily_token_budget": "Daily token budget (0 = none)",
     "workspace_daily_token_budget": "Workspace daily token budget (0 = none)",
     "user_hourly_requests": "Questions per person per hour (0 = no limit)",
+    "conversation_state": "Conversation state",
 }
 
 

@@ -70,6 +70,7 @@ class BotProcess:
             HOST="127.0.0.1",
             PORT=str(self.port),
             LOG_FORMAT="json",
+            CONVERSATION_PROBE="false",  # no start-up probe among the counted model requests
         )
         return env
 
