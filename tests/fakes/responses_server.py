@@ -882,7 +882,9 @@ class FakeResponsesServer:
                 history = list(self._histories.get(str(previous), []))
             elif self.chain_mode == "strict":
                 if self.error_style == "stream":
-                    return await self._failed_stream(request, body, previous)
+                    if body.get("stream"):
+                        return await self._failed_stream(request, body, previous)
+                    return self._failed_body(body, previous)
                 return self._chain_not_found(previous)
         seen = history + _as_items(body.get("input"))
         self.requests[-1]["seen"] = seen
@@ -1129,6 +1131,12 @@ class FakeResponsesServer:
         await response.write(answer.event("response.failed", response=failed))
         await response.write_eof()
         return response
+
+    def _failed_body(self, body: dict[str, Any], previous: object) -> web.Response:
+        """The same for a non-streamed call: a 200 response whose status is ``failed``."""
+        answer = _Answer(request=body, text="", reasoning_text=None, usage={})
+        error = {"code": None, "message": f"Previous response with id '{previous}' not found."}
+        return self._json(200, self._body(answer, "failed", error=error))
 
     @staticmethod
     async def _open_stream(request: web.Request) -> web.StreamResponse:
