@@ -81,10 +81,11 @@ SETTING_FIELDS: Final = (
 """The per-channel settings an admin may set; a NULL value means "inherit"."""
 
 # Slack ids (T…, C…, U…) and message timestamps ("1700000000.000100") are short; the bound
-# only catches garbage. Ids minted by model endpoints and relays vary more, hence 255.
+# only catches garbage. Ids minted by model endpoints and relays vary far more: LiteLLM's proxy
+# encodes its routing into response ids of ~450 characters, hence 2048.
 _SLACK_ID = String(32)
 _SLACK_TS = String(32)
-_EXTERNAL_ID = String(255)
+_EXTERNAL_ID = String(2048)
 
 
 def utcnow() -> datetime:

@@ -1,12 +1,14 @@
-"""conversation state: transcripts, endpoint capabilities, one-time thread notes, and the
-per-channel conversation_state setting
+"""conversation state: transcripts, endpoint capabilities, one-time thread notes, the
+per-channel conversation_state setting, and response-id columns wide enough for relays
 
 Revision ID: 0004
 Revises: 0002
 Create Date: 2026-12-05 12:00:00.000000
 
-New tables only, plus one nullable column on channel_settings (existing rows inherit). The
-transcript rows cascade from turns and threads, so retention prunes them with the turns.
+New tables, one nullable column on channel_settings (existing rows inherit), and the response
+id columns widened from 255 to 2048 characters (LiteLLM's proxy mints ids of ~450 characters,
+which PostgreSQL refused). The transcript rows cascade from turns and threads, so retention
+prunes them with the turns.
 tests/storage/test_migrations.py checks both directions on SQLite and PostgreSQL.
 """
 
@@ -22,10 +24,19 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_WIDE_ID = sa.String(length=2048)
+_OLD_ID = sa.String(length=255)
+
+
 def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table("channel_settings") as batch:
         batch.add_column(sa.Column("conversation_state", sa.String(length=16), nullable=True))
+    with op.batch_alter_table("threads") as batch:
+        batch.alter_column("head_response_id", type_=_WIDE_ID, existing_type=_OLD_ID)
+    with op.batch_alter_table("turns") as batch:
+        batch.alter_column("response_id", type_=_WIDE_ID, existing_type=_OLD_ID)
+        batch.alter_column("previous_response_id", type_=_WIDE_ID, existing_type=_OLD_ID)
 
     op.create_table(
         "transcript_entries",
@@ -100,5 +111,21 @@ def downgrade() -> None:
     op.drop_index("ix_transcript_entries_turn_id", table_name="transcript_entries")
     op.drop_index("ix_transcript_entries_thread_id_id", table_name="transcript_entries")
     op.drop_table("transcript_entries")
+    # Ids longer than 255 characters do not fit back: they are cut (a chain through them is
+    # lost, which the service recovers from on the next turn).
+    for table, columns in (
+        ("turns", ("response_id", "previous_response_id")),
+        ("threads", ("head_response_id",)),
+    ):
+        for column in columns:
+            op.execute(
+                sa.text(
+                    f"UPDATE {table} SET {column} = substr({column}, 1, 255) "
+                    f"WHERE length({column}) > 255"
+                )
+            )
+        with op.batch_alter_table(table) as batch:
+            for column in columns:
+                batch.alter_column(column, type_=_OLD_ID, existing_type=_WIDE_ID)
     with op.batch_alter_table("channel_settings") as batch:
         batch.drop_column("conversation_state")

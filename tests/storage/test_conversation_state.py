@@ -211,3 +211,18 @@ def test_file_descriptors_are_stored_without_foreign_fields() -> None:
     assert "preview" not in stored
     assert "thumb" not in stored
     assert json.loads(stored)[0]["url_private"] == FILE["url_private"]
+
+
+async def test_a_relays_long_response_id_fits_the_chain(
+    store: Store, state: ConversationStateStore
+) -> None:
+    # LiteLLM's proxy encodes its routing into ids of ~450 characters (seen from 1.108.7).
+    long_id = "resp_" + "K_bIhexcF34xV2ljPoeULMPsVRO0" * 16
+    assert len(long_id) > 445
+    turn = await _turn(store, "1.1")
+    await store.complete_turn(
+        turn_id=turn.turn_id, response_id=long_id, reply_ts=None, usage=TokenUsage()
+    )
+    follow = await _turn(store, "1.2")
+    assert follow.previous_response_id == long_id
+    assert await state.forget_head(thread_id=turn.thread_id, response_id=long_id) is True
