@@ -366,7 +366,7 @@ class _ModelChecks:
         if not streaming:
             raise CheckFailed(
                 line,
-                "every answer is streamed: check that the endpoint supports \"stream\": true for "
+                'every answer is streamed: check that the endpoint supports "stream": true for '
                 f"{model} (a relay may need streaming turned on for it)",
             )
         if chains.chains == "ignored":
