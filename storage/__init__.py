@@ -13,6 +13,7 @@ Typical wiring::
 This package never imports ``bot``.
 """
 
+from storage.conversation_state import ConversationStateStore
 from storage.engine import READ_ONLY, create_engine, create_migration_engine, create_session_factory
 from storage.migrate import current_revision, head_revision, upgrade_to_head
 from storage.models import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, Base, TurnStatus
@@ -39,6 +40,7 @@ __all__ = [
     "AbandonedTurn",
     "Base",
     "ChannelSettingsRecord",
+    "ConversationStateStore",
     "PruneCounts",
     "SettingsAuditRecord",
     "Store",

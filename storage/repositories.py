@@ -76,6 +76,7 @@ _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "daily_token_budget": (int,),
     "workspace_daily_token_budget": (int,),
     "user_hourly_requests": (int,),
+    "conversation_state": (str,),
 }
 assert set(_SETTING_TYPES) == set(SETTING_FIELDS)
 
@@ -187,6 +188,7 @@ class ChannelSettingsRecord:
     daily_token_budget: int | None
     workspace_daily_token_budget: int | None
     user_hourly_requests: int | None
+    conversation_state: str | None
     updated_at: datetime
     updated_by: str | None
 
@@ -388,8 +390,8 @@ class Store:
             yield session
 
     def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A write unit of work, for repositories in other modules (``storage.intake``): it
-        queues with this store's other writers."""
+        """A write unit of work, for repositories in other modules (``storage.intake``,
+        ``storage.conversation_state``): it queues with this store's other writers."""
         return self._writing()
 
     def reading(self) -> AbstractAsyncContextManager[AsyncSession]:
