@@ -41,6 +41,7 @@ from bot.errors import (
     ErrorMeaning,
     ModelError,
     ModelHTTPError,
+    NotInstalledError,
     ResponseFailedError,
     ResponseIncompleteError,
 )
@@ -595,6 +596,12 @@ class ConversationService:
         sink = self._sinks.open(message)
         try:
             await sink.started()
+        except NotInstalledError as exc:
+            # The workspace removed the app while the message waited: no answer could reach
+            # it, so no model call is made for it either.
+            logger.warning("workspace no longer installed; turn closed", extra=log_extra)
+            await self._store.fail_turn(turn_id=turn.turn_id, status="failed", error_code=exc.code)
+            return TurnOutcome.FAILED
         except DeliveryError as exc:
             # The indicator is a courtesy: the answer can still be delivered.
             logger.warning("could not show the working indicator: %s", exc.code, extra=log_extra)

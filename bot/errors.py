@@ -19,6 +19,7 @@
     │       ├── ResponseIncompleteError ``response.incomplete`` (``reason``)
     │       └── StreamProtocolError    malformed SSE/JSON, stream ended without a terminal event
     ├── DeliveryError                  the reply could not be delivered to Slack
+    │   └── NotInstalledError          the workspace removed the app: nothing can be delivered
     └── ContextError                   the model input could not be built (Slack refused the
                                        thread's history, the workspace is gone, …)
 
@@ -53,6 +54,7 @@ __all__ = [
     "ModelServerError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "NotInstalledError",
     "QuotaExceededError",
     "ResponseFailedError",
     "ResponseIncompleteError",
@@ -277,6 +279,14 @@ class DeliveryError(BotError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotInstalledError(DeliveryError):
+    """The workspace has no installation (any more): no reply can reach it."""
+
+    def __init__(self, team_id: str) -> None:
+        super().__init__(f"the app is not installed in workspace {team_id}", code="not_installed")
+        self.team_id = team_id
 
 
 class ContextError(BotError):
