@@ -185,10 +185,8 @@ class Service:
             retry=RetryPolicy(max_retries=settings.model_max_retries),
         )
         self._cleanup.append(model.aclose)
-        channel_settings = StoredChannelSettings(
-            store=self.store,
-            default_model=settings.default_model,
-            default_instructions=settings.default_instructions,
+        channel_settings = StoredChannelSettings.from_environment(
+            store=self.store, environment=settings
         )
         files = FileReader(
             tokens=self.workspaces,
@@ -229,9 +227,7 @@ class Service:
             settings=channel_settings,
         )
         admins = AdminPolicy(workspaces=self.workspaces, admin_user_ids=settings.admin_ids)
-        catalogue = ModelCatalogue(
-            list_models=model.list_models, allowed=settings.allowed_model_list
-        )
+        catalogue = ModelCatalogue(list_models=model.list_models, allowed=settings.allowed_models)
         socket_mode = settings.effective_mode == "socket"
         signing_secret = settings.slack_signing_secret
         self.event_intake = EventIntake(
