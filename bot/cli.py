@@ -1,6 +1,7 @@
 """Command line: ``python -m bot [run|migrate|doctor|config …|usage …|prune …]``.
 
-This is the only place the environment is read (``load_settings``); everything below gets
+The environment is read through ``bot.settings`` only (``load_settings`` for the service,
+``load_storage_settings`` for commands that need only the database); everything below gets
 explicit arguments. Errors an operator can fix are printed as one plain line (exit code 2).
 Everything printed passes ``terminal_safe``: stored text (instructions, model names, ids)
 came from Slack users and model endpoints, and must not drive the operator's terminal.
@@ -13,65 +14,31 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Final, Literal
+from typing import Final
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from bot.channel_config import FIELDS, InvalidSetting, display, parse_value
-from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
+from bot.channel_settings import (
+    OPERATOR,
+    SCHEMA,
+    WORKSPACE_DEFAULTS,
+    InvalidSetting,
+    SettingsEditor,
+    StoredChannelSettings,
+    WrongLayer,
+    show_value,
+)
+from bot.channel_settings.editor import layer_of, parse_typed
+from bot.channel_settings.flags import add_setting_flags, typed_settings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
-from bot.pricing import ModelPrice, parse_prices
 from bot.redaction import terminal_safe
-from bot.settings import DEFAULT_INSTRUCTIONS, Settings, load_settings, name_list
+from bot.settings import Settings, load_settings, load_storage_settings
 
 __all__ = ["main"]
-
-
-class _StorageSettings(BaseSettings):
-    """What ``migrate``, ``usage``, ``prune`` and ``config --team`` need: the database (and
-    prices, retention), no Slack or model keys."""
-
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-    database_url: str = "sqlite+aiosqlite:///./data/bot.db"
-    default_model: str | None = None
-    default_instructions: str = DEFAULT_INSTRUCTIONS
-    model_prices: str = ""
-    retention_days: int = Field(default=90, ge=0)
-    allowed_models: str = ""
-    """``ALLOWED_MODELS``: the CLI refuses other models, exactly as Slack does."""
-    conversation_state: Literal["auto", "chain", "transcript"] = "auto"
-
-    @field_validator("model_prices")
-    @classmethod
-    def _prices_shape(cls, value: str) -> str:
-        parse_prices(value)
-        return value
-
-    @property
-    def prices(self) -> dict[str, ModelPrice]:
-        return parse_prices(self.model_prices)
-
-    @property
-    def allowed_model_list(self) -> tuple[str, ...]:
-        return name_list(self.allowed_models)
 
 
 def _print(text: str = "", *, error: bool = False) -> None:
     """Print ``text`` without terminal control sequences (see the module docstring)."""
     print(terminal_safe(text), file=sys.stderr if error else sys.stdout)
-
-
-def _storage_settings() -> _StorageSettings:
-    try:
-        return _StorageSettings()
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = str(error.get("loc", ("DATABASE_URL",))[0]).upper()
-        message = str(error.get("msg", "")).removeprefix("Value error, ")
-        detail = f": {message}" if message else ""
-        raise ConfigError(f"{name} is invalid{detail}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,11 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--team", help="workspace id (default: the bot token's workspace)")
         if name == "set":
-            for field, spec in FIELDS.items():
-                sub.add_argument("--" + field.replace("_", "-"), dest=field, help=spec.valid)
+            add_setting_flags(sub)
         if name == "reset":
             sub.add_argument(
-                "--field", action="append", choices=list(FIELDS), help="reset only this field"
+                "--field", action="append", choices=SCHEMA.names, help="reset only this field"
             )
 
     usage = commands.add_parser(
@@ -145,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(f"error: {exc}", error=True)
         return 2
     except InvalidSetting as exc:
-        _print(f"error: {exc}. Nothing was saved.", error=True)
+        _print(f"error: {_explain(exc)}. Nothing was saved.", error=True)
         return 2
     return 1
 
@@ -162,7 +128,7 @@ def _run() -> int:
 async def _migrate() -> int:
     from storage.migrate import upgrade_to_head
 
-    url = _storage_settings().database_url
+    url = load_storage_settings().database_url
     await upgrade_to_head(url)
     _print("database is at the latest migration")
     return 0
@@ -186,26 +152,35 @@ async def _resolve_team(team: str | None) -> str:
     return identity.team_id
 
 
+def _explain(exc: InvalidSetting) -> str:
+    """The refusal; for a setting of the other layer, how to set it."""
+    problems = list(getattr(exc, "errors", {}).values()) or [exc]
+    return "; ".join(
+        f"{p}: use --default"
+        if isinstance(p, WrongLayer) and p.setting.workspace_only
+        else f"{p}: use --channel"
+        if isinstance(p, WrongLayer)
+        else str(p)
+        for p in problems
+    )
+
+
 async def _config(args: argparse.Namespace) -> int:
     from storage.engine import create_engine, create_session_factory
     from storage.migrate import upgrade_to_head
     from storage.repositories import Store
 
-    storage_settings = _storage_settings()
-    values: dict[str, object] = {}
+    storage_settings = load_storage_settings()
+    typed = typed_settings(args) if args.config_command == "set" else {}
     if args.config_command == "set":
-        # Validate everything before touching the database: never half-saved. The rules are
-        # the slash command's and the modal's (bot.channel_config), allow-list included.
-        for name in FIELDS:
-            raw = getattr(args, name, None)
-            if raw is not None:
-                if FIELDS[name].workspace_only and not args.default:
-                    raise InvalidSetting(f"{name} is a workspace setting: use --default")
-                values[name] = parse_value(
-                    name, raw, allowed_models=storage_settings.allowed_model_list
-                )
-        if not values:
-            raise ConfigError("nothing to set: give at least one of --model, --instructions, ...")
+        if not typed:
+            flags = ", ".join(s.flag for s in list(SCHEMA)[:2])
+            raise ConfigError(f"nothing to set: give at least one of {flags}, ...")
+        # Refuse bad values before asking Slack or touching the database (the editor checks
+        # again, with the allow-list, when it saves).
+        parse_typed(
+            SCHEMA, typed, layer=layer_of(WORKSPACE_DEFAULTS if args.default else args.channel)
+        )
 
     team_id = await _resolve_team(args.team)
     channel_id = WORKSPACE_DEFAULTS if args.default else args.channel
@@ -214,6 +189,11 @@ async def _config(args: argparse.Namespace) -> int:
     engine = create_engine(storage_settings.database_url)
     try:
         store = Store(create_session_factory(engine))
+        # The operator's edits go through the same service as Slack's (validation, the
+        # allow-list, the audit trail); the CLI acts as the local operator, no Slack check.
+        editor = SettingsEditor(
+            store=store, admins=None, allowed_models=storage_settings.allowed_models
+        )
         if args.config_command == "history":
             rows = await store.list_settings_audit(team_id=team_id, channel_id=channel_id)
             if not rows:
@@ -221,35 +201,31 @@ async def _config(args: argparse.Namespace) -> int:
             for row in rows:
                 _print(
                     f"{row.changed_at:%Y-%m-%d %H:%M:%S} UTC  {row.changed_by or '-':<12} "
-                    f"{row.field:<18} {_one_line(display(row.old_value), 40)} -> "
-                    f"{_one_line(display(row.new_value), 40)}"
+                    f"{row.field:<18} {_one_line(show_value(row.field, row.old_value), 40)} -> "
+                    f"{_one_line(show_value(row.field, row.new_value), 40)}"
                 )
             return 0
         if args.config_command == "set":
-            await store.update_channel_settings(
-                team_id=team_id, channel_id=channel_id, values=values, updated_by="cli"
+            saved = await editor.change(
+                OPERATOR, team_id=team_id, channel_id=channel_id, typed=typed
             )
             _print(
                 f"saved for {where}: "
-                + ", ".join(f"{k}={_one_line(display(v))}" for k, v in values.items())
+                + ", ".join(f"{k}={_one_line(show_value(k, v))}" for k, v in saved.items())
             )
         elif args.config_command == "reset":
-            await store.reset_channel_settings(
-                team_id=team_id, channel_id=channel_id, fields=args.field, updated_by="cli"
-            )
+            await editor.reset(OPERATOR, team_id=team_id, channel_id=channel_id, names=args.field)
             what = ", ".join(args.field) if args.field else "all settings"
             _print(f"reset {what} for {where}")
-        resolver = StoredChannelSettings(
-            store=store,
-            default_model=storage_settings.default_model or "(DEFAULT_MODEL is not set)",
-            default_instructions=storage_settings.default_instructions,
-            conversation_state=storage_settings.conversation_state,
+        environment = storage_settings.model_copy(
+            update={"default_model": storage_settings.default_model or "(DEFAULT_MODEL is not set)"}
         )
+        resolver = StoredChannelSettings.from_environment(store=store, environment=environment)
         effective = await resolver.effective(team_id=team_id, channel_id=channel_id)
         _print(f"settings for {where} (workspace {team_id}):")
-        for name in FIELDS:
-            shown = _one_line(display(effective.value(name)))
-            _print(f"  {name:<18} {shown}  [{effective.sources[name]}]")
+        for setting in SCHEMA:
+            shown = _one_line(setting.show(effective.value(setting.name)))
+            _print(f"  {setting.name:<18} {shown}  [{effective.sources[setting.name]}]")
     finally:
         await engine.dispose()
     return 0
@@ -265,7 +241,7 @@ async def _usage(args: argparse.Namespace) -> int:
         since = parse_since(args.since)
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
-    storage_settings = _storage_settings()
+    storage_settings = load_storage_settings()
     await upgrade_to_head(storage_settings.database_url)
     engine = create_engine(storage_settings.database_url)
     try:
@@ -298,7 +274,7 @@ async def _prune(args: argparse.Namespace) -> int:
     from storage.models import utcnow
     from storage.repositories import Store
 
-    storage_settings = _storage_settings()
+    storage_settings = load_storage_settings()
     now = utcnow()
     if args.older_than is None:
         if storage_settings.retention_days == 0:

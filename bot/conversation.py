@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from bot.channel_config import EffectiveSettings
+from bot.channel_settings import EffectiveSettings
 from bot.conversation_state import (
     EndpointCapabilities,
     continuity_broken,

@@ -491,7 +491,7 @@ async def run_doctor() -> int:
         if await report.run("model endpoint", model.models_list) or model.reachable:
             default_ok = await report.run("default model", model.default_model)
             names = [settings.default_model] if default_ok else []
-            names += [m for m in settings.allowed_model_list if m != settings.default_model]
+            names += [m for m in settings.allowed_models if m != settings.default_model]
             for name in names[:MAX_MODELS_CHECKED]:
                 await report.run(f"model {name}", functools.partial(model.capabilities, name))
     finally:

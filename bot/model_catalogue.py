@@ -2,7 +2,8 @@
 
 With an allow-list the choice is that list (intersected with the endpoint's list when it has
 one); without one, whatever the endpoint lists. ``None`` means "no list": the settings modal
-then offers free text.
+then offers free text. The list is cached for ``ttl`` seconds, and forms opened at the same
+time share one request (``bot.lookup_cache``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from bot.errors import ModelError
+from bot.lookup_cache import SharedLookups
 
 __all__ = ["ModelCatalogue"]
 
@@ -31,10 +33,10 @@ class ModelCatalogue:
     ) -> None:
         self._list_models = list_models
         self._allowed = tuple(dict.fromkeys(m for m in allowed if m))
-        self._ttl = ttl
         self._timeout = timeout
-        self._clock = clock
-        self._cached: tuple[float, list[str] | None] | None = None
+        self._lookups: SharedLookups[str, list[str] | None] = SharedLookups(
+            ttl=ttl, maxsize=1, timer=clock
+        )
 
     @property
     def allowed(self) -> tuple[str, ...]:
@@ -44,10 +46,7 @@ class ModelCatalogue:
         return not self._allowed or model in self._allowed
 
     async def choices(self) -> list[str] | None:
-        now = self._clock()
-        if self._cached is None or now - self._cached[0] >= self._ttl:
-            self._cached = (now, await self._fetch())
-        listed = self._cached[1]
+        listed = await self._lookups.get("models", self._fetch)
         if self._allowed:
             if listed is None:
                 return list(self._allowed)

@@ -21,7 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot.metrics import CONTENT_TYPE, Metrics
-from bot.slack.app import RECEIVED_AT
+from bot.slack.listeners.ack_window import RECEIVED_AT
 
 __all__ = ["MAX_BODY_BYTES", "build_web_app"]
 

@@ -203,11 +203,8 @@ class Service:
             on_switch=self.metrics.transcript_switched,
         )
         self._cleanup.append(self.capabilities.aclose)
-        channel_settings = StoredChannelSettings(
-            store=self.store,
-            default_model=settings.default_model,
-            default_instructions=settings.default_instructions,
-            conversation_state=settings.conversation_state,
+        channel_settings = StoredChannelSettings.from_environment(
+            store=self.store, environment=settings
         )
         files = FileReader(
             tokens=self.workspaces,
@@ -252,9 +249,7 @@ class Service:
             on_recovery=self.metrics.conversation_recovered,
         )
         admins = AdminPolicy(workspaces=self.workspaces, admin_user_ids=settings.admin_ids)
-        catalogue = ModelCatalogue(
-            list_models=model.list_models, allowed=settings.allowed_model_list
-        )
+        catalogue = ModelCatalogue(list_models=model.list_models, allowed=settings.allowed_models)
         socket_mode = settings.effective_mode == "socket"
         signing_secret = settings.slack_signing_secret
         self.event_intake = EventIntake(

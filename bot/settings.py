@@ -1,24 +1,44 @@
-"""Configuration: read once, by the CLI, from the environment and ``.env``.
+"""Configuration: the one place that reads the environment and ``.env``.
 
 Every name here is a public contract (``.env.example`` lists them all). Nothing reads the
-environment at import time; ``load_settings()`` is called by the CLI and its result is passed
-down as explicit keyword arguments.
+environment at import time; the CLI calls ``load_settings()`` (the service) or
+``load_storage_settings()`` (commands that need only the database) and passes values down as
+explicit keyword arguments. pydantic-settings reads and types every variable; comma-separated
+lists (``ALLOWED_MODELS``, ``ADMIN_USER_IDS``) are split by ``CommaList`` because
+pydantic-settings decodes list-typed variables only from JSON. ``MCP_SERVERS`` and
+``MODEL_PRICES`` are JSON, but stay text decoded by their own parsers: a blank value means
+"none" (``.env.example`` has them blank), which pydantic-settings' JSON decoding refuses, and
+their errors name the entry at fault.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 from bot.pricing import ModelPrice, parse_prices
 from bot.tools.config import McpServerConfig, parse_mcp_servers
 
-__all__ = ["DEFAULT_INSTRUCTIONS", "Settings", "load_settings", "name_list"]
+__all__ = [
+    "DEFAULT_INSTRUCTIONS",
+    "CommaList",
+    "Settings",
+    "StorageSettings",
+    "load_settings",
+    "load_storage_settings",
+]
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant in a Slack workspace. Answer clearly and concisely. "
@@ -26,13 +46,19 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
-def name_list(value: str) -> tuple[str, ...]:
-    """A comma-separated setting (``ALLOWED_MODELS``, ``ADMIN_USER_IDS``) as its names."""
-    return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    return value
 
 
-class Settings(BaseSettings):
-    """The service's settings. Field names map to upper-case environment variables."""
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+"""A comma-separated variable as its names, blanks and repeats dropped (``a, b,,a`` → a, b)."""
+
+
+class StorageSettings(BaseSettings):
+    """What the commands that only touch the database need (``migrate``, ``config``,
+    ``usage``, ``prune``): no Slack or model keys. ``Settings`` adds the rest."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -40,6 +66,38 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
     )
+
+    database_url: str = "sqlite+aiosqlite:///./data/bot.db"
+    retention_days: int = Field(default=90, ge=0)
+    model_prices: str = ""
+    default_model: str | None = None
+    default_instructions: str = DEFAULT_INSTRUCTIONS
+    allowed_models: CommaList = ()
+    """``ALLOWED_MODELS``: the models admins may pick, in Slack and in the CLI alike."""
+    conversation_state: Literal["auto", "chain", "transcript"] = "auto"
+    """``CONVERSATION_STATE``: the default of the ``conversation_state`` channel setting."""
+
+    @field_validator("conversation_state", mode="before")
+    @classmethod
+    def _state_choice(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or "auto"
+        return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_shape(cls, value: str) -> str:
+        parse_prices(value)  # raises ValueError naming the problem
+        return value
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        """``MODEL_PRICES`` parsed (empty: no cost estimates)."""
+        return parse_prices(self.model_prices)
+
+
+class Settings(StorageSettings):
+    """The service's settings. Field names map to upper-case environment variables."""
 
     # Slack
     slack_bot_token: SecretStr | None = None
@@ -53,21 +111,18 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=0, le=65535)
     slack_api_url: str = "https://slack.com/api/"
     slack_command: str = "/ai"
-    admin_user_ids: str = ""
+    admin_user_ids: CommaList = ()
     slack_native_streaming: bool = True
     stream_update_interval: float = Field(default=1.0, ge=0.1, le=10)
 
     # Model endpoint
     openai_base_url: str = "https://api.xiexus.cn/v1"
     openai_api_key: SecretStr
-    default_model: str
-    default_instructions: str = DEFAULT_INSTRUCTIONS
-    allowed_models: str = ""
+    default_model: str  # required by the service (the storage commands do without)
     model_connect_timeout: float = Field(default=10.0, gt=0)
     model_idle_timeout: float = Field(default=60.0, gt=0)
     model_total_timeout: float = Field(default=600.0, gt=0)
     model_max_retries: int = Field(default=2, ge=0, le=10)
-    conversation_state: Literal["auto", "chain", "transcript"] = "auto"
     conversation_probe: bool = True
 
     # What the model sees
@@ -79,16 +134,11 @@ class Settings(BaseSettings):
     # Tools: MCP servers (JSON array; see bot.tools.config and docs/tools.md)
     mcp_servers: str = ""
 
-    # Storage
-    database_url: str = "sqlite+aiosqlite:///./data/bot.db"
+    # Storage (DATABASE_URL and RETENTION_DAYS: see StorageSettings)
     thread_lock_wait: float = Field(default=300.0, gt=0)
-    retention_days: int = Field(default=90, ge=0)
 
     # Shutdown: seconds turns in flight may take to finish after SIGTERM
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
-
-    # Usage reports
-    model_prices: str = ""
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -105,13 +155,6 @@ class Settings(BaseSettings):
     def _lower_choice(cls, value: object) -> object:
         if isinstance(value, str):
             return value.strip().lower() or None
-        return value
-
-    @field_validator("conversation_state", mode="before")
-    @classmethod
-    def _state_choice(cls, value: object) -> object:
-        if isinstance(value, str):
-            return value.strip().lower() or "auto"
         return value
 
     @field_validator("slack_bot_token")
@@ -167,12 +210,6 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("model_prices")
-    @classmethod
-    def _prices_shape(cls, value: str) -> str:
-        parse_prices(value)  # raises ValueError naming the problem
-        return value
-
     @field_validator("mcp_servers")
     @classmethod
     def _mcp_servers_shape(cls, value: str) -> str:
@@ -223,21 +260,12 @@ class Settings(BaseSettings):
 
     @property
     def admin_ids(self) -> frozenset[str]:
-        return frozenset(name_list(self.admin_user_ids))
-
-    @property
-    def allowed_model_list(self) -> tuple[str, ...]:
-        return name_list(self.allowed_models)
+        return frozenset(self.admin_user_ids)
 
     @property
     def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
         """``MCP_SERVERS`` parsed (header values are resolved at start, not here)."""
         return parse_mcp_servers(self.mcp_servers)
-
-    @property
-    def prices(self) -> dict[str, ModelPrice]:
-        """``MODEL_PRICES`` parsed (empty: no cost estimates)."""
-        return parse_prices(self.model_prices)
 
     @property
     def identity_salt(self) -> str:
@@ -287,8 +315,18 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         raise ConfigError(_describe(exc)) from None
 
 
+def load_storage_settings(env_file: str | Path | None = ".env") -> StorageSettings:
+    """Build ``StorageSettings`` (no Slack or model keys needed), or raise ``ConfigError``."""
+    try:
+        return StorageSettings(_env_file=env_file)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
 def _describe(exc: ValidationError) -> str:
-    error = exc.errors()[0]
+    # A value that is set but wrong says more than a missing one (and ``Settings`` lists the
+    # storage fields it inherits first, so field order alone would not put it first).
+    error = min(exc.errors(), key=lambda e: e.get("type") == "missing")
     location = error.get("loc") or ()
     if location:
         name = str(location[0]).upper()

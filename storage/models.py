@@ -64,24 +64,6 @@ An empty string rather than NULL, because NULLs never collide in a unique constr
 either engine, so NULL would allow several "default" rows per workspace.
 """
 
-SETTING_FIELDS: Final = (
-    "model",
-    "instructions",
-    "temperature",
-    "top_p",
-    "max_output_tokens",
-    "reasoning_effort",
-    "reasoning_summary",
-    "truncation",
-    "require_mention",
-    "enabled",
-    "daily_token_budget",
-    "workspace_daily_token_budget",
-    "user_hourly_requests",
-    "conversation_state",
-)
-"""The per-channel settings an admin may set; a NULL value means "inherit"."""
-
 INTEGER_MAX: Final = 2**31 - 1
 """The largest value an integer column (``mapped_column()`` of ``int``) holds on every engine:
 PostgreSQL's ``integer`` is 32 bits (SQLite's is 64). Writers check against it, so a value out
@@ -373,3 +355,17 @@ class AcceptedMessage(Base):
     adopts it only once that one is gone."""
     accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
     """When Slack's delivery was accepted."""
+
+
+_SETTINGS_ROW_COLUMNS: Final = frozenset(
+    {"id", "team_id", "channel_id", "updated_at", "updated_by"}
+)
+
+SETTING_FIELDS: Final = tuple(
+    column.name
+    for column in ChannelSettings.__table__.columns
+    if column.name not in _SETTINGS_ROW_COLUMNS
+)
+"""The per-channel settings an admin may set (every other column of ``channel_settings``), in
+column order; a NULL value means "inherit". Read from the table, so a new setting is one new
+column (and its migration); ``bot.channel_settings.SCHEMA`` declares the same names."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import Select, delete, exists, func, insert, select, text, update
+from sqlalchemy import JSON, Column, Select, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -60,25 +60,22 @@ _CLOSING_STATUSES: Final = frozenset(
     {TurnStatus.FAILED, TurnStatus.INCOMPLETE, TurnStatus.STOPPED, TurnStatus.UNDELIVERED}
 )
 
-# Python types accepted per setting. bool is an int subclass, so it is refused where a
-# number is expected; and a bool setting takes only real bools (not 0/1).
+
+def _accepted_types(column: Column[Any]) -> tuple[type, ...]:
+    """The Python types a setting's column takes, read from its SQL type (no per-setting
+    table): a float column also takes ints; a JSON column (list-valued settings) takes
+    lists and tuples."""
+    if isinstance(column.type, JSON):
+        return (list, tuple)
+    kind = column.type.python_type
+    return (int, float) if kind is float else (kind,)
+
+
+# bool is an int subclass, so it is refused where a number is expected; and a bool setting
+# takes only real bools (not 0/1).
 _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
-    "model": (str,),
-    "instructions": (str,),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "max_output_tokens": (int,),
-    "reasoning_effort": (str,),
-    "reasoning_summary": (bool,),
-    "truncation": (str,),
-    "require_mention": (bool,),
-    "enabled": (bool,),
-    "daily_token_budget": (int,),
-    "workspace_daily_token_budget": (int,),
-    "user_hourly_requests": (int,),
-    "conversation_state": (str,),
+    name: _accepted_types(ChannelSettings.__table__.columns[name]) for name in SETTING_FIELDS
 }
-assert set(_SETTING_TYPES) == set(SETTING_FIELDS)
 
 
 class TurnNotFoundError(LookupError):
@@ -175,27 +172,23 @@ class ChannelSettingsRecord:
 
     team_id: str
     channel_id: str
-    model: str | None
-    instructions: str | None
-    temperature: float | None
-    top_p: float | None
-    max_output_tokens: int | None
-    reasoning_effort: str | None
-    reasoning_summary: bool | None
-    truncation: str | None
-    require_mention: bool | None
-    enabled: bool | None
-    daily_token_budget: int | None
-    workspace_daily_token_budget: int | None
-    user_hourly_requests: int | None
-    conversation_state: str | None
+    values: Mapping[str, object]
+    """Every setting of the row by name (``SETTING_FIELDS`` order); None: inherit."""
     updated_at: datetime
     updated_by: str | None
 
     def overrides(self) -> dict[str, object]:
         """The settings this row sets (non-None), keyed by the names in ``SETTING_FIELDS``."""
-        values = {name: getattr(self, name) for name in SETTING_FIELDS}
-        return {name: value for name, value in values.items() if value is not None}
+        return {name: value for name, value in self.values.items() if value is not None}
+
+    def __getattr__(self, name: str) -> object:
+        # A setting by name (``record.model``); only reached for names that are not fields.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,15 +266,14 @@ def _turn_record(turn: Turn) -> TurnRecord:
     return TurnRecord(**{name: getattr(turn, name) for name in _TURN_FIELDS})
 
 
-_SETTINGS_RECORD_FIELDS: Final = tuple(
-    field.name for field in dataclasses.fields(ChannelSettingsRecord)
-)
-# The record lists the settings in SETTING_FIELDS order, between the keys and the metadata.
-assert _SETTINGS_RECORD_FIELDS[2:-2] == SETTING_FIELDS
-
-
 def _settings_record(row: ChannelSettings) -> ChannelSettingsRecord:
-    return ChannelSettingsRecord(**{name: getattr(row, name) for name in _SETTINGS_RECORD_FIELDS})
+    return ChannelSettingsRecord(
+        team_id=row.team_id,
+        channel_id=row.channel_id,
+        values={name: getattr(row, name) for name in SETTING_FIELDS},
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )
 
 
 def _encode_setting(value: object) -> str | None:
@@ -339,6 +331,8 @@ def _clean_setting_values(values: Mapping[str, object]) -> dict[str, object]:
                 raise TypeError(f"{name} must be {expected} or None, not {type(value).__name__}")
             if float in allowed and isinstance(value, int | float):
                 value = float(value)  # store 1 as 1.0 so reads return one type
+            if isinstance(value, tuple):
+                value = list(value)  # JSON reads back a list: one type either way
             _check_storable(name, value)
         cleaned[name] = value
     return cleaned
@@ -346,7 +340,10 @@ def _clean_setting_values(values: Mapping[str, object]) -> dict[str, object]:
 
 def _check_storable(name: str, value: object) -> None:
     """Refuse, before the database does (differently per engine), what no column holds."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, list):
+        for item in value:
+            _check_storable(name, item)
+    elif isinstance(value, int) and not isinstance(value, bool):
         if not -INTEGER_MAX - 1 <= value <= INTEGER_MAX:
             raise ValueError(f"{name} must be within ±{INTEGER_MAX:,}, not {value:,}")
     elif isinstance(value, str) and any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in value):

@@ -23,17 +23,29 @@ from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
 from bot.turn_tracker import TurnTracker
 from storage.intake import QueuedMessage
 
-__all__ = ["TICKET", "EventIntake"]
+__all__ = ["SEEN", "TICKET", "EventIntake", "message_event_type"]
 
 logger = logging.getLogger(__name__)
 
 TICKET = "accepted_message_ticket"
 """The key of the request context that carries the ticket from the middleware to the listener."""
+SEEN = "message_event_seen"
+"""Context key set once ``accept`` has looked at a message event: the event passed Bolt's own
+filters, so its listener runs and counts how it ended."""
 
 _CONVERTERS: Mapping[str, Callable[..., IncomingMessage | None]] = {
     "app_mention": from_app_mention,
     "message": from_message,
 }
+
+
+def message_event_type(body: Mapping[str, Any]) -> str | None:
+    """``app_mention`` or ``message`` for an Events API message event, else ``None``."""
+    event = body.get("event")
+    if body.get("type") != "event_callback" or not isinstance(event, dict):
+        return None
+    kind = str(event.get("type"))
+    return kind if kind in _CONVERTERS else None
 
 
 class EventIntake:
@@ -53,13 +65,12 @@ class EventIntake:
 
     async def accept(self, body: Mapping[str, Any], context: MutableMapping[str, Any]) -> None:
         """For a message event: accept it and put its ticket in ``context[TICKET]``."""
-        event = body.get("event")
-        if body.get("type") != "event_callback" or not isinstance(event, dict):
+        kind = message_event_type(body)
+        if kind is None:
             return
-        convert = _CONVERTERS.get(str(event.get("type")))
-        if convert is None:
-            return
-        self._metrics.events_received.labels(type=str(event.get("type"))).inc()
+        context[SEEN] = True
+        event = body["event"]
+        convert = _CONVERTERS[kind]
         team_id = str(body.get("team_id") or self._default_team)
         try:
             identity = await self._workspaces.identity(team_id)

@@ -12,10 +12,11 @@
     /ai help
 
 Answers are short and ephemeral. Every change is checked against the signed request's user on
-the server, validated by ``bot.channel_config`` (the same rules, allow-list included, as the
-CLI and the modal) and saved in one transaction with its audit rows; an invalid value saves
-nothing. Slack HTML-escapes ``&``, ``<`` and ``>`` in command text; that is undone once, so a
-value is stored as it was typed, and escaped again wherever a value is shown.
+the server, validated and saved (with its audit rows, in one transaction) by
+``bot.channel_settings.SettingsEditor``, the same service the CLI and the modal use; an
+invalid value saves nothing. The fields, their help and their ranges come from the schema.
+Slack HTML-escapes ``&``, ``<`` and ``>`` in command text; that is undone once, so a value is
+stored as it was typed, and escaped again wherever a value is shown.
 """
 
 from __future__ import annotations
@@ -25,22 +26,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from bot.channel_config import (
-    FIELDS,
+from bot.channel_settings import (
+    SCHEMA,
+    WORKSPACE_DEFAULTS,
+    Actor,
     EffectiveSettings,
     InvalidSetting,
-    display,
-    parse_field_name,
-    parse_value,
+    NotAllowed,
+    Schema,
+    SettingsEditor,
+    WrongLayer,
+    show_value,
 )
-from bot.channel_settings import WORKSPACE_DEFAULTS
 from bot.conversation import SettingsSource
 from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
 from bot.slack.escaping import escape, unescape
 from storage.repositories import (
-    ChannelSettingsRecord,
     SettingsAuditRecord,
     UsageCounts,
     UsageGrouping,
@@ -59,9 +62,11 @@ _SOURCE_WORDS = {
 
 
 class _Store(Protocol):
+    async def get_channel_settings(self, *, team_id: str, channel_id: str) -> Any: ...
+
     async def update_channel_settings(
         self, *, team_id: str, channel_id: str, values: Any, updated_by: str | None
-    ) -> ChannelSettingsRecord: ...
+    ) -> Any: ...
 
     async def reset_channel_settings(
         self,
@@ -70,7 +75,7 @@ class _Store(Protocol):
         channel_id: str,
         fields: Any = None,
         updated_by: str | None = None,
-    ) -> ChannelSettingsRecord | None: ...
+    ) -> Any: ...
 
     async def list_settings_audit(
         self, *, team_id: str, channel_id: str | None = None, limit: int = 50
@@ -102,13 +107,18 @@ class SettingsCommands:
         admins: AdminPolicy,
         catalogue: ModelCatalogue,
         prices: Mapping[str, ModelPrice] | None = None,
+        schema: Schema = SCHEMA,
     ) -> None:
         self.command = command
         self._store = store
         self._settings = settings
         self._admins = admins
-        self._catalogue = catalogue
         self._prices: Mapping[str, ModelPrice] = prices or {}
+        self.schema = schema
+        self.editor = SettingsEditor(
+            store=store, admins=admins, allowed_models=lambda: catalogue.allowed, schema=schema
+        )
+        """The one validate-and-save service; the settings form uses it too."""
 
     async def handle(
         self, *, text: str, team_id: str, channel_id: str, user_id: str
@@ -116,8 +126,9 @@ class SettingsCommands:
         words = unescape(text).strip().split(maxsplit=1)
         verb = words[0].lower() if words else "config"
         rest = words[1] if len(words) > 1 else ""
+        actor = Actor.slack(user_id)
         if verb == "config":
-            if not await self._admins.may_change(user_id, team_id=team_id):
+            if not await self.editor.may_edit(actor, team_id=team_id):
                 return CommandResult(await self._refusal(team_id, channel_id))
             return CommandResult(open_modal=True)
         if verb == "show":
@@ -139,19 +150,19 @@ class SettingsCommands:
                 )
             return CommandResult(await self._usage(team_id, channel_id))
         if verb in {"set", "reset"}:
-            if not await self._admins.may_change(user_id, team_id=team_id):
-                return CommandResult(await self._refusal(team_id, channel_id))
             try:
                 if verb == "set":
-                    return CommandResult(await self._set(rest, team_id, channel_id, user_id))
-                return CommandResult(await self._reset(rest, team_id, channel_id, user_id))
+                    return CommandResult(await self._set(rest, team_id, channel_id, actor))
+                return CommandResult(await self._reset(rest, team_id, channel_id, actor))
+            except NotAllowed:
+                return CommandResult(await self._refusal(team_id, channel_id))
             except InvalidSetting as exc:
-                return CommandResult(f":x: {exc}. Nothing was saved.")
+                return CommandResult(f":x: {self._explain(exc)}. Nothing was saved.")
         return CommandResult(f"I don't know `{self.command} {verb}`.\n\n{self.help()}")
 
     async def show(self, team_id: str, channel_id: str) -> str:
         effective = await self._settings.effective(team_id=team_id, channel_id=channel_id)
-        return _show(effective, channel_id)
+        return _show(effective, channel_id, self.schema)
 
     def help(self) -> str:
         c = self.command
@@ -166,10 +177,7 @@ class SettingsCommands:
                 f"• `{c} history`: who changed what here; `{c} usage`: tokens used here",
                 f"• `{c} usage workspace`: tokens used in the whole workspace (admins)",
                 "*Fields*",
-                *(
-                    f"• `{name}`: {spec.description} ({spec.valid})"
-                    for name, spec in FIELDS.items()
-                ),
+                *(f"• `{s.name}`: {s.help} ({s.valid})" for s in self.schema),
             ]
         )
 
@@ -179,33 +187,40 @@ class SettingsCommands:
             f"{self._admins.who_can_change()}\n\n" + await self.show(team_id, channel_id)
         )
 
-    async def _set(self, rest: str, team_id: str, channel_id: str, user_id: str) -> str:
+    def _explain(self, exc: InvalidSetting) -> str:
+        """The refusal; for a setting of the other layer, how to set it."""
+        problems = list(getattr(exc, "errors", {}).values()) or [exc]
+        return "; ".join(self._hint(problem) for problem in problems)
+
+    def _hint(self, problem: InvalidSetting) -> str:
+        if not isinstance(problem, WrongLayer):
+            return str(problem)
+        default = "default " if problem.setting.workspace_only else ""
+        return f"{problem}: use {self.command} set {default}{problem.setting.name} VALUE"
+
+    async def _set(self, rest: str, team_id: str, channel_id: str, actor: Actor) -> str:
         layer, rest = _layer(rest)
         parts = rest.split(maxsplit=1)
         if len(parts) < 2:
+            if not await self.editor.may_edit(actor, team_id=team_id):
+                raise NotAllowed(actor.user_id)
             raise InvalidSetting(
                 f"usage: {self.command} set [default] FIELD VALUE, "
-                f"where FIELD is one of {', '.join(FIELDS)}"
+                f"where FIELD is one of {', '.join(self.schema.names)}"
             )
-        field = parse_field_name(parts[0])
-        if FIELDS[field].workspace_only and layer != "workspace":
-            raise InvalidSetting(
-                f"{field} is a workspace setting: use {self.command} set default {field} VALUE"
-            )
-        value = parse_value(field, parts[1], allowed_models=self._catalogue.allowed)
         target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
-        await self._store.update_channel_settings(
-            team_id=team_id, channel_id=target, values={field: value}, updated_by=user_id
+        saved = await self.editor.change(  # checks the person first
+            actor, team_id=team_id, channel_id=target, typed={parts[0]: parts[1]}
         )
+        [(name, value)] = saved.items()
         where = "the workspace default" if layer == "workspace" else f"<#{channel_id}>"
-        return f":white_check_mark: `{field}` is now {_short(display(value))} for {where}."
+        return f":white_check_mark: `{name}` is now {_short(show_value(name, value))} for {where}."
 
-    async def _reset(self, rest: str, team_id: str, channel_id: str, user_id: str) -> str:
+    async def _reset(self, rest: str, team_id: str, channel_id: str, actor: Actor) -> str:
         layer, rest = _layer(rest)
-        fields = [parse_field_name(rest)] if rest.strip() else None
         target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
-        await self._store.reset_channel_settings(
-            team_id=team_id, channel_id=target, fields=fields, updated_by=user_id
+        fields = await self.editor.reset(
+            actor, team_id=team_id, channel_id=target, names=[rest] if rest.strip() else None
         )
         what = f"`{fields[0]}`" if fields else "all settings"
         where = "the workspace defaults" if layer == "workspace" else f"<#{channel_id}>"
@@ -228,7 +243,8 @@ class SettingsCommands:
             )
             lines.append(
                 f"• {row.changed_at:%Y-%m-%d %H:%M} UTC {who}: `{row.field}` "
-                f"{_short(display(row.old_value))} → {_short(display(row.new_value))}"
+                f"{_short(show_value(row.field, row.old_value))} → "
+                f"{_short(show_value(row.field, row.new_value))}"
             )
         return "\n".join(lines)
 
@@ -323,9 +339,10 @@ def _short(text: str, limit: int = 120) -> str:
     return escape(flat if len(flat) <= limit else flat[: limit - 1] + "…")
 
 
-def _show(settings: EffectiveSettings, channel_id: str) -> str:
+def _show(settings: EffectiveSettings, channel_id: str, schema: Schema) -> str:
     lines = [f"*Model settings for <#{channel_id}>*"]
-    for name in FIELDS:
-        shown = _short(display(settings.value(name)), 200)
-        lines.append(f"• `{name}`: {shown} _({_SOURCE_WORDS[settings.sources[name]]})_")
+    for setting in schema:
+        shown = _short(setting.show(settings.value(setting.name)), 200)
+        source = _SOURCE_WORDS[settings.sources[setting.name]]
+        lines.append(f"• `{setting.name}`: {shown} _({source})_")
     return "\n".join(lines)

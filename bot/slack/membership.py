@@ -11,14 +11,13 @@ people are remembered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.lookup_cache import SharedLookups
 from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
 
 __all__ = ["MEMBERSHIP_SCOPES", "ChannelMembership"]
@@ -42,52 +41,24 @@ class ChannelMembership:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._workspaces = workspaces
-        self._ttl = ttl
         self._max_pages = max_pages
-        self._max_cached = max_cached
-        self._clock = clock
-        self._cache: OrderedDict[tuple[str, str], tuple[float, frozenset[str]]] = OrderedDict()
-        self._in_flight: dict[tuple[str, str], asyncio.Future[frozenset[str] | None]] = {}
+        self._lookups: SharedLookups[tuple[str, str], frozenset[str] | None] = SharedLookups(
+            ttl=ttl, maxsize=max_cached, timer=clock
+        )
 
     async def channels_of(self, user_id: str, *, team_id: str) -> frozenset[str] | None:
         """The channel ids ``user_id`` is a member of, or ``None`` when Slack would not say
-        (a missing scope, an error): then no channel counts as visible."""
-        key = (team_id, user_id)
-        cached = self._cache.get(key)
-        if cached is not None and self._clock() - cached[0] < self._ttl:
-            self._cache.move_to_end(key)
-            return cached[1]
-        pending = self._in_flight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[frozenset[str] | None] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            channels = await self._fetch(user_id, team_id)
-        except asyncio.CancelledError:
-            future.cancel()  # the waiters must not hang
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here: waiters get it too, none is not an error
-            raise
-        else:
-            future.set_result(channels)
-        finally:
-            del self._in_flight[key]
-        if channels is not None:
-            self._remember(key, channels)
-        return channels
+        (a missing scope, an error): then no channel counts as visible (and nothing is
+        cached, so the next look asks again)."""
+        return await self._lookups.get(
+            (team_id, user_id),
+            lambda: self._fetch(user_id, team_id),
+            keep=lambda channels: channels is not None,
+        )
 
     async def is_member(self, user_id: str, channel_id: str, *, team_id: str) -> bool:
         channels = await self.channels_of(user_id, team_id=team_id)
         return channels is not None and channel_id in channels
-
-    def _remember(self, key: tuple[str, str], channels: frozenset[str]) -> None:
-        self._cache[key] = (self._clock(), channels)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._max_cached:
-            self._cache.popitem(last=False)
 
     async def _fetch(self, user_id: str, team_id: str) -> frozenset[str] | None:
         found: set[str] = set()

@@ -3,10 +3,11 @@
 The modal shows a channel's effective values and where each comes from; every field may be
 left empty (or on "inherit") to use the default. It round-trips what it does not touch: each
 value the channel has is shown exactly (a model missing from the endpoint's list is offered
-as an option, floats are not rounded, instructions fit the input because the setting's limit
-is the input's), and a value the form cannot hold is shown read-only and left alone.
-``parse_submission`` turns the submitted state back into values, collecting a message per
-invalid field for ``response_action: errors``.
+as an option, floats are not rounded, text fits the input because the setting's limit is the
+input's), and a value the form cannot hold is shown read-only and left alone. Fields, labels,
+inputs and menus come from the settings schema (a setting with choices is a menu, a model is
+the endpoint's list). ``parse_submission`` turns the submitted state back into the text typed
+per field; ``SettingsEditor`` validates and saves it.
 """
 
 from __future__ import annotations
@@ -15,30 +16,26 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from bot.channel_config import (
-    FIELDS,
+from bot.channel_settings import (
     MAX_INSTRUCTIONS_CHARS,
+    SCHEMA,
     EffectiveSettings,
-    InvalidSetting,
-    display,
-    exact_text,
-    parse_value,
+    Schema,
+    Setting,
 )
 from bot.slack.escaping import escape
 from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
 
 __all__ = [
-    "CHANNEL_FIELDS",
     "EDIT_ACTION",
     "MODAL_CALLBACK",
+    "first_input",
     "home_view",
     "parse_submission",
     "settings_modal",
 ]
 
 MODAL_CALLBACK = "channel_settings"
-# The modal edits one channel: workspace-only settings are set with `/ai set default`.
-CHANNEL_FIELDS = [name for name, spec in FIELDS.items() if not spec.workspace_only]
 EDIT_ACTION = "edit_channel_settings"
 INHERIT = "__inherit__"
 
@@ -56,22 +53,11 @@ _SOURCE = {
     "default": "service default",
     "unset": "model default",
 }
-_LABELS = {
-    "model": "Model",
-    "instructions": "Instructions",
-    "temperature": "Temperature (0 to 2)",
-    "top_p": "Top p (0 to 1)",
-    "max_output_tokens": "Max output tokens",
-    "reasoning_effort": "Reasoning effort",
-    "reasoning_summary": "Reasoning summary",
-    "truncation": "Truncation",
-    "require_mention": "Follow-ups need a mention",
-    "enabled": "Bot answers in this channel",
-    "daily_token_budget": "Daily token budget (0 = none)",
-    "workspace_daily_token_budget": "Workspace daily token budget (0 = none)",
-    "user_hourly_requests": "Questions per person per hour (0 = no limit)",
-    "conversation_state": "Conversation state",
-}
+
+
+def _form_fields(schema: Schema) -> tuple[Setting, ...]:
+    """The form edits one channel: workspace-only settings are set with `/ai set default`."""
+    return schema.on("channel")
 
 
 def _text(text: str, kind: str = "plain_text", limit: int = 150) -> dict[str, Any]:
@@ -86,15 +72,11 @@ def _option(value: str, label: str | None = None) -> dict[str, Any]:
     return {"text": _text(label or value, limit=MAX_OPTION_TEXT_CHARS), "value": value}
 
 
-def _label(field: str) -> str:
-    return _LABELS.get(field) or FIELDS[field].description.capitalize()
-
-
-def _hint(settings: EffectiveSettings, field: str) -> str:
-    source = settings.sources[field]
+def _hint(settings: EffectiveSettings, setting: Setting) -> str:
+    source = settings.sources[setting.name]
     if source == "channel":
         return "Set for this channel. Clear it (or pick inherit) to use the default."
-    return f"Now: {display(settings.value(field))[:100]} ({_SOURCE[source]})."
+    return f"Now: {setting.show(settings.value(setting.name))[:100]} ({_SOURCE[source]})."
 
 
 def _select(options: list[dict[str, Any]], selected: str | None) -> dict[str, Any]:
@@ -117,9 +99,9 @@ def _model_select(own: str | None, models: Sequence[str]) -> dict[str, Any]:
     return _select(options, own)
 
 
-def _choice_select(field: str, own: Any) -> dict[str, Any]:
-    choices = list(FIELDS[field].choices or ())
-    shown = exact_text(own) if own is not None else None
+def _choice_select(setting: Setting, own: Any) -> dict[str, Any]:
+    choices = list(setting.kind.choices or ())
+    shown = setting.text(own) if own is not None else None
     if shown is not None and shown not in choices:
         choices.insert(0, shown)  # a value the menu no longer lists still round-trips
     options = [_option(INHERIT, "inherit (use the default)")]
@@ -127,50 +109,54 @@ def _choice_select(field: str, own: Any) -> dict[str, Any]:
     return _select(options, shown)
 
 
-def _input_element(field: str, own: Any) -> dict[str, Any]:
+def _input_limit(setting: Setting) -> int:
+    return min(setting.kind.max_chars or MAX_INPUT_CHARS, MAX_INPUT_CHARS)
+
+
+def _input_element(setting: Setting, own: Any) -> dict[str, Any]:
     element: dict[str, Any] = {
         "type": "plain_text_input",
         "action_id": "value",
-        "multiline": field == "instructions",
+        "multiline": setting.kind.multiline,
     }
-    if field == "instructions":
-        element["max_length"] = MAX_INSTRUCTIONS_CHARS
+    if setting.kind.max_chars is not None:
+        # The input's limit is the setting's: whatever can be set can be shown whole.
+        element["max_length"] = _input_limit(setting)
     if own is not None:
-        element["initial_value"] = exact_text(own)
+        element["initial_value"] = setting.text(own)
     return element
 
 
-def _fits(own: Any) -> bool:
-    return own is None or len(exact_text(own)) <= MAX_INPUT_CHARS
-
-
-def _block(field: str, settings: EffectiveSettings, models: Sequence[str] | None) -> dict[str, Any]:
-    own = settings.value(field) if settings.sources[field] == "channel" else None
-    if not _fits(own):
+def _block(
+    setting: Setting, settings: EffectiveSettings, models: Sequence[str] | None
+) -> dict[str, Any]:
+    field = setting.name
+    own = settings.own(field)
+    if own is not None and len(setting.text(own)) > _input_limit(setting):
         # Stored before today's limit: the form cannot hold it, so it shows how to change it
         # and leaves it out of the submission (an absent field is left as it is).
         return {
             "type": "section",
             "block_id": field,
             "text": _text(
-                f"*{_label(field)}*: set for this channel ({len(exact_text(own)):,} "
+                f"*{setting.label}*: set for this channel ({len(setting.text(own)):,} "
                 f"characters, more than this form holds). Saving keeps it; change it with "
                 f"the `set {field}` command.",
                 "mrkdwn",
             ),
         }
-    if field == "model" and models and (own is None or len(own) <= MAX_OPTION_VALUE_CHARS):
+    if setting.from_catalogue and models and (own is None or len(own) <= MAX_OPTION_VALUE_CHARS):
         element = _model_select(own, models)
-    elif FIELDS[field].choices:
-        element = _choice_select(field, own)
+    elif setting.kind.choices:
+        element = _choice_select(setting, own)
     else:
-        element = _input_element(field, own)
+        element = _input_element(setting, own)
     return {
         "type": "input",
         "block_id": field,
         "optional": True,
-        "label": _text(_label(field)),
-        "hint": _text(_hint(settings, field)),
+        "label": _text(setting.label),
+        "hint": _text(_hint(settings, setting)),
         "element": element,
     }
 
@@ -181,6 +167,7 @@ def settings_modal(
     channel_id: str,
     settings: EffectiveSettings,
     models: Sequence[str] | None,
+    schema: Schema = SCHEMA,
 ) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {
@@ -192,7 +179,7 @@ def settings_modal(
             ),
         }
     ]
-    blocks += [_block(field, settings, models) for field in CHANNEL_FIELDS]
+    blocks += [_block(setting, settings, models) for setting in _form_fields(schema)]
     return {
         "type": "modal",
         "callback_id": MODAL_CALLBACK,
@@ -204,45 +191,34 @@ def settings_modal(
     }
 
 
-def first_input(view: Mapping[str, Any]) -> str:
+def first_input(view: Mapping[str, Any], schema: Schema = SCHEMA) -> str:
     """The block id to hang a form-wide error on (``response_action: errors`` needs an
     input block of the submitted view)."""
     values = (view.get("state") or {}).get("values") or {}
-    return next((field for field in CHANNEL_FIELDS if field in values), CHANNEL_FIELDS[0])
+    names = [setting.name for setting in _form_fields(schema)]
+    return next((name for name in names if name in values), names[0])
 
 
-def parse_submission(
-    state: Mapping[str, Any],
-    *,
-    allowed_models: Collection[str] = (),
-    current_model: str | None = None,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """``(values, errors)`` from ``view.state.values``: ``None`` means inherit; a field the
-    view did not hold is left out (unchanged). ``current_model`` (the channel's own model)
-    passes even when ``ALLOWED_MODELS`` no longer lists it: left as it was, it is no change."""
-    values: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for field in CHANNEL_FIELDS:
-        if field not in state:
+def parse_submission(state: Mapping[str, Any], schema: Schema = SCHEMA) -> dict[str, str | None]:
+    """The text typed per field in ``view.state.values`` (``None``: inherit). A field the
+    view did not hold is left out, so it stays unchanged."""
+    typed: dict[str, str | None] = {}
+    for setting in _form_fields(schema):
+        if setting.name not in state:
             continue
-        entry = (state.get(field) or {}).get("value") or {}
+        entry = (state.get(setting.name) or {}).get("value") or {}
         if entry.get("type") == "static_select":
             selected = (entry.get("selected_option") or {}).get("value")
-            raw = None if selected in (None, INHERIT) else str(selected)
+            typed[setting.name] = None if selected in (None, INHERIT) else str(selected)
         else:
             text = entry.get("value")
-            raw = text if isinstance(text, str) and text.strip() else None
-        if raw is None:
-            values[field] = None
-            continue
-        unchanged = field == "model" and raw.strip() == current_model
-        try:
-            values[field] = parse_value(
-                field, raw, allowed_models=() if unchanged else allowed_models
-            )
-        except InvalidSetting as exc:
-            errors[field] = _cut(str(exc), 150)
-    return values, errors
+            typed[setting.name] = text if isinstance(text, str) and text.strip() else None
+    return typed
+
+
+def form_errors(errors: Mapping[str, Exception]) -> dict[str, str]:
+    """``response_action: errors`` for the refused fields (Slack shows up to 150 characters)."""
+    return {name: _cut(str(error), 150) for name, error in errors.items()}
 
 
 def _who(user: str | None) -> str:
@@ -251,11 +227,11 @@ def _who(user: str | None) -> str:
     return user or "someone"
 
 
-def _channel_lines(record: ChannelSettingsRecord) -> str:
+def _channel_lines(record: ChannelSettingsRecord, schema: Schema) -> str:
     parts = [
-        f"`{field}` {escape(display(getattr(record, field))[:60])}"
-        for field in FIELDS
-        if getattr(record, field) is not None
+        f"`{setting.name}` {escape(setting.show(value)[:60])}"
+        for setting in schema
+        if (value := record.values.get(setting.name)) is not None
     ]
     return ", ".join(parts) or "_all inherited_"
 
@@ -279,6 +255,7 @@ def home_view(
     is_admin: bool,
     who_can_change: str,
     visible: Collection[str] | None,
+    schema: Schema = SCHEMA,
 ) -> dict[str, Any]:
     """The Home tab for one viewer. ``visible``: the channels the viewer is a member of
     (``None``: unknown); a channel's settings are listed only when it is one of them, so a
@@ -290,9 +267,9 @@ def home_view(
             "text": _text(
                 "*Workspace defaults*\n"
                 + "\n".join(
-                    f"• `{field}`: {escape(display(defaults.value(field))[:80])} "
-                    f"_({_SOURCE[defaults.sources[field]]})_"
-                    for field in FIELDS
+                    f"• `{s.name}`: {escape(s.show(defaults.value(s.name))[:80])} "
+                    f"_({_SOURCE[defaults.sources[s.name]]})_"
+                    for s in schema
                 ),
                 "mrkdwn",
             ),
@@ -328,7 +305,9 @@ def home_view(
         )
         section: dict[str, Any] = {
             "type": "section",
-            "text": _text(f"<#{record.channel_id}>: {_channel_lines(record)}{last}", "mrkdwn"),
+            "text": _text(
+                f"<#{record.channel_id}>: {_channel_lines(record, schema)}{last}", "mrkdwn"
+            ),
         }
         if is_admin:
             section["accessory"] = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.channel_config import InvalidSetting, parse_value
+from bot.channel_settings import SCHEMA, InvalidSetting
 from bot.conversation_state import (
     ChainCheck,
     EndpointCapabilities,
@@ -95,9 +95,10 @@ def test_the_endpoint_key_has_no_credentials_or_query() -> None:
 
 
 def test_the_setting_and_its_channel_field() -> None:
-    assert parse_value("conversation_state", " Transcript ") == "transcript"
+    setting = SCHEMA["conversation_state"]
+    assert setting.parse(" Transcript ") == "transcript"
     with pytest.raises(InvalidSetting, match="auto, chain, transcript"):
-        parse_value("conversation_state", "sometimes")
+        setting.parse("sometimes")
     base = {"openai_api_key": "k", "default_model": "m", "slack_bot_token": "xoxb-1"}
     settings = Settings(_env_file=None, slack_signing_secret="s", **base)  # type: ignore[call-arg]
     assert (settings.conversation_state, settings.conversation_probe) == ("auto", True)

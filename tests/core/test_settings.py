@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,44 @@ def test_dotenv_is_read(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     s = load_settings(env_file=dotenv)
     assert s.default_model == "from-dotenv"
     assert s.slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def _reads_the_environment(source: str) -> bool:
+    """Whether code (not text) touches ``os.environ``/``os.getenv`` or a settings loader."""
+    for node in ast.walk(ast.parse(source)):
+        os_attribute = (
+            isinstance(node, ast.Attribute)
+            and node.attr in {"environ", "environb", "getenv"}
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+        loader_import = isinstance(node, ast.ImportFrom) and (
+            node.module in {"pydantic_settings", "dotenv"}
+            or (node.module == "os" and {a.name for a in node.names} & {"environ", "getenv"})
+        )
+        if os_attribute or loader_import:
+            return True
+    return False
+
+
+def test_only_bot_settings_reads_the_environment() -> None:
+    # Configuration enters once: every other module gets explicit arguments. (MCP servers'
+    # headers_from_env are resolved from a mapping the caller passes: bot/tools/config.py
+    # reads no os.environ itself.)
+    repo = Path(__file__).resolve().parents[2]
+    found = sorted(
+        str(path.relative_to(repo))
+        for folder in ("bot", "storage")
+        for path in (repo / folder).rglob("*.py")
+        if _reads_the_environment(path.read_text())
+    )
+    assert found == ["bot/settings.py"]
+
+
+def test_comma_lists_are_split_and_typed(env: pytest.MonkeyPatch) -> None:
+    env.setenv("ADMIN_USER_IDS", " U1, U2,,U1 ")
+    env.setenv("ALLOWED_MODELS", "gpt-a,gpt-b")
+    s = load_settings(env_file=None)
+    assert s.admin_user_ids == ("U1", "U2")
+    assert s.admin_ids == frozenset({"U1", "U2"})
+    assert s.allowed_models == ("gpt-a", "gpt-b")

@@ -277,3 +277,32 @@ async def test_message_text_is_logged_only_when_the_operator_asks(
     [record] = [r for r in caplog.records if r.getMessage() == "turn completed"]
     assert "marker-7f3a" in record.message_text  # type: ignore[attr-defined]
     assert record.first_token_ms is not None  # type: ignore[attr-defined]
+
+
+async def test_the_bots_own_messages_are_dropped_by_bolt_and_still_counted(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, _ = await bot.mention("start")
+    await bot.wait_replies("C1", root, 1)
+    before = await scrape(bot)
+    caplog.set_level(logging.DEBUG, logger="slack_bolt")
+    caplog.set_level(logging.DEBUG, logger="bot.slack.bolt")
+    # The bot's own reply in the thread, as Slack echoes it: by user id, and by bot id.
+    for extra in ({"bot_id": bot.slack.bot_id}, {}):
+        ts = bot.slack.add_message("C1", user=bot.slack.bot_user_id, text="me", thread_ts=root)
+        await bot.send_event(
+            message_event(
+                channel="C1", user=bot.slack.bot_user_id, text="me", ts=ts, thread_ts=root, **extra
+            )
+        )
+    await bot.wait_idle()
+    after = await scrape(bot)
+
+    # Bolt's own self-event filter is on: it drops them before any listener of ours.
+    assert caplog.text.count("Skipped self event") == 2
+    # Received and handled (ignored) all the same, so the counters still add up.
+    assert grew(before, after, "slackbot_events_received_total", type="message") == 2
+    handled = "slackbot_events_handled_total"
+    assert grew(before, after, handled, type="message", outcome="ignored") == 2
+    assert grew(before, after, "slackbot_turns_total", outcome="ignored") == 2
+    assert len(bot.model_bodies()) == 1  # only the first mention reached the model

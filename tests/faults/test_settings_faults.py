@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.channel_config import MAX_INSTRUCTIONS_CHARS
+from bot.channel_settings import MAX_INSTRUCTIONS_CHARS
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, run_cli, sign, slash_command
 from tests.e2e.test_slash_command import ADMIN, MEMBER, interact, submission

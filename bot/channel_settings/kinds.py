@@ -1,0 +1,325 @@
+"""Kinds of setting values: how text typed by a person becomes a value, and back.
+
+A kind owns a setting's type and range: ``parse`` turns what someone typed (in the slash
+command, the CLI or the settings form) into the value, or raises ``InvalidSetting`` naming the
+valid range; ``show`` is the value as people read it; ``text`` is the value as text that parses
+back to exactly the same value (a form that shows a value must not change it when saved).
+Every surface uses these, so they refuse the same things with the same words.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "Choice",
+    "InvalidSetting",
+    "Kind",
+    "Name",
+    "Number",
+    "OnOff",
+    "Text",
+    "TextList",
+    "WholeNumber",
+]
+
+
+class InvalidSetting(ValueError):
+    """A field name or value was refused; ``str()`` names the valid range."""
+
+
+class Kind(Protocol):
+    """What every kind of value offers (see the module docstring)."""
+
+    @property
+    def valid(self) -> str:
+        """The valid values in words ("0 to 2", "low, medium, high")."""
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The values people pick from, as they type them: the form shows a menu."""
+
+    @property
+    def multiline(self) -> bool:
+        """Whether the form's input has several lines."""
+
+    @property
+    def max_chars(self) -> int | None:
+        """The most characters a value's ``text`` may have (the form's input limit)."""
+
+    def parse(self, name: str, raw: str) -> Any: ...
+
+    def show(self, value: Any) -> str: ...
+
+    def text(self, value: Any) -> str: ...
+
+
+# Newlines and tabs belong in text; every other control character (NUL, escape sequences,
+# C1 controls) and lone surrogates (which no encoder, database or JSON parser accepts) is
+# refused rather than stored and sent to the model on every turn.
+_ALLOWED_CONTROLS = frozenset("\n\t\r")
+
+
+def _bad_character(value: str) -> str | None:
+    """A description of the first control character or lone surrogate in ``value``."""
+    for index, char in enumerate(value, start=1):
+        if char in _ALLOWED_CONTROLS:
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            return f"U+{ord(char):04X} at character {index:,}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    """Shared defaults: no menu, one line, no length limit, ``str`` both ways."""
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return None
+
+    @property
+    def multiline(self) -> bool:
+        return False
+
+    @property
+    def max_chars(self) -> int | None:
+        return None
+
+    def show(self, value: Any) -> str:
+        return str(value)
+
+    def text(self, value: Any) -> str:
+        return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Name(_Plain):
+    """One word: no spaces or control characters (a model name)."""
+
+    max_length: int
+    noun: str
+
+    @property
+    def valid(self) -> str:
+        return self.noun
+
+    @property
+    def max_chars(self) -> int | None:
+        return self.max_length
+
+    def parse(self, name: str, raw: str) -> str:
+        value = raw.strip()
+        if (
+            not value
+            or len(value) > self.max_length
+            or any(c.isspace() or not c.isprintable() for c in value)
+        ):
+            raise InvalidSetting(
+                f"{name} must be {self.noun} without spaces or control characters, "
+                f"1-{self.max_length} characters"
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Text(_Plain):
+    """Free text (instructions): newlines and tabs allowed, other control characters not."""
+
+    max_length: int
+    lines: bool = True
+
+    @property
+    def valid(self) -> str:
+        return f"text up to {self.max_length:,} characters"
+
+    @property
+    def multiline(self) -> bool:
+        return self.lines
+
+    @property
+    def max_chars(self) -> int | None:
+        return self.max_length
+
+    def parse(self, name: str, raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            raise InvalidSetting(f"{name} must not be empty (use reset to inherit the default)")
+        if len(value) > self.max_length:
+            raise InvalidSetting(
+                f"{name} must be at most {self.max_length:,} characters (got {len(value):,})"
+            )
+        bad = _bad_character(value)
+        if bad is not None:
+            raise InvalidSetting(f"{name} must be text without control characters (found {bad})")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Number(_Plain):
+    """A decimal number within ``low``..``high``."""
+
+    low: float
+    high: float
+
+    @property
+    def valid(self) -> str:
+        return f"{self.low:g} to {self.high:g}"
+
+    def parse(self, name: str, raw: str) -> float:
+        message = f"{name} must be a number from {self.low:g} to {self.high:g}"
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise InvalidSetting(message) from None
+        if math.isnan(value) or not self.low <= value <= self.high:
+            raise InvalidSetting(message)
+        return value
+
+    def show(self, value: Any) -> str:
+        return f"{value:g}"
+
+    def text(self, value: Any) -> str:
+        return repr(float(value))  # unrounded: "0.1234567" stays itself
+
+
+@dataclass(frozen=True, slots=True)
+class WholeNumber(_Plain):
+    """An integer within ``low``..``high``, as people type it ("1,024", "10_000")."""
+
+    low: int
+    high: int
+    unit: str | None = None
+    """What is counted ("tokens"), named in the error."""
+    zero: str | None = None
+    """What 0 means ("no budget"), named in the error."""
+
+    @property
+    def valid(self) -> str:
+        return f"{self.low:,} to {self.high:,}"
+
+    def parse(self, name: str, raw: str) -> int:
+        unit = f" of {self.unit}" if self.unit else ""
+        zero = f" (0 = {self.zero})" if self.zero else ""
+        message = f"{name} must be a whole number{unit} from {self.low:,} to {self.high:,}{zero}"
+        try:
+            # int() also refuses absurdly long digit strings (Python's 4,300-digit limit).
+            value = int(raw.strip().replace(",", "").replace("_", ""))
+        except ValueError:
+            raise InvalidSetting(message) from None
+        if not self.low <= value <= self.high:
+            raise InvalidSetting(message)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Choice(_Plain):
+    """One of a few words, picked from a menu in the form."""
+
+    options: tuple[str, ...]
+
+    @property
+    def valid(self) -> str:
+        return ", ".join(self.options)
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return self.options
+
+    def parse(self, name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in self.options:
+            raise InvalidSetting(f"{name} must be one of {', '.join(self.options)}")
+        return value
+
+
+_ON = frozenset({"on", "true", "yes", "1", "enabled"})
+_OFF = frozenset({"off", "false", "no", "0", "disabled"})
+
+
+@dataclass(frozen=True, slots=True)
+class OnOff(_Plain):
+    """A switch: ``on``/``off`` (and the usual spellings of yes and no)."""
+
+    @property
+    def valid(self) -> str:
+        return "on, off"
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return ("on", "off")
+
+    def parse(self, name: str, raw: str) -> bool:
+        value = raw.strip().lower()
+        if value in _ON:
+            return True
+        if value in _OFF:
+            return False
+        raise InvalidSetting(f"{name} must be on or off")
+
+    def show(self, value: Any) -> str:
+        return "on" if value else "off"
+
+    def text(self, value: Any) -> str:
+        return "on" if value else "off"
+
+
+@dataclass(frozen=True, slots=True)
+class TextList(_Plain):
+    """Up to ``max_items`` short texts, typed with ``separator`` between them (a comma for
+    names, a new line for sentences that may hold commas). Stored as a list; repeats and
+    empty items are dropped, the order is kept."""
+
+    max_items: int
+    max_item_length: int
+    separator: str = ","
+    words: bool = False
+    """Items are single words (names): no spaces inside one."""
+
+    @property
+    def valid(self) -> str:
+        between = "commas" if self.separator == "," else "new lines"
+        return (
+            f"up to {self.max_items} items of at most {self.max_item_length:,} characters, "
+            f"separated by {between}"
+        )
+
+    @property
+    def multiline(self) -> bool:
+        return self.separator == "\n"
+
+    @property
+    def max_chars(self) -> int | None:
+        return self.max_items * (self.max_item_length + len(self.separator))
+
+    def parse(self, name: str, raw: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(p.strip() for p in raw.split(self.separator) if p.strip()))
+        if not items:
+            raise InvalidSetting(f"{name} must list at least one item (use reset to inherit)")
+        if len(items) > self.max_items:
+            raise InvalidSetting(f"{name} must have at most {self.max_items} items")
+        for item in items:
+            if len(item) > self.max_item_length:
+                raise InvalidSetting(
+                    f"{name}: each item must be at most {self.max_item_length:,} characters"
+                )
+            bad = _bad_character(item)
+            if bad is not None:
+                raise InvalidSetting(f"{name} must be text without control characters ({bad})")
+            if self.words and any(c.isspace() for c in item):
+                raise InvalidSetting(f"{name}: each item must be one word, without spaces")
+        return items
+
+    def show(self, value: Any) -> str:
+        return ", ".join(str(item) for item in _items(value))
+
+    def text(self, value: Any) -> str:
+        return self.separator.join(str(item) for item in _items(value))
+
+
+def _items(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list | tuple) else (value,)

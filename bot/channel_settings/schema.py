@@ -1,0 +1,287 @@
+"""Every channel setting, declared once.
+
+A setting is a name, a kind of value (type and range, see ``kinds``), a line of help, the label
+the settings form and the Home tab show, the layers it may be set on (a channel, the
+workspace's defaults, or both) and its default below every layer (a constant, or a value of the
+service's environment such as ``DEFAULT_MODEL``). The slash command's grammar and help, the
+settings form, the Home tab, the CLI's flags (``mcp_servers`` → ``--mcp-servers``), the
+validate-and-save service and the storage columns all derive from ``SCHEMA``: adding a setting
+is one entry here plus one migration adding its column (``tests/core/test_settings_schema.py``
+checks that the two agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from bot.channel_settings.kinds import (
+    Choice,
+    InvalidSetting,
+    Kind,
+    Name,
+    Number,
+    OnOff,
+    Text,
+    WholeNumber,
+)
+
+__all__ = [
+    "BOTH",
+    "CHANNEL",
+    "MAX_COUNT",
+    "MAX_INSTRUCTIONS_CHARS",
+    "SCHEMA",
+    "WORKSPACE",
+    "WORKSPACE_DEFAULTS",
+    "WORKSPACE_ONLY",
+    "Layer",
+    "Schema",
+    "Setting",
+    "show_value",
+]
+
+Layer = Literal["channel", "workspace"]
+CHANNEL: Final = "channel"
+WORKSPACE: Final = "workspace"
+BOTH: Final[frozenset[Layer]] = frozenset({"channel", "workspace"})
+WORKSPACE_ONLY: Final[frozenset[Layer]] = frozenset({"workspace"})
+CHANNEL_ONLY: Final[frozenset[Layer]] = frozenset({"channel"})
+
+WORKSPACE_DEFAULTS: Final = ""
+"""The channel id under which a workspace's defaults are stored (``storage.models``)."""
+
+MAX_INSTRUCTIONS_CHARS: Final = 3_000
+"""Slack's settings form cannot hold more: a ``plain_text_input`` takes at most 3,000
+characters. Every path uses the same limit, so whatever is set can be shown in the form and
+saved back unchanged."""
+MAX_MODEL_NAME_CHARS: Final = 200
+MAX_OUTPUT_TOKENS_LIMIT: Final = 1_000_000
+MAX_COUNT: Final = 2**31 - 1
+"""The largest budget or count: what every engine's integer column holds (PostgreSQL
+``integer``; ``storage.models.INTEGER_MAX``, which a test compares). A bigger budget is no
+budget in practice: use 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One channel setting (see the module docstring)."""
+
+    name: str
+    kind: Kind
+    help: str
+    """What it does, in a few words (the slash command's help, the CLI's ``--help``)."""
+    label: str
+    """How the settings form and the Home tab name it."""
+    layers: frozenset[Layer] = BOTH
+    default: Any = None
+    """The value below every layer; ``None``: the model's own default."""
+    env: str | None = None
+    """The field of ``bot.settings.Settings`` whose value is the default instead."""
+    from_catalogue: bool = False
+    """A model name: it must be one of ``ALLOWED_MODELS`` (when set), and the form offers the
+    endpoint's list of models."""
+
+    @property
+    def flag(self) -> str:
+        """The CLI's option for it."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def workspace_only(self) -> bool:
+        return CHANNEL not in self.layers
+
+    @property
+    def valid(self) -> str:
+        """The valid values in words, with the layer when it is not both."""
+        if self.workspace_only:
+            return f"{self.kind.valid}, workspace default only"
+        if WORKSPACE not in self.layers:
+            return f"{self.kind.valid}, channels only"
+        return self.kind.valid
+
+    def allowed_on(self, layer: Layer) -> bool:
+        return layer in self.layers
+
+    def parse(self, raw: str, *, allowed_models: Collection[str] = ()) -> Any:
+        """The value typed as ``raw``, or ``InvalidSetting`` naming the valid range.
+
+        ``allowed_models`` is ``ALLOWED_MODELS``: when not empty, a model must be one of them.
+        """
+        value = self.kind.parse(self.name, raw)
+        if self.from_catalogue and allowed_models and value not in allowed_models:
+            raise InvalidSetting(
+                f"{self.name} must be one of the allowed models: " + ", ".join(allowed_models)
+            )
+        return value
+
+    def show(self, value: Any) -> str:
+        """The value as people read it (``not set`` for inherit)."""
+        return "not set" if value is None else self.kind.show(value)
+
+    def text(self, value: Any) -> str:
+        """The value as text that parses back to exactly the same value."""
+        return self.kind.text(value)
+
+
+class Schema:
+    """The settings in their order, by name."""
+
+    def __init__(self, settings: Iterable[Setting]) -> None:
+        self._settings = {setting.name: setting for setting in settings}
+
+    def __iter__(self) -> Iterator[Setting]:
+        return iter(self._settings.values())
+
+    def __len__(self) -> int:
+        return len(self._settings)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._settings
+
+    def __getitem__(self, name: str) -> Setting:
+        return self._settings[name]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._settings)
+
+    def on(self, layer: Layer) -> tuple[Setting, ...]:
+        """The settings that may be set on ``layer``."""
+        return tuple(s for s in self if s.allowed_on(layer))
+
+    def find(self, raw: str) -> Setting:
+        """The setting named ``raw`` (as typed: any case, ``-`` for ``_``)."""
+        name = raw.strip().lower().replace("-", "_")
+        if name not in self._settings:
+            raise InvalidSetting(
+                f"unknown setting '{raw}': valid settings are {', '.join(self._settings)}"
+            )
+        return self._settings[name]
+
+    def defaults(self, environment: Mapping[str, Any]) -> dict[str, Any]:
+        """Each setting's value below every layer; ``environment`` holds the values of the
+        ``env`` fields (``default_model=…``)."""
+        missing = sorted({s.env for s in self if s.env and s.env not in environment})
+        if missing:
+            raise TypeError(f"the environment's defaults need {', '.join(missing)}")
+        return {s.name: environment[s.env] if s.env else s.default for s in self}
+
+    def environment_names(self) -> tuple[str, ...]:
+        """The ``Settings`` fields the defaults come from."""
+        return tuple(dict.fromkeys(s.env for s in self if s.env))
+
+
+def _count(unit: str, zero: str) -> WholeNumber:
+    return WholeNumber(0, MAX_COUNT, unit=unit, zero=zero)
+
+
+SCHEMA: Final = Schema(
+    [
+        Setting(
+            "model",
+            Name(MAX_MODEL_NAME_CHARS, noun="a model name"),
+            help="the model that answers",
+            label="Model",
+            env="default_model",
+            from_catalogue=True,
+        ),
+        Setting(
+            "instructions",
+            Text(MAX_INSTRUCTIONS_CHARS),
+            help="the system instructions, sent on every turn",
+            label="Instructions",
+            env="default_instructions",
+        ),
+        Setting(
+            "temperature",
+            Number(0, 2),
+            help="sampling temperature",
+            label="Temperature (0 to 2)",
+        ),
+        Setting("top_p", Number(0, 1), help="nucleus sampling", label="Top p (0 to 1)"),
+        Setting(
+            "max_output_tokens",
+            WholeNumber(16, MAX_OUTPUT_TOKENS_LIMIT),
+            help="answer length cap",
+            label="Max output tokens",
+        ),
+        Setting(
+            "reasoning_effort",
+            Choice(("low", "medium", "high")),
+            help="reasoning effort, for reasoning models",
+            label="Reasoning effort",
+        ),
+        Setting(
+            "reasoning_summary",
+            OnOff(),
+            help="ask reasoning models for a summary",
+            label="Reasoning summary",
+        ),
+        Setting(
+            "truncation",
+            Choice(("auto", "disabled")),
+            help="drop the oldest context when a thread outgrows the model",
+            label="Truncation",
+            default="auto",
+        ),
+        Setting(
+            "require_mention",
+            OnOff(),
+            help="thread follow-ups must mention the bot",
+            label="Follow-ups need a mention",
+            default=False,
+        ),
+        Setting(
+            "enabled",
+            OnOff(),
+            help="the bot answers in this channel",
+            label="Bot answers in this channel",
+            default=True,
+        ),
+        Setting(
+            "daily_token_budget",
+            _count("tokens", "no budget"),
+            help="tokens per day for this channel (0 = no budget)",
+            label="Daily token budget (0 = none)",
+            default=0,
+        ),
+        Setting(
+            "workspace_daily_token_budget",
+            _count("tokens", "no budget"),
+            help="tokens per day for the whole workspace (0 = no budget)",
+            label="Workspace daily token budget (0 = none)",
+            layers=WORKSPACE_ONLY,
+            default=0,
+        ),
+        Setting(
+            "user_hourly_requests",
+            _count("questions", "no limit"),
+            help="questions one person may ask per hour (0 = no limit)",
+            label="Questions per person per hour (0 = no limit)",
+            default=0,
+        ),
+        Setting(
+            "conversation_state",
+            Choice(("auto", "chain", "transcript")),
+            help="how follow-ups carry the conversation: chain (previous_response_id), "
+            "transcript (the bot re-sends it) or auto (chains, and switches to transcripts "
+            "when the endpoint ignores them)",
+            label="Conversation state",
+            env="conversation_state",
+        ),
+    ]
+)
+
+
+def show_value(name: str, value: Any, *, schema: Schema = SCHEMA) -> str:
+    """A value of setting ``name`` as people read it; also for names the schema no longer has
+    (an old audit row)."""
+    if name in schema:
+        return schema[name].show(value)
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)

@@ -1,0 +1,100 @@
+"""The settings form (modal): opened for admins, and its submission saved, or refused with the
+reason on the fields. One guarantee: the form never fails while the settings change anyway.
+
+The submission is answered in its acknowledgement (close, or errors on fields), so the admin
+check, the validation and the save (``SettingsEditor``, the same service the slash command and
+the CLI use) must finish within what is left of Slack's 3 seconds; when they cannot, nothing
+is saved and the form says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channel_settings import Actor, InvalidSettings, NotAllowed
+from bot.slack.listeners.ack_window import time_left
+from bot.slack.listeners.deps import Ack, ListenerDeps
+from bot.slack.views import (
+    MODAL_CALLBACK,
+    first_input,
+    form_errors,
+    parse_submission,
+    settings_modal,
+)
+
+__all__ = ["FORM_TOO_LATE", "open_settings_form", "register"]
+
+logger = logging.getLogger(__name__)
+
+FORM_TOO_LATE = "This took too long and nothing was saved. Please press Save again."
+NOT_AN_ADMIN = "Only admins can change these settings."
+OUT_OF_DATE = "This form is out of date."
+
+
+async def open_settings_form(
+    deps: ListenerDeps, client: AsyncWebClient, *, trigger_id: str, team_id: str, channel_id: str
+) -> bool:
+    """Open the form for one channel (the caller has checked the person); ``False`` when
+    Slack refused it."""
+    effective = await deps.settings.effective(team_id=team_id, channel_id=channel_id)
+    view = settings_modal(
+        team_id=team_id,
+        channel_id=channel_id,
+        settings=effective,
+        models=await deps.catalogue.choices(),
+        schema=deps.editor.schema,
+    )
+    try:
+        await client.views_open(trigger_id=trigger_id, view=view)
+    except (SlackApiError, SlackClientError) as exc:
+        reason = (exc.response.get("error") if isinstance(exc, SlackApiError) else None) or type(
+            exc
+        ).__name__
+        logger.warning("views.open failed: %s", reason)
+        return False
+    return True
+
+
+def register(app: AsyncApp, deps: ListenerDeps) -> None:
+    editor = deps.editor
+
+    @app.view(MODAL_CALLBACK)
+    async def on_settings_submitted(
+        ack: Ack, body: dict[str, Any], context: Mapping[str, Any]
+    ) -> None:
+        """Checks the submitting user (from the signed payload, whatever the form carries)
+        and every field before anything is saved; errors show on their fields."""
+        user_id = str((body.get("user") or {}).get("id") or "")
+        team_id = str((body.get("team") or {}).get("id") or deps.default_team)
+        view = body.get("view") or {}
+        field = first_input(view, editor.schema)
+        try:
+            channel_id = str(json.loads(view.get("private_metadata") or "{}")["channel_id"])
+        except (ValueError, KeyError, TypeError):
+            await ack(response_action="errors", errors={field: OUT_OF_DATE})
+            return
+        typed = parse_submission((view.get("state") or {}).get("values") or {}, editor.schema)
+        try:
+            async with asyncio.timeout(time_left(context)):
+                await editor.change(
+                    Actor.slack(user_id), team_id=team_id, channel_id=channel_id, typed=typed
+                )
+        except NotAllowed:
+            await ack(response_action="errors", errors={field: NOT_AN_ADMIN})
+            return
+        except InvalidSettings as exc:
+            await ack(response_action="errors", errors=form_errors(exc.errors))
+            return
+        except TimeoutError:
+            logger.warning("settings form not saved: Slack's 3-second window ran out")
+            await ack(response_action="errors", errors={field: FORM_TOO_LATE})
+            return
+        await ack()
