@@ -23,19 +23,26 @@ the turn closes (``Store.complete_turn`` / ``fail_turn``).
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import AcceptedMessage, EventClaim, Thread, Turn, TurnStatus, utcnow
-from storage.repositories import Store, TurnStart, _get_or_create_thread
+from storage.records import (
+    Acceptance,
+    AcceptResult,
+    LimitKind,
+    LimitReached,
+    QueuedMessage,
+    TurnLimits,
+    TurnStart,
+)
+from storage.repositories import Store, _get_or_create_thread
 
 __all__ = [
     "AcceptResult",
@@ -49,65 +56,6 @@ __all__ = [
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-LimitKind = Literal["user_hourly_requests", "daily_token_budget", "workspace_daily_token_budget"]
-
-
-class Acceptance(enum.StrEnum):
-    ACCEPTED = "accepted"
-    """Stored; it will be answered (or refused, or found not for the bot) in order."""
-    DUPLICATE = "duplicate"
-    """Its event was claimed before (a Slack retry, or the same message twice)."""
-    NOT_IN_THREAD = "not_in_thread"
-    """Not addressed to the bot, in a thread the bot is not part of: nothing stored."""
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptResult:
-    status: Acceptance
-    queued_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    """An accepted message that has not become a turn yet."""
-
-    id: int
-    team_id: str
-    channel_id: str
-    thread_ts: str
-    ts: str
-    user_id: str
-    event_id: str | None
-    payload: dict[str, Any]
-    owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class TurnLimits:
-    """The limits a new turn must fit in (0: no limit)."""
-
-    user_hourly_requests: int = 0
-    channel_daily_tokens: int = 0
-    workspace_daily_tokens: int = 0
-    reserve_tokens: int = 0
-    """The caller's estimate for the new message and its answer; the thread's size so far is
-    added to it (see the module docstring)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LimitReached:
-    """Why a turn was not admitted."""
-
-    kind: LimitKind
-    limit: int
-    used: int
-    """Questions asked in the last hour, or tokens used today."""
-    held: int
-    """Tokens held by turns still running (token budgets only)."""
-    again_at: datetime
-    """When the person can ask again: when enough of their questions have left the hour, or
-    when the day's budget resets (00:00 UTC)."""
 
 
 def _queued(row: AcceptedMessage) -> QueuedMessage:

@@ -15,9 +15,8 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from sqlalchemy import Select, delete, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -27,14 +26,27 @@ from storage.engine import READ_ONLY
 from storage.migrate import current_revision_sync, head_revision
 from storage.models import (
     INTEGER_MAX,
-    SETTING_FIELDS,
     ChannelSettings,
     EventClaim,
     SettingsAudit,
     Thread,
     Turn,
-    TurnStatus,
     utcnow,
+)
+from storage.records import (
+    SETTING_FIELDS,
+    AbandonedTurn,
+    ChannelSettingsRecord,
+    PruneCounts,
+    SettingsAuditRecord,
+    ThreadRecord,
+    TokenUsage,
+    TurnRecord,
+    TurnStart,
+    TurnStatus,
+    UsageCounts,
+    UsageGrouping,
+    UsageRow,
 )
 
 __all__ = [
@@ -52,9 +64,6 @@ __all__ = [
     "UsageGrouping",
     "UsageRow",
 ]
-
-UsageGrouping = Literal["channel", "user", "model"]
-"""What ``Store.usage_since`` groups turns by."""
 
 _CLOSING_STATUSES: Final = frozenset(
     {TurnStatus.FAILED, TurnStatus.INCOMPLETE, TurnStatus.STOPPED, TurnStatus.UNDELIVERED}
@@ -86,182 +95,6 @@ class TurnNotFoundError(LookupError):
     def __init__(self, turn_id: int) -> None:
         super().__init__(f"turn {turn_id} not found")
         self.turn_id = turn_id
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """Token counts of one response, already normalised by the model client."""
-
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadRecord:
-    """A thread and the head of its response chain."""
-
-    id: int
-    team_id: str
-    channel_id: str
-    thread_ts: str
-    head_response_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnStart:
-    """What ``start_turn`` created: the request continues from ``previous_response_id``."""
-
-    turn_id: int
-    thread_id: int
-    previous_response_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AbandonedTurn:
-    """A turn a crash left pending, now closed; enough to tell its thread in Slack."""
-
-    turn_id: int
-    team_id: str
-    channel_id: str
-    thread_ts: str
-    user_ts: str
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRecord:
-    """Every column of a ``turns`` row."""
-
-    id: int
-    thread_id: int
-    team_id: str
-    channel_id: str
-    user_id: str
-    event_id: str | None
-    user_ts: str
-    reply_ts: str | None
-    status: str
-    error_code: str | None
-    response_id: str | None
-    previous_response_id: str | None
-    model: str
-    input_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    reserved_tokens: int
-    created_at: datetime
-    started_at: datetime | None
-    first_token_at: datetime | None
-    finished_at: datetime | None
-    duration_ms: int | None
-
-    @property
-    def usage(self) -> TokenUsage:
-        """The token counts as a :class:`TokenUsage`."""
-        return TokenUsage(
-            input_tokens=self.input_tokens,
-            cached_tokens=self.cached_tokens,
-            output_tokens=self.output_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSettingsRecord:
-    """A ``channel_settings`` row; a None setting means "inherit"."""
-
-    team_id: str
-    channel_id: str
-    model: str | None
-    instructions: str | None
-    temperature: float | None
-    top_p: float | None
-    max_output_tokens: int | None
-    reasoning_effort: str | None
-    reasoning_summary: bool | None
-    truncation: str | None
-    require_mention: bool | None
-    enabled: bool | None
-    daily_token_budget: int | None
-    workspace_daily_token_budget: int | None
-    user_hourly_requests: int | None
-    updated_at: datetime
-    updated_by: str | None
-
-    def overrides(self) -> dict[str, object]:
-        """The settings this row sets (non-None), keyed by the names in ``SETTING_FIELDS``."""
-        values = {name: getattr(self, name) for name in SETTING_FIELDS}
-        return {name: value for name, value in values.items() if value is not None}
-
-
-@dataclass(frozen=True, slots=True)
-class SettingsAuditRecord:
-    """One recorded change of one setting; a None value means "inherit"."""
-
-    id: int
-    team_id: str
-    channel_id: str
-    """The channel, or ``""`` for the workspace defaults."""
-    field: str
-    old_value: object
-    """The value before the change, with its Python type (None: it was inheriting)."""
-    new_value: object
-    """The value after the change (None: it now inherits)."""
-    changed_by: str | None
-    changed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class UsageCounts:
-    """Tokens and turns summed over some turns (input includes cached, output reasoning)."""
-
-    turns: int = 0
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Input plus output tokens (what daily budgets count)."""
-        return self.input_tokens + self.output_tokens
-
-    def __add__(self, other: UsageCounts) -> UsageCounts:
-        return UsageCounts(
-            turns=self.turns + other.turns,
-            input_tokens=self.input_tokens + other.input_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """One group of ``Store.usage_since``: a channel, user or model of one workspace."""
-
-    team_id: str
-    key: str
-    """The channel id, user id or model name the row groups by."""
-    counts: UsageCounts
-    by_model: Mapping[str, UsageCounts]
-    """The same counts split by model (for cost estimates; one entry when grouped by model)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PruneCounts:
-    """Rows ``Store.prune_history`` deleted, per table."""
-
-    turns: int = 0
-    threads: int = 0
-    event_claims: int = 0
-    settings_audit: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.turns + self.threads + self.event_claims + self.settings_audit
 
 
 _TURN_FIELDS: Final = tuple(field.name for field in dataclasses.fields(TurnRecord))
