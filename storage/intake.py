@@ -42,7 +42,8 @@ from storage.records import (
     TurnLimits,
     TurnStart,
 )
-from storage.repositories import Store, _get_or_create_thread
+from storage.repositories import Store
+from storage.threads import get_or_create_thread
 
 __all__ = [
     "AcceptResult",
@@ -257,7 +258,7 @@ class Intake:
             refusal = await _check(session, team_id, channel_id, user_id, limits, now)
             if refusal is not None:
                 return refusal
-            thread_id, head = await _get_or_create_thread(
+            thread_id, head = await get_or_create_thread(
                 session, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
             )
             reserve = 0

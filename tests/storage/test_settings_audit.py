@@ -10,7 +10,7 @@ from typing import NoReturn
 import pytest
 from sqlalchemy import update
 
-from storage import SettingsAuditRecord, Store, repositories
+from storage import SettingsAuditRecord, Store, channel_settings
 from storage.models import SettingsAudit
 from tests.storage import BACKENDS, Databases
 
@@ -159,7 +159,7 @@ async def test_a_failed_transaction_keeps_neither_the_change_nor_its_audit(
         raise Boom
 
     # Fails after the change and its audit rows were flushed, before the commit.
-    monkeypatch.setattr(repositories, "_settings_record", fail)
+    monkeypatch.setattr(channel_settings, "_settings_record", fail)
     with pytest.raises(Boom):
         await store.update_channel_settings(
             **KEYS, values={"model": "other", "enabled": True}, updated_by="U2"
