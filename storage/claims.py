@@ -15,7 +15,19 @@ from sqlalchemy.exc import IntegrityError
 from storage.models import EventClaim, utcnow
 from storage.units import UnitsOfWork
 
-__all__ = ["EventClaims"]
+__all__ = ["EventClaims", "claim_rows"]
+
+
+def claim_rows(keys: Sequence[str], *, now: datetime) -> list[dict[str, object]]:
+    """The ``event_claims`` rows that claim ``keys`` (at least one) at ``now``.
+
+    Sorted and de-duplicated: every claimant inserts shared keys in the same order, so two
+    PostgreSQL transactions cannot deadlock waiting on each other's rows.
+    """
+    unique_keys = sorted(set(keys))
+    if not unique_keys:
+        raise ValueError("a claim needs at least one key")
+    return [{"key": key, "claimed_at": now} for key in unique_keys]
 
 
 class EventClaims:
@@ -32,17 +44,10 @@ class EventClaims:
         and nothing was written. Atomic across processes: it relies on the primary key, so
         of any number of concurrent claims sharing a key exactly one wins.
         """
-        # Sorted and de-duplicated: every claimant inserts shared keys in the same order,
-        # so two PostgreSQL transactions cannot deadlock waiting on each other's rows.
-        unique_keys = sorted(set(keys))
-        if not unique_keys:
-            raise ValueError("claim_event needs at least one key")
-        now = utcnow()
+        rows = claim_rows(keys, now=utcnow())
         try:
             async with self._units.writing() as session:
-                await session.execute(
-                    insert(EventClaim), [{"key": key, "claimed_at": now} for key in unique_keys]
-                )
+                await session.execute(insert(EventClaim), rows)
         except IntegrityError:
             # The transaction was rolled back: no key of this claim was stored.
             return False

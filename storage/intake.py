@@ -32,6 +32,7 @@ from sqlalchemy import delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.claims import claim_rows
 from storage.models import AcceptedMessage, EventClaim, Thread, Turn, TurnStatus, utcnow
 from storage.records import (
     Acceptance,
@@ -43,7 +44,7 @@ from storage.records import (
     TurnStart,
 )
 from storage.repositories import Store
-from storage.threads import get_or_create_thread
+from storage.threads import get_or_create_thread, insert_pending_turn
 
 __all__ = [
     "AcceptResult",
@@ -125,15 +126,11 @@ class Intake:
                 )
             if not known:
                 return AcceptResult(Acceptance.NOT_IN_THREAD)
-        keys = sorted(set(claim_keys))  # one order for every claimant: no deadlock
-        if not keys:
-            raise ValueError("accept needs at least one claim key")
         now = utcnow()
+        claims = claim_rows(claim_keys, now=now)
         try:
             async with self._store.writing() as session:
-                await session.execute(
-                    insert(EventClaim), [{"key": key, "claimed_at": now} for key in keys]
-                )
+                await session.execute(insert(EventClaim), claims)
                 queued_id = await session.scalar(
                     insert(AcceptedMessage)
                     .values(
@@ -273,29 +270,23 @@ class Intake:
                     .limit(1)
                 )
                 reserve = max(0, limits.reserve_tokens) + int(history or 0)
-            turn_id = await session.scalar(
-                insert(Turn)
-                .values(
-                    thread_id=thread_id,
-                    team_id=team_id,
-                    channel_id=channel_id,
-                    user_id=user_id,
-                    event_id=event_id,
-                    user_ts=user_ts,
-                    status=TurnStatus.PENDING.value,
-                    previous_response_id=head,
-                    model=model,
-                    reserved_tokens=reserve,
-                    created_at=now,
-                    started_at=now,
-                )
-                .returning(Turn.id)
+            turn_id = await insert_pending_turn(
+                session,
+                thread_id=thread_id,
+                previous_response_id=head,
+                team_id=team_id,
+                channel_id=channel_id,
+                user_id=user_id,
+                user_ts=user_ts,
+                event_id=event_id,
+                model=model,
+                now=now,
+                reserved_tokens=reserve,
             )
             if queued_id is not None:
                 await session.execute(
                     delete(AcceptedMessage).where(AcceptedMessage.id == queued_id)
                 )
-        assert turn_id is not None
         return TurnStart(turn_id=turn_id, thread_id=thread_id, previous_response_id=head)
 
 

@@ -28,7 +28,7 @@ from storage.records import (
 )
 from storage.units import UnitsOfWork
 
-__all__ = ["Threads", "get_or_create_thread"]
+__all__ = ["Threads", "get_or_create_thread", "insert_pending_turn"]
 
 _CLOSING_STATUSES: Final = frozenset(
     {TurnStatus.FAILED, TurnStatus.INCOMPLETE, TurnStatus.STOPPED, TurnStatus.UNDELIVERED}
@@ -106,24 +106,18 @@ class Threads:
             thread_id, head = await get_or_create_thread(
                 session, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
             )
-            turn_id = await session.scalar(
-                insert(Turn)
-                .values(
-                    thread_id=thread_id,
-                    team_id=team_id,
-                    channel_id=channel_id,
-                    user_id=user_id,
-                    event_id=event_id,
-                    user_ts=user_ts,
-                    status=TurnStatus.PENDING.value,
-                    previous_response_id=head,
-                    model=model,
-                    created_at=now,
-                    started_at=now,
-                )
-                .returning(Turn.id)
+            turn_id = await insert_pending_turn(
+                session,
+                thread_id=thread_id,
+                previous_response_id=head,
+                team_id=team_id,
+                channel_id=channel_id,
+                user_id=user_id,
+                user_ts=user_ts,
+                event_id=event_id,
+                model=model,
+                now=now,
             )
-        assert turn_id is not None
         return TurnStart(turn_id=turn_id, thread_id=thread_id, previous_response_id=head)
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None:
@@ -236,24 +230,7 @@ class Threads:
         """Every turn still pending, oldest first (with several replicas some of them are
         running right now: see ``storage.thread_locks``)."""
         async with self._units.session_factory() as session:
-            rows = (
-                await session.execute(
-                    select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
-                    .join(Thread, Thread.id == Turn.thread_id)
-                    .where(Turn.status == TurnStatus.PENDING.value)
-                    .order_by(Turn.id)
-                )
-            ).all()
-        return [
-            AbandonedTurn(
-                turn_id=row.id,
-                team_id=row.team_id,
-                channel_id=row.channel_id,
-                thread_ts=row.thread_ts,
-                user_ts=row.user_ts,
-            )
-            for row in rows
-        ]
+            return await _pending_turns(session)
 
     async def close_abandoned_turns(
         self, *, error_code: str = "interrupted"
@@ -264,24 +241,7 @@ class Threads:
         service can tell each thread that its answer was lost.
         """
         async with self._units.writing() as session:
-            rows = (
-                await session.execute(
-                    select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
-                    .join(Thread, Thread.id == Turn.thread_id)
-                    .where(Turn.status == TurnStatus.PENDING.value)
-                    .order_by(Turn.id)
-                )
-            ).all()
-            abandoned = [
-                AbandonedTurn(
-                    turn_id=row.id,
-                    team_id=row.team_id,
-                    channel_id=row.channel_id,
-                    thread_ts=row.thread_ts,
-                    user_ts=row.user_ts,
-                )
-                for row in rows
-            ]
+            abandoned = await _pending_turns(session)
             if abandoned:
                 await session.execute(
                     update(Turn)
@@ -361,3 +321,61 @@ async def get_or_create_thread(
         return winner_id, head
     assert thread_id is not None
     return thread_id, None
+
+
+async def insert_pending_turn(
+    session: AsyncSession,
+    *,
+    thread_id: int,
+    previous_response_id: str | None,
+    team_id: str,
+    channel_id: str,
+    user_id: str,
+    user_ts: str,
+    event_id: str | None,
+    model: str,
+    now: datetime,
+    reserved_tokens: int = 0,
+) -> int:
+    """Insert a pending turn continuing from ``previous_response_id``; returns its id."""
+    turn_id: int | None = await session.scalar(
+        insert(Turn)
+        .values(
+            thread_id=thread_id,
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            event_id=event_id,
+            user_ts=user_ts,
+            status=TurnStatus.PENDING.value,
+            previous_response_id=previous_response_id,
+            model=model,
+            reserved_tokens=reserved_tokens,
+            created_at=now,
+            started_at=now,
+        )
+        .returning(Turn.id)
+    )
+    assert turn_id is not None
+    return turn_id
+
+
+async def _pending_turns(session: AsyncSession) -> list[AbandonedTurn]:
+    rows = (
+        await session.execute(
+            select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
+            .join(Thread, Thread.id == Turn.thread_id)
+            .where(Turn.status == TurnStatus.PENDING.value)
+            .order_by(Turn.id)
+        )
+    ).all()
+    return [
+        AbandonedTurn(
+            turn_id=row.id,
+            team_id=row.team_id,
+            channel_id=row.channel_id,
+            thread_ts=row.thread_ts,
+            user_ts=row.user_ts,
+        )
+        for row in rows
+    ]
