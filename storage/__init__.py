@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         create_migration_engine,
         create_session_factory,
     )
-    from storage.errors import TurnNotFoundError
+    from storage.errors import StorageError, TurnNotFoundError
     from storage.migrate import current_revision, head_revision, upgrade_to_head
     from storage.models import Base
     from storage.records import (
@@ -60,6 +60,7 @@ __all__ = [
     "ChannelSettingsRecord",
     "PruneCounts",
     "SettingsAuditRecord",
+    "StorageError",
     "Store",
     "ThreadRecord",
     "TokenUsage",
@@ -84,6 +85,7 @@ _HOMES: Final = {
     "create_engine": "storage.engine",
     "create_migration_engine": "storage.engine",
     "create_session_factory": "storage.engine",
+    "StorageError": "storage.errors",
     "TurnNotFoundError": "storage.errors",
     "current_revision": "storage.migrate",
     "head_revision": "storage.migrate",

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
 
+from storage.errors import StorageError
 from storage.models import EventClaim, utcnow
 from storage.units import UnitsOfWork
 
@@ -48,8 +48,11 @@ class EventClaims:
         try:
             async with self._units.writing() as session:
                 await session.execute(insert(EventClaim), rows)
-        except IntegrityError:
-            # The transaction was rolled back: no key of this claim was stored.
+        except StorageError as exc:
+            if exc.code != "integrity":
+                raise
+            # A key was claimed before; the transaction was rolled back: no key of this
+            # claim was stored.
             return False
         return True
 

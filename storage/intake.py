@@ -29,10 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.claims import claim_rows
+from storage.errors import StorageError
 from storage.models import AcceptedMessage, EventClaim, Thread, Turn, TurnStatus, utcnow
 from storage.records import (
     Acceptance,
@@ -146,8 +146,10 @@ class Intake:
                     )
                     .returning(AcceptedMessage.id)
                 )
-        except IntegrityError:
-            return AcceptResult(Acceptance.DUPLICATE)  # rolled back: nothing stored
+        except StorageError as exc:
+            if exc.code != "integrity":
+                raise
+            return AcceptResult(Acceptance.DUPLICATE)  # a key was claimed: nothing stored
         assert queued_id is not None
         return AcceptResult(Acceptance.ACCEPTED, queued_id)
 

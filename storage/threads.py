@@ -229,7 +229,7 @@ class Threads:
     async def list_pending_turns(self) -> list[AbandonedTurn]:
         """Every turn still pending, oldest first (with several replicas some of them are
         running right now: see ``storage.thread_locks``)."""
-        async with self._units.session_factory() as session:
+        async with self._units.reading() as session:
             return await _pending_turns(session)
 
     async def close_abandoned_turns(

@@ -1,4 +1,5 @@
-"""Units of work: the short transactions every repository in ``storage`` runs in.
+"""Units of work: the short transactions every repository in ``storage`` runs in, and the
+session boundary where database failures become :class:`~storage.errors.StorageError`.
 
 One :class:`UnitsOfWork` per database (the :class:`~storage.repositories.Store` builds it and
 hands it to each repository), so every writer of the process queues in one place.
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.engine import READ_ONLY
+from storage.failures import translated
 
 __all__ = ["UnitsOfWork"]
 
@@ -39,17 +41,21 @@ class UnitsOfWork:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """A session inside a transaction that commits on success and rolls back on error;
-        it queues with this process's other writers."""
-        if self._write_lock is None:
-            async with self._session_factory() as session, session.begin():
+        it queues with this process's other writers. Database failures, in the block or at
+        the commit, leave it as :class:`~storage.errors.StorageError`."""
+        with translated():
+            if self._write_lock is None:
+                async with self._session_factory() as session, session.begin():
+                    yield session
+                return
+            async with self._write_lock, self._session_factory() as session, session.begin():
                 yield session
-            return
-        async with self._write_lock, self._session_factory() as session, session.begin():
-            yield session
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads only (SQLite starts it DEFERRED, so it never waits on writers)."""
-        async with self._session_factory() as session:
-            await session.connection(execution_options=READ_ONLY)
-            yield session
+        """A session for reads only (SQLite starts it DEFERRED, so it never waits on writers).
+        Database failures leave it as :class:`~storage.errors.StorageError`."""
+        with translated():
+            async with self._session_factory() as session:
+                await session.connection(execution_options=READ_ONLY)
+                yield session

@@ -54,9 +54,9 @@ def test_loading_every_storage_module_loads_nothing_of_bot() -> None:
     assert "bot" not in _loaded_after(f"import {modules}")
 
 
-def test_records_load_without_sqlalchemy() -> None:
+def test_records_and_errors_load_without_sqlalchemy() -> None:
     # What the conversation core needs from storage must not drag the database layer in.
-    loaded = _loaded_after("import storage.records")
+    loaded = _loaded_after("import storage.records, storage.errors")
     assert "storage" in loaded
     assert "sqlalchemy" not in loaded
 
