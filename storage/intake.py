@@ -28,9 +28,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.advisory import HOLD_FOR_TRANSACTION
 from storage.claims import claim_rows
 from storage.errors import StorageError
 from storage.models import AcceptedMessage, EventClaim, Thread, Turn, TurnStatus, utcnow
@@ -307,9 +308,7 @@ async def _serialise(
     if limits.workspace_daily_tokens > 0:
         keys.append(f"limit:{team_id}:workspace")
     for key in sorted(keys):  # one order for everyone: no deadlock
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-        )
+        await session.execute(HOLD_FOR_TRANSACTION, {"key": key})
 
 
 async def _check(

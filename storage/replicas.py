@@ -18,11 +18,11 @@ Database failures leave every method as :class:`~storage.errors.StorageError`.
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from storage.advisory import HOLD_FOR_SESSION, is_free
 from storage.failures import translated
 
 __all__ = ["ReplicaPresence"]
@@ -48,10 +48,7 @@ class ReplicaPresence:
             return
         with translated():
             self._held = await self._engine.connect()
-            await self._held.execute(
-                text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
-                {"key": _key(self.replica_id)},
-            )
+            await self._held.execute(HOLD_FOR_SESSION, {"key": _key(self.replica_id)})
             await self._held.commit()
 
     async def is_alive(self, replica_id: str) -> bool:
@@ -60,15 +57,8 @@ class ReplicaPresence:
             return True
         if self._engine is None:
             return False
-        with translated():
-            async with self._engine.connect() as connection, connection.begin():
-                # A transaction-level probe: if it gets the lock, nobody holds it (that
-                # process is gone) and the lock is released again at once by the commit.
-                free = await connection.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": _key(replica_id)},
-                )
-        return not free
+        # A free lock means nobody holds it: that process is gone.
+        return not await is_free(self._engine, _key(replica_id))
 
     async def aclose(self) -> None:
         with translated():

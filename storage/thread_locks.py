@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # ThreadLockTimeout is defined with the other storage errors; kept importable from here.
+from storage.advisory import HOLD_FOR_TRANSACTION, is_free
 from storage.errors import ThreadLockTimeout
 from storage.failures import FOREIGN_ERRORS, storage_error, translated
 
@@ -68,8 +69,7 @@ class DistributedThreadLocks:
                 await connection.execute(text(f"SET LOCAL lock_timeout = {self._wait_ms}"))
                 try:
                     await connection.execute(
-                        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                        {"key": _key(team_id, channel_id, thread_ts)},
+                        HOLD_FOR_TRANSACTION, {"key": _key(team_id, channel_id, thread_ts)}
                     )
                 except DBAPIError as exc:
                     raise ThreadLockTimeout(
@@ -89,13 +89,7 @@ class DistributedThreadLocks:
         """Whether no live process holds the thread (always true without PostgreSQL)."""
         if self._engine is None:
             return True
-        with translated():
-            async with self._engine.connect() as connection, connection.begin():
-                taken = await connection.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": _key(team_id, channel_id, thread_ts)},
-                )
-        return bool(taken)
+        return await is_free(self._engine, _key(team_id, channel_id, thread_ts))
 
     async def aclose(self) -> None:
         if self._engine is not None:
