@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,10 @@ from storage.intake import Intake
 from storage.models import EventClaim, utcnow
 from storage.records import Acceptance
 from storage.thread_locks import DistributedThreadLocks, ThreadLockTimeout
-from tests.storage import BACKENDS, Databases
+from tests.databases import Databases, postgres_only, sqlite_only
 
 SECRET = "the words someone wrote in Slack"
 KEYS = {"team_id": "T1", "channel_id": "C1"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
 
 
 def _read_only_engine(url: str) -> AsyncEngine:
@@ -127,24 +120,26 @@ async def test_a_database_server_that_refuses_connections_is_unavailable() -> No
     assert raised.value.code == "unavailable"
 
 
-async def test_a_writer_past_the_busy_timeout_is_locked(tmp_path: Path) -> None:
-    async with Databases.migrated("sqlite", tmp_path) as databases:
-        engine = databases.engine()
+@sqlite_only
+async def test_a_writer_past_the_busy_timeout_is_locked(
+    databases: Databases, tmp_path: Path
+) -> None:
+    engine = databases.engine()
 
-        def short_wait(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout=50")  # after the engine's own pragmas
-            cursor.close()
+    def short_wait(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=50")  # after the engine's own pragmas
+        cursor.close()
 
-        event.listen(engine.sync_engine, "connect", short_wait)
-        other = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # another process's write transaction
-            with pytest.raises(StorageError) as raised:
-                await databases.store(engine).claim_event(keys=["event:Ev1"])
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
+    event.listen(engine.sync_engine, "connect", short_wait)
+    other = sqlite3.connect(tmp_path / "bot.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        with pytest.raises(StorageError) as raised:
+            await databases.store(engine).claim_event(keys=["event:Ev1"])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
     assert raised.value.code == "locked"
     assert "locked" in str(raised.value)
 
@@ -159,7 +154,7 @@ def test_operating_system_failures_map_by_errno(number: int, code: str) -> None:
 
 
 # Distributed thread locks exist on PostgreSQL only (SQLite is one process).
-@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+@postgres_only
 async def test_a_thread_held_past_the_wait_is_a_locked_storage_error(
     databases: Databases,
 ) -> None:
@@ -179,7 +174,7 @@ async def test_a_thread_held_past_the_wait_is_a_locked_storage_error(
     assert raised.value.code == "locked"
 
 
-@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+@postgres_only
 async def test_what_the_held_block_raises_passes_through_the_thread_lock_unchanged(
     databases: Databases,
 ) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
-from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -12,20 +10,8 @@ from sqlalchemy import update
 
 from storage import SettingsAuditRecord, Store, channel_settings
 from storage.models import SettingsAudit
-from tests.storage import BACKENDS, Databases
 
 KEYS = {"team_id": "T1", "channel_id": "C1"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 def _changes(records: list[SettingsAuditRecord]) -> dict[str, tuple[object, object]]:
