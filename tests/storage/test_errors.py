@@ -95,29 +95,30 @@ async def test_a_key_claimed_twice_is_an_integrity_failure_that_claims_turn_into
     assert isinstance(raised.value.__cause__, IntegrityError)
 
 
-async def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
-    # The path names a directory: SQLite cannot open it as a database file.
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}")
+async def _ping_failure(url: str) -> StorageError:
+    engine = create_engine(url)
     try:
         with pytest.raises(StorageError) as raised:
             await Store(create_session_factory(engine)).ping()
     finally:
         await engine.dispose()
-    assert raised.value.code == "unavailable"
-    assert "unable to open database file" in str(raised.value)
+    return raised.value
+
+
+async def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    # The path names a directory: SQLite cannot open it as a database file.
+    error = await _ping_failure(f"sqlite+aiosqlite:///{tmp_path}")
+    assert error.code == "unavailable"
+    assert "unable to open database file" in str(error)
 
 
 async def test_a_database_server_that_refuses_connections_is_unavailable() -> None:
     with socket.socket() as probe:  # a port nothing listens on once the probe is closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing")
-    try:
-        with pytest.raises(StorageError) as raised:
-            await Store(create_session_factory(engine)).ping()
-    finally:
-        await engine.dispose()
-    assert raised.value.code == "unavailable"
+    error = await _ping_failure(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing")
+    assert error.code == "unavailable"
+    assert isinstance(error.__cause__, OSError)  # refused before SQLAlchemy wraps anything
 
 
 @sqlite_only
