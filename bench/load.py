@@ -217,6 +217,7 @@ async def drive(result: Result, url: str, tmp: Path, latency: float, concurrency
             "HOST": "127.0.0.1",
             "SLACK_NATIVE_STREAMING": "false",
             "LOG_LEVEL": "WARNING",
+            "CONVERSATION_PROBE": "false",  # measure the turns, not a start-up probe
         }
         replicas: list[Replica] = []
         try:

@@ -36,6 +36,7 @@ MAX_INSTRUCTIONS_CHARS = 3_000
 """Slack's settings modal cannot hold more: a ``plain_text_input`` takes at most 3,000
 characters (``max_length`` 1-3,000). Every path uses the same limit, so whatever is set can
 be shown in the modal and saved back unchanged."""
+CONVERSATION_STATES = ("auto", "chain", "transcript")
 MAX_MODEL_NAME_CHARS = 200
 MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
 MAX_COUNT = INTEGER_MAX
@@ -170,6 +171,13 @@ def _on_off(name: str) -> Callable[[str], bool]:
     return parse
 
 
+def _parse_conversation_state(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in CONVERSATION_STATES:
+        raise InvalidSetting(f"conversation_state must be one of {', '.join(CONVERSATION_STATES)}")
+    return value
+
+
 def _parse_truncation(raw: str) -> str:
     value = raw.strip().lower()
     if value not in TRUNCATIONS:
@@ -249,6 +257,14 @@ FIELDS: dict[str, FieldSpec] = {
             f"0 to {MAX_COUNT:,}",
             _count("user_hourly_requests", "questions"),
         ),
+        FieldSpec(
+            "conversation_state",
+            "how follow-ups carry the conversation: chain (previous_response_id), transcript "
+            "(the bot re-sends it) or auto",
+            " | ".join(CONVERSATION_STATES),
+            _parse_conversation_state,
+            choices=CONVERSATION_STATES,
+        ),
     )
 }
 
@@ -294,6 +310,7 @@ class EffectiveSettings:
     daily_token_budget: int | None
     workspace_daily_token_budget: int | None
     user_hourly_requests: int | None
+    conversation_state: str | None
     sources: Mapping[str, str]
 
     def value(self, field: str) -> Any:
@@ -321,7 +338,9 @@ def exact_text(value: Any) -> str:
     return str(value)
 
 
-def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, Any]:
+def env_defaults(
+    *, default_model: str, default_instructions: str, conversation_state: str = "auto"
+) -> dict[str, Any]:
     return {
         "model": default_model,
         "instructions": default_instructions,
@@ -336,6 +355,7 @@ def env_defaults(*, default_model: str, default_instructions: str) -> dict[str, 
         "daily_token_budget": 0,
         "workspace_daily_token_budget": 0,
         "user_hourly_requests": 0,
+        "conversation_state": conversation_state,
     }
 
 

@@ -30,11 +30,18 @@ def _values(record: ChannelSettingsRecord | None) -> Mapping[str, Any] | None:
 
 class StoredChannelSettings:
     def __init__(
-        self, *, store: _SettingsStore, default_model: str, default_instructions: str
+        self,
+        *,
+        store: _SettingsStore,
+        default_model: str,
+        default_instructions: str,
+        conversation_state: str = "auto",
     ) -> None:
         self._store = store
         self._defaults = env_defaults(
-            default_model=default_model, default_instructions=default_instructions
+            default_model=default_model,
+            default_instructions=default_instructions,
+            conversation_state=conversation_state,
         )
 
     async def effective(self, *, team_id: str, channel_id: str) -> EffectiveSettings:

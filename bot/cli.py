@@ -13,7 +13,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +41,7 @@ class _StorageSettings(BaseSettings):
     retention_days: int = Field(default=90, ge=0)
     allowed_models: str = ""
     """``ALLOWED_MODELS``: the CLI refuses other models, exactly as Slack does."""
+    conversation_state: Literal["auto", "chain", "transcript"] = "auto"
 
     @field_validator("model_prices")
     @classmethod
@@ -242,6 +243,7 @@ async def _config(args: argparse.Namespace) -> int:
             store=store,
             default_model=storage_settings.default_model or "(DEFAULT_MODEL is not set)",
             default_instructions=storage_settings.default_instructions,
+            conversation_state=storage_settings.conversation_state,
         )
         effective = await resolver.effective(team_id=team_id, channel_id=channel_id)
         _print(f"settings for {where} (workspace {team_id}):")

@@ -6,6 +6,12 @@ accepts each message once (claimed and stored before Slack gets its acknowledgem
 nothing accepted is lost), answers a thread's messages one at a time in the order they were
 written, admits each turn under the limits in one atomic step, calls the model with the
 thread's ``previous_response_id`` and advances the chain only when the answer was delivered.
+
+A thread is never stuck on a chain the endpoint lost or mangled: a lost chain (however a relay
+words it), or a chained call refused with a 4xx that names nothing else, is re-sent once from
+the transcript without ``previous_response_id``, and a head that failed as lost is dropped so it
+is never sent again. A chained turn whose usage shows that the endpoint ignored the chain is
+answered again from the transcript, and the endpoint+model switches to transcripts.
 """
 
 from __future__ import annotations
@@ -16,20 +22,30 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.channel_config import EffectiveSettings
+from bot.conversation_state import (
+    EndpointCapabilities,
+    continuity_broken,
+    item_text,
+    select_transcript,
+)
 from bot.errors import (
-    ChainNotFoundError,
     ContextError,
     DeliveryError,
+    ErrorMeaning,
     ModelError,
+    ModelHTTPError,
+    NotInstalledError,
+    ResponseFailedError,
     ResponseIncompleteError,
 )
+from bot.model.error_meaning import is_vague_code
 from bot.model.types import (
     Completed,
     ModelEvent,
@@ -47,8 +63,10 @@ from storage.records import (
     AcceptResult,
     LimitReached,
     QueuedMessage,
+    ResponseUsage,
     ThreadRecord,
     TokenUsage,
+    TranscriptRecord,
     TurnLimits,
     TurnStart,
 )
@@ -63,6 +81,7 @@ __all__ = [
     "ReplySinks",
     "SettingsSource",
     "Ticket",
+    "TranscriptStore",
     "TurnInput",
     "TurnOutcome",
     "TurnStopped",
@@ -86,6 +105,11 @@ STOPPED_NOTE = "_(Stopped. The answer above is incomplete.)_"
 # What a turn is assumed to write when no max_output_tokens is set: a token reservation must
 # assume something (see storage.intake).
 OUTPUT_RESERVE_TOKENS = 1_000
+RESENT_NOTE = "The model service did not have this thread's earlier messages, so I sent them again."
+RESEND_FAILED_NOTE = (
+    ":warning: The model service answered without this thread's earlier messages, so this "
+    "answer may miss what was said before. I'll send them along from now on."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +206,35 @@ class ContextSource(Protocol):
 
     async def earlier(self, message: IncomingMessage) -> TurnInput: ...
 
+    async def replay(
+        self, message: IncomingMessage, entries: Sequence[TranscriptRecord]
+    ) -> TurnInput:
+        """Input items for stored transcript entries (attachments read again)."""
+        ...
+
+
+class TranscriptStore(Protocol):
+    """The service's own record of each thread's conversation (``storage.conversation_state``):
+    what lets it re-send a conversation without reading the Slack thread again."""
+
+    async def add_entries(
+        self,
+        *,
+        thread_id: int,
+        turn_id: int,
+        entries: Sequence[tuple[str, str | None, str, Sequence[Mapping[str, Any]]]],
+    ) -> None: ...
+
+    async def entries(self, *, thread_id: int, before_turn_id: int) -> list[TranscriptRecord]: ...
+
+    async def forget_head(self, *, thread_id: int, response_id: str) -> bool: ...
+
+    async def usage_of_response(
+        self, *, thread_id: int, response_id: str
+    ) -> ResponseUsage | None: ...
+
+    async def note_once(self, *, thread_id: int, kind: str) -> bool: ...
+
 
 class SettingsSource(Protocol):
     async def effective(self, *, team_id: str, channel_id: str) -> EffectiveSettings: ...
@@ -265,9 +318,13 @@ class ConversationStore(Protocol):
 class _Attempt:
     """Collects one model call's stream into the sink and remembers what arrived."""
 
-    def __init__(self, sink: ReplySink, prefix: str = "") -> None:
+    def __init__(self, sink: ReplySink, prefix: str = "", *, quiet: bool = False) -> None:
         self.sink = sink
         self.prefix = prefix  # notices shown before the answer (e.g. an unreadable file)
+        # Quiet: collect the answer without showing it as it streams (a turn answered again;
+        # the sink's finish() replaces what the user saw).
+        self.quiet = quiet
+        self.suffix = ""  # a note after the answer
         self.text_parts: list[str] = []
         self.answer_started = False
         self.first_token_at: datetime | None = None
@@ -295,11 +352,14 @@ class _Attempt:
                 self.answer_started = True
                 if self.prefix:
                     self.text_parts.append(self.prefix)
-                    await self.sink.delta(self.prefix)
+                    if not self.quiet:
+                        await self.sink.delta(self.prefix)
             self.text_parts.append(event.text)
-            await self.sink.delta(event.text)
+            if not self.quiet:
+                await self.sink.delta(event.text)
         elif isinstance(event, ReasoningDelta):
-            await self.sink.reasoning()
+            if not self.quiet:
+                await self.sink.reasoning()
         elif isinstance(event, Completed):
             self.result = event.result
 
@@ -321,6 +381,10 @@ class ConversationService:
         identity_salt: str = "",
         log_message_content: bool = False,
         replica_id: str = "local",
+        transcripts: TranscriptStore | None = None,
+        capabilities: EndpointCapabilities | None = None,
+        transcript_chars: int = 40_000,
+        on_recovery: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._intake = intake
@@ -329,6 +393,11 @@ class ConversationService:
         # Outcomes of messages answered by another message's task (see _answer_in_order),
         # until their own task collects them.
         self._outcomes: dict[int, TurnOutcome] = {}
+        # Without a transcript store (unit wiring) the Slack thread is read instead.
+        self._transcripts = transcripts
+        self._capabilities = capabilities
+        self._transcript_chars = transcript_chars
+        self._on_recovery = on_recovery
         self._model = model
         self._sinks = sinks
         self._context = context
@@ -535,6 +604,12 @@ class ConversationService:
         sink = self._sinks.open(message)
         try:
             await sink.started()
+        except NotInstalledError as exc:
+            # The workspace removed the app while the message waited: no answer could reach
+            # it, so no model call is made for it either.
+            logger.warning("workspace no longer installed; turn closed", extra=log_extra)
+            await self._store.fail_turn(turn_id=turn.turn_id, status="failed", error_code=exc.code)
+            return TurnOutcome.FAILED
         except DeliveryError as exc:
             # The indicator is a courtesy: the answer can still be delivered.
             logger.warning("could not show the working indicator: %s", exc.code, extra=log_extra)
@@ -547,20 +622,16 @@ class ConversationService:
                 attempt = _Attempt(sink, prefix)
                 result = await attempt.run(self._model, request)
             except ModelError as exc:
-                if (
-                    not _is_lost_chain(exc)
-                    or attempt.answer_started
-                    or not request.previous_response_id
-                ):
+                reason = _resend_reason(exc, attempt, request)
+                if reason is None:
                     raise
-                # The endpoint no longer has the chain: rebuild it from the Slack thread (the
-                # transcript) once, with the same conversion, and start a fresh chain.
-                logger.info("the endpoint lost the chain; rebuilding it", extra=log_extra)
-                earlier = await self._context.earlier(message)
-                request = self._request(settings, earlier.items + current.items, None, message)
-                await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
-                attempt = _Attempt(sink, prefix)
-                result = await attempt.run(self._model, request)
+                attempt, result = await self._resend(
+                    reason, message, settings, turn, current, request, attempt, log_extra
+                )
+            else:
+                attempt, result = await self._check_continuity(
+                    message, settings, turn, current, request, attempt, result, log_extra
+                )
         except asyncio.CancelledError:
             # Shutdown outlasted its grace period: close the turn and say so, then let the
             # cancellation go on. The chain head stays at the last finished answer.
@@ -605,7 +676,7 @@ class ConversationService:
 
         usage = _token_usage(result)
         try:
-            reply_ts = await sink.finish(prefix + result.text)
+            reply_ts = await sink.finish(attempt.prefix + result.text + attempt.suffix)
         except DeliveryError as exc:
             logger.error("answer could not be delivered to Slack: %s", exc.code, extra=log_extra)
             await self._store.fail_turn(
@@ -623,6 +694,7 @@ class ConversationService:
             usage=usage,
             first_token_at=attempt.first_token_at,
         )
+        await self._remember_answer(turn, result.text, log_extra)
         logger.info(
             "turn completed",
             extra={
@@ -640,6 +712,193 @@ class ConversationService:
             },
         )
         return TurnOutcome.COMPLETED
+
+    # -- the conversation: chain or transcript, and recovery ------------------------------------
+
+    async def _plan(
+        self,
+        message: IncomingMessage,
+        settings: EffectiveSettings,
+        turn: TurnStart,
+        current: TurnInput,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The turn's input items and the ``previous_response_id`` to send (None: the earlier
+        messages are sent in the input instead)."""
+        previous = turn.previous_response_id
+        earlier: list[dict[str, Any]] = []
+        transcript_mode = await self._transcript_mode(settings)
+        if transcript_mode or (previous is None and message.ts != message.thread_ts):
+            # Transcript mode; or a thread joined mid-way, one whose earlier turns all failed,
+            # or one whose lost head was dropped: the earlier messages go in the input.
+            earlier = await self._earlier(message, turn)
+            previous = None
+        await self._remember_question(message, turn, current)
+        return earlier + list(current.items), previous
+
+    async def _transcript_mode(self, settings: EffectiveSettings) -> bool:
+        mode = settings.conversation_state or "auto"
+        if mode == "transcript":
+            return True
+        if mode == "chain" or self._capabilities is None:
+            return False
+        return await self._capabilities.chains_ignored(settings.model)
+
+    async def _earlier(self, message: IncomingMessage, turn: TurnStart) -> list[dict[str, Any]]:
+        """The thread's earlier messages as input items: from the service's own transcript
+        (newest kept first within the budget), else, for a thread joined mid-way or one from
+        before transcripts were kept, read from Slack once and kept from then on."""
+        if self._transcripts is not None:
+            entries = await self._transcripts.entries(
+                thread_id=turn.thread_id, before_turn_id=turn.turn_id
+            )
+            if entries:
+                chosen = select_transcript(entries, self._transcript_chars)
+                return list((await self._context.replay(message, chosen)).items)
+        if message.ts == message.thread_ts:
+            return []  # the message opened the thread: nothing came before it
+        earlier = await self._context.earlier(message)
+        if self._transcripts is not None and earlier.items:
+            await self._transcripts.add_entries(
+                thread_id=turn.thread_id,
+                turn_id=turn.turn_id,
+                entries=[
+                    (
+                        "assistant" if item.get("role") == "assistant" else "user",
+                        None,
+                        item_text(item),
+                        (),
+                    )
+                    for item in earlier.items
+                ],
+            )
+        return list(earlier.items)
+
+    async def _remember_question(
+        self, message: IncomingMessage, turn: TurnStart, current: TurnInput
+    ) -> None:
+        """Keep the message as the model gets it (text with its author's name, attachments as
+        Slack file descriptors) in the thread's transcript. Never logged."""
+        if self._transcripts is None:
+            return
+        text = "\n".join(_message_text(item) for item in current.items)
+        await self._transcripts.add_entries(
+            thread_id=turn.thread_id,
+            turn_id=turn.turn_id,
+            entries=[("user", message.user_id, text, message.files)],
+        )
+
+    async def _remember_answer(
+        self, turn: TurnStart, text: str, log_extra: Mapping[str, Any]
+    ) -> None:
+        if self._transcripts is None:
+            return
+        try:
+            await self._transcripts.add_entries(
+                thread_id=turn.thread_id,
+                turn_id=turn.turn_id,
+                entries=[("assistant", None, text, ())],
+            )
+        except StorageError as exc:
+            # The answer is delivered and its turn completed: a missing transcript entry only
+            # costs a later re-send this answer, never the turn.
+            logger.warning(
+                "could not keep the answer in the transcript: %s",
+                type(exc).__name__,
+                extra=log_extra,
+            )
+
+    async def _resend(
+        self,
+        reason: str,
+        message: IncomingMessage,
+        settings: EffectiveSettings,
+        turn: TurnStart,
+        current: TurnInput,
+        refused: ResponseRequest,
+        attempt: _Attempt,
+        log_extra: Mapping[str, Any],
+    ) -> tuple[_Attempt, ModelResult]:
+        """The chained call was refused before any text: send the conversation once more,
+        from the transcript, without ``previous_response_id``, on a fresh chain."""
+        logger.info(
+            "the endpoint refused the chain (%s); re-sending the conversation",
+            reason,
+            extra=log_extra,
+        )
+        if self._on_recovery is not None:
+            self._on_recovery(reason)
+        if reason == "lost_chain" and self._transcripts is not None:
+            # The endpoint does not know this head: never send it again, even if the re-send
+            # below fails too.
+            assert refused.previous_response_id is not None
+            await self._transcripts.forget_head(
+                thread_id=turn.thread_id, response_id=refused.previous_response_id
+            )
+        earlier = await self._earlier(message, turn)
+        request = self._request(settings, earlier + list(current.items), None, message)
+        await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
+        attempt = _Attempt(attempt.sink, attempt.prefix)
+        return attempt, await attempt.run(self._model, request)
+
+    async def _check_continuity(
+        self,
+        message: IncomingMessage,
+        settings: EffectiveSettings,
+        turn: TurnStart,
+        current: TurnInput,
+        request: ResponseRequest,
+        attempt: _Attempt,
+        result: ModelResult,
+        log_extra: Mapping[str, Any],
+    ) -> tuple[_Attempt, ModelResult]:
+        """A chained turn billed for far less input than its history holds was answered
+        without the chain: switch the endpoint+model to transcripts and answer again from the
+        transcript (the streamed answer is replaced, with a note once per thread)."""
+        previous = request.previous_response_id
+        if previous is None or self._transcripts is None or self._capabilities is None:
+            return attempt, result
+        before = await self._transcripts.usage_of_response(
+            thread_id=turn.thread_id, response_id=previous
+        )
+        if not continuity_broken(before, result.usage, model=request.model):
+            return attempt, result
+        assert before is not None
+        logger.warning(
+            "a chained turn did not get its history (input %d tokens, history %d)",
+            result.usage.input_tokens,
+            before.input_tokens + before.output_tokens,
+            extra=log_extra,
+        )
+        await self._capabilities.mark_ignored(
+            request.model,
+            source="continuity",
+            detail="a chained turn was billed for less input than its history",
+        )
+        self._capabilities.probe_soon(request.model, source="probe")
+        if self._on_recovery is not None:
+            self._on_recovery("continuity")
+        if (settings.conversation_state or "auto") == "chain":
+            return attempt, result  # the operator chose chains: recorded, not acted on
+        earlier = await self._earlier(message, turn)
+        if not earlier:
+            return attempt, result
+        prefix = attempt.prefix
+        if await self._transcripts.note_once(thread_id=turn.thread_id, kind="context_resent"):
+            prefix += f"_{RESENT_NOTE}_\n\n"
+        again = _Attempt(attempt.sink, prefix, quiet=True)
+        again.first_token_at = attempt.first_token_at
+        try:
+            second = await again.run(
+                self._model, self._request(settings, earlier + list(current.items), None, message)
+            )
+        except ModelError as exc:
+            logger.warning(
+                "answering again with the earlier messages failed: %s", exc.code, extra=log_extra
+            )
+            attempt.suffix = "\n\n" + RESEND_FAILED_NOTE
+            return attempt, result
+        await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
+        return again, second
 
     async def _fail(
         self,
@@ -670,14 +929,10 @@ class ConversationService:
     ) -> tuple[TurnInput, str, ResponseRequest]:
         """The turn's input (and the notices shown before the answer) and its request."""
         current = await self._context.current(message)
-        items = list(current.items)
-        if turn.previous_response_id is None and message.ts != message.thread_ts:
-            # Joining a thread mid-way (or one whose earlier turns all failed): the model
-            # gets what was said before, each message attributed to its author.
-            items = (await self._context.earlier(message)).items + items
         prefix = "".join(f"_{notice}_\n" for notice in current.notices)
         prefix = prefix + "\n" if prefix else ""
-        return current, prefix, self._request(settings, items, turn.previous_response_id, message)
+        items, previous = await self._plan(message, settings, turn, current)
+        return current, prefix, self._request(settings, items, previous, message)
 
     def _request(
         self,
@@ -750,9 +1005,37 @@ def _safety_identifier(salt: str, message: IncomingMessage) -> str:
     return "u_" + hmac.new(salt.encode(), key, hashlib.sha256).hexdigest()[:40]
 
 
-def _is_lost_chain(exc: ModelError) -> bool:
-    # Usually an HTTP 400 (ChainNotFoundError); some relays report it inside a 200 stream.
-    return isinstance(exc, ChainNotFoundError) or exc.code == "previous_response_not_found"
+def _resend_reason(exc: ModelError, attempt: _Attempt, request: ResponseRequest) -> str | None:
+    """Why a failed chained call is worth sending once more without ``previous_response_id``
+    (None: it is not). Only before any text was shown, and only when the failure is a lost
+    chain (however worded, HTTP or in-stream) or a refusal that names nothing else: a 4xx, or
+    an in-stream failure without a telling code. Auth, quota, unknown model, rate limits, bad
+    settings and context length are clearly something else."""
+    if attempt.answer_started or not request.previous_response_id:
+        return None
+    if exc.meaning is ErrorMeaning.LOST_CHAIN:
+        return "lost_chain"
+    if exc.meaning is not ErrorMeaning.UNKNOWN:
+        return None
+    if isinstance(exc, ModelHTTPError):
+        refused = 400 <= exc.status_code <= 499 and exc.status_code not in (408, 409, 429)
+        return "refused" if refused else None
+    if isinstance(exc, ResponseFailedError) and is_vague_code(exc.code):
+        return "refused"
+    return None
+
+
+def _message_text(item: Mapping[str, Any]) -> str:
+    """The message's own text in an input item (string content, or its first text part; the
+    other parts are attachments, kept as file descriptors)."""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        first = content[0]
+        if isinstance(first, Mapping) and first.get("type") == "input_text":
+            return str(first.get("text") or "")
+    return ""
 
 
 def _token_usage(result: ModelResult) -> TokenUsage:

@@ -11,11 +11,16 @@ Checks, in order: the settings load; the database answers and its migrations are
 bot token works (``auth.test``) and holds every bot scope of ``slack-app-manifest.yaml`` (Slack
 lists a token's scopes in the ``x-oauth-scopes`` header of its answers); in Socket Mode, the
 app token opens connections; the model endpoint answers ``GET /models`` with the key, and a
-one-token, non-streamed, unstored response with ``DEFAULT_MODEL``.
+one-token, non-streamed, unstored response with ``DEFAULT_MODEL``; then, for ``DEFAULT_MODEL``
+and each of ``ALLOWED_MODELS`` (the first few), what the endpoint does with it: whether it
+keeps ``previous_response_id`` chains (a made-up id must be refused), accepts a trivial
+function tool, and streams. Those results are stored with their time, as the service's own
+probes are, so ``CONVERSATION_STATE=auto`` uses them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +45,9 @@ from bot.redaction import Redactor
 from bot.settings import Settings, load_settings
 
 __all__ = ["MANIFEST_PATH", "manifest_bot_scopes", "run_doctor"]
+
+# Each model costs three tiny calls; a long ALLOWED_MODELS list is checked in part.
+MAX_MODELS_CHECKED = 5
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "slack-app-manifest.yaml"
 
@@ -346,6 +354,75 @@ class _ModelChecks:
         tokens = result.usage.output_tokens
         return f"DEFAULT_MODEL={model} answers ({tokens} output tokens){note}"
 
+    async def capabilities(self, model: str) -> str:
+        """Chains kept / ignored / unknown, tools accepted, streaming works: one line."""
+        from bot.model.probe import check_chains, check_streaming, check_tools
+
+        chains = await check_chains(self.client, model)
+        tools = await check_tools(self.client, model)
+        streaming = await check_streaming(self.client, model)
+        await self._remember(model, chains.chains, chains.detail, tools, streaming)
+        parts = [
+            {
+                "kept": f"chains kept ({chains.detail})",
+                "ignored": f"chains ignored ({chains.detail})",
+                "unknown": f"chains unknown ({chains.detail})",
+            }[chains.chains],
+            {True: "tools accepted", False: "tools refused", None: "tools unknown"}[tools],
+            "streaming works" if streaming else "streaming does not work",
+        ]
+        line = "; ".join(parts)
+        if not streaming:
+            raise CheckFailed(
+                line,
+                'every answer is streamed: check that the endpoint supports "stream": true for '
+                f"{model} (a relay may need streaming turned on for it)",
+            )
+        if chains.chains == "ignored":
+            state = self.settings.conversation_state
+            effect = {
+                "auto": "the service sends each thread's earlier messages itself for this "
+                "model (transcript mode)",
+                "transcript": "CONVERSATION_STATE=transcript already sends them itself",
+                "chain": "CONVERSATION_STATE=chain: follow-ups will lose their context; set "
+                "it to auto or transcript",
+            }[state]
+            raise CheckWarning(f"{line}: {effect}")
+        if chains.chains == "unknown":
+            raise CheckWarning(line)
+        return line
+
+    async def _remember(
+        self, model: str, chains: str, detail: str, tools: bool | None, streaming: bool
+    ) -> None:
+        """Store what was found, for the service (best effort: the database check already
+        said whether the database works)."""
+        from bot.conversation_state import endpoint_key
+        from storage.conversation_state import ConversationStateStore
+        from storage.engine import create_engine, create_session_factory
+        from storage.repositories import Store
+
+        engine = create_engine(self.settings.database_url)
+        try:
+            state = ConversationStateStore(Store(create_session_factory(engine)))
+            endpoint = endpoint_key(self.settings.openai_base_url)
+            known = await state.capability(endpoint=endpoint, model=model)
+            if chains == "unknown" and known is not None:
+                chains, detail = known.chains, known.detail or detail  # a failed check teaches
+            await state.record_capability(
+                endpoint=endpoint,
+                model=model,
+                chains=chains,
+                source="doctor",
+                tools=tools,
+                streaming=streaming,
+                detail=detail,
+            )
+        except Exception as exc:  # reporting must not fail on storing
+            print(f"     (not stored: {type(exc).__name__})", flush=True)
+        finally:
+            await engine.dispose()
+
     def _unknown(self, model: str, exc: ModelError) -> CheckFailed:
         offered = ""
         if self.models:
@@ -412,7 +489,11 @@ async def run_doctor() -> int:
     model = _ModelChecks(settings)
     try:
         if await report.run("model endpoint", model.models_list) or model.reachable:
-            await report.run("default model", model.default_model)
+            default_ok = await report.run("default model", model.default_model)
+            names = [settings.default_model] if default_ok else []
+            names += [m for m in settings.allowed_model_list if m != settings.default_model]
+            for name in names[:MAX_MODELS_CHECKED]:
+                await report.run(f"model {name}", functools.partial(model.capabilities, name))
     finally:
         await model.client.aclose()
     return 1 if report.failed else 0

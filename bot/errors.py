@@ -19,16 +19,22 @@
     │       ├── ResponseIncompleteError ``response.incomplete`` (``reason``)
     │       └── StreamProtocolError    malformed SSE/JSON, stream ended without a terminal event
     ├── DeliveryError                  the reply could not be delivered to Slack
+    │   └── NotInstalledError          the workspace removed the app: nothing can be delivered
     └── ContextError                   the model input could not be built (Slack refused the
                                        thread's history, the workspace is gone, …)
 
 Foreign exceptions (httpx, SQLAlchemy, slack_sdk) are wrapped where they are caught, with
 ``raise X(...) from exc``, so callers only branch on these types. Every ``ModelError`` carries a
-short machine ``code`` that is stored on the turn and used to pick the user-facing sentence
-(see ``bot.user_messages``).
+short machine ``code`` that is stored on the turn, and a ``meaning`` (:class:`ErrorMeaning`):
+what the failure means whatever shape it came in. Relays rewrite codes (``"code": "400"``,
+``bad_response_status_code``) and report failures inside a 200 stream, so the type says how
+the failure arrived and ``meaning`` what it means; ``bot.model.error_meaning`` is the one place
+that decides it, and ``bot.user_messages`` picks the user-facing sentence from it.
 """
 
 from __future__ import annotations
+
+import enum
 
 __all__ = [
     "BotError",
@@ -37,6 +43,7 @@ __all__ = [
     "ContextError",
     "ContextTooLongError",
     "DeliveryError",
+    "ErrorMeaning",
     "ModelAuthError",
     "ModelBadRequestError",
     "ModelConnectionError",
@@ -47,11 +54,37 @@ __all__ = [
     "ModelServerError",
     "ModelStreamError",
     "ModelTimeoutError",
+    "NotInstalledError",
     "QuotaExceededError",
     "ResponseFailedError",
     "ResponseIncompleteError",
     "StreamProtocolError",
 ]
+
+
+class ErrorMeaning(enum.StrEnum):
+    """What a model failure means, however the endpoint or a relay worded it."""
+
+    LOST_CHAIN = "lost_chain"
+    """The endpoint does not know ``previous_response_id`` (any more)."""
+    CONTEXT_LENGTH = "context_length"
+    """The conversation is longer than the model's context window."""
+    UNKNOWN_MODEL = "unknown_model"
+    """The model (or Azure deployment) does not exist or has no route at the endpoint."""
+    RATE_LIMIT = "rate_limit"
+    """Too many requests or tokens right now; waiting helps."""
+    QUOTA = "quota"
+    """The account's quota, credit or budget is used up; waiting does not help."""
+    AUTH = "auth"
+    """The key was refused or may not do this."""
+    CONTENT_FILTER = "content_filter"
+    """The endpoint's content policy refused the request."""
+    BAD_SETTING = "bad_setting"
+    """A parameter from the channel's settings was refused (temperature, max tokens, ...)."""
+    SERVER = "server"
+    """The endpoint failed on its side."""
+    UNKNOWN = "unknown"
+    """Nothing in the answer says what went wrong."""
 
 
 class BotError(Exception):
@@ -71,6 +104,7 @@ class ModelError(BotError):
     """
 
     default_code = "model_error"
+    default_meaning = ErrorMeaning.UNKNOWN
 
     def __init__(
         self,
@@ -78,11 +112,13 @@ class ModelError(BotError):
         *,
         code: str | None = None,
         request_id: str | None = None,
+        meaning: ErrorMeaning | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.request_id = request_id
+        self.meaning = meaning or self.default_meaning
 
 
 class ModelConnectionError(ModelError):
@@ -130,8 +166,9 @@ class ModelHTTPError(ModelError):
         error_type: str | None = None,
         request_id: str | None = None,
         retry_after: float | None = None,
+        meaning: ErrorMeaning | None = None,
     ) -> None:
-        super().__init__(message, code=code, request_id=request_id)
+        super().__init__(message, code=code, request_id=request_id, meaning=meaning)
         self.status_code = status_code
         self.param = param
         self.error_type = error_type
@@ -146,30 +183,37 @@ class ChainNotFoundError(ModelBadRequestError):
     """The endpoint no longer knows ``previous_response_id``: the chain must be rebuilt."""
 
     default_code = "previous_response_not_found"
+    default_meaning = ErrorMeaning.LOST_CHAIN
 
 
 class ContextTooLongError(ModelBadRequestError):
     default_code = "context_length_exceeded"
+    default_meaning = ErrorMeaning.CONTEXT_LENGTH
 
 
 class ModelAuthError(ModelHTTPError):
     default_code = "unauthorized"
+    default_meaning = ErrorMeaning.AUTH
 
 
 class ModelNotFoundError(ModelHTTPError):
     default_code = "model_not_found"
+    default_meaning = ErrorMeaning.UNKNOWN_MODEL
 
 
 class ModelRateLimitError(ModelHTTPError):
     default_code = "rate_limited"
+    default_meaning = ErrorMeaning.RATE_LIMIT
 
 
 class QuotaExceededError(ModelRateLimitError):
     default_code = "insufficient_quota"
+    default_meaning = ErrorMeaning.QUOTA
 
 
 class ModelServerError(ModelHTTPError):
     default_code = "server_error"
+    default_meaning = ErrorMeaning.SERVER
 
 
 class ModelStreamError(ModelError):
@@ -185,14 +229,16 @@ class ModelStreamError(ModelError):
         request_id: str | None = None,
         response_id: str | None = None,
         partial_text: str = "",
+        meaning: ErrorMeaning | None = None,
     ) -> None:
-        super().__init__(message, code=code, request_id=request_id)
+        super().__init__(message, code=code, request_id=request_id, meaning=meaning)
         self.response_id = response_id
         self.partial_text = partial_text
 
 
 class ResponseFailedError(ModelStreamError):
-    """An ``error`` event or ``response.failed`` ended the stream."""
+    """An ``error`` event or ``response.failed`` ended the stream (or a 200 JSON body said
+    ``failed``). ``meaning`` says what it means (e.g. ``CONTEXT_LENGTH`` inside the stream)."""
 
     default_code = "response_failed"
 
@@ -233,6 +279,14 @@ class DeliveryError(BotError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotInstalledError(DeliveryError):
+    """The workspace has no installation (any more): no reply can reach it."""
+
+    def __init__(self, team_id: str) -> None:
+        super().__init__(f"the app is not installed in workspace {team_id}", code="not_installed")
+        self.team_id = team_id
 
 
 class ContextError(BotError):

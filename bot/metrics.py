@@ -158,6 +158,22 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
+        # --- conversation state
+        self.conversation_recoveries = Counter(
+            "slackbot_conversation_recoveries",
+            "Chained turns sent again from the transcript, by reason: lost_chain (the endpoint "
+            "lost previous_response_id), refused (a 4xx naming nothing else), continuity (the "
+            "endpoint answered without the chain).",
+            ["reason"],
+            registry=r,
+        )
+        self.transcript_switches = Counter(
+            "slackbot_conversation_transcript_switches",
+            "Times an endpoint+model was found to ignore previous_response_id and switched to "
+            "transcripts, by what found it (probe, continuity).",
+            ["source"],
+            registry=r,
+        )
         # --- the Slack Web API
         self.slack_calls = Counter(
             "slackbot_slack_api_calls",
@@ -186,6 +202,12 @@ class Metrics:
         """One Slack message event finished with (``slackbot_turns`` and the by-type view)."""
         self.events_handled.labels(type=event_type, outcome=outcome).inc()
         self.turns.labels(outcome=outcome).inc()
+
+    def conversation_recovered(self, reason: str) -> None:
+        self.conversation_recoveries.labels(reason=reason).inc()
+
+    def transcript_switched(self, source: str) -> None:
+        self.transcript_switches.labels(source=source).inc()
 
     def lock_waited(self, lock: str) -> Callable[[float], None]:
         """An ``on_wait`` callback for ``KeyedLocks`` / ``TimedThreadLocks``."""

@@ -30,9 +30,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import StoredChannelSettings
 from bot.conversation import ConversationService
+from bot.conversation_state import ChainCheck, EndpointCapabilities
 from bot.errors import ConfigError
 from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
 from bot.model.client import ResponsesClient
+from bot.model.probe import check_chains
 from bot.model.retry import RetryPolicy
 from bot.model_catalogue import ModelCatalogue
 from bot.retention import start_daily_prune
@@ -52,6 +54,7 @@ from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
 from bot.thread_locks import KeyedLocks
 from bot.turn_tracker import TurnTracker
+from storage.conversation_state import ConversationStateStore
 from storage.engine import create_engine, create_session_factory
 from storage.intake import Intake, QueuedMessage
 from storage.migrate import upgrade_to_head
@@ -62,6 +65,9 @@ from storage.thread_locks import DistributedThreadLocks
 __all__ = ["Service", "make_slack_client"]
 
 logger = logging.getLogger(__name__)
+
+# A stored chain probe younger than this is trusted at start-up (restarts do not re-probe).
+PROBE_MAX_AGE = 24 * 3600.0
 
 INTERRUPTED_NOTICE = (
     ":warning: My answer to this message was interrupted because the bot restarted. "
@@ -185,10 +191,23 @@ class Service:
             retry=RetryPolicy(max_retries=settings.model_max_retries),
         )
         self._cleanup.append(model.aclose)
+        state_store = ConversationStateStore(self.store)
+
+        async def probe(name: str) -> ChainCheck:
+            return await check_chains(model, name)
+
+        self.capabilities = EndpointCapabilities(
+            store=state_store,
+            endpoint=settings.openai_base_url,
+            probe=probe if settings.conversation_probe else None,
+            on_switch=self.metrics.transcript_switched,
+        )
+        self._cleanup.append(self.capabilities.aclose)
         channel_settings = StoredChannelSettings(
             store=self.store,
             default_model=settings.default_model,
             default_instructions=settings.default_instructions,
+            conversation_state=settings.conversation_state,
         )
         files = FileReader(
             tokens=self.workspaces,
@@ -227,6 +246,10 @@ class Service:
             identity_salt=settings.identity_salt,
             log_message_content=settings.log_message_content,
             settings=channel_settings,
+            transcripts=state_store,
+            capabilities=self.capabilities,
+            transcript_chars=settings.thread_context_chars,
+            on_recovery=self.metrics.conversation_recovered,
         )
         admins = AdminPolicy(workspaces=self.workspaces, admin_user_ids=settings.admin_ids)
         catalogue = ModelCatalogue(
@@ -294,6 +317,9 @@ class Service:
             )
             await self._socket_handler.connect_async()  # type: ignore[no-untyped-call]
         self._cleanup.append(start_daily_prune(self.store, settings.retention_days))
+        if settings.conversation_probe and settings.conversation_state == "auto":
+            # In the background: a slow or failing endpoint must not delay start-up.
+            await self.capabilities.probe_if_stale(settings.default_model, max_age=PROBE_MAX_AGE)
         self.recovery = asyncio.create_task(self._recover(pending, adopted))
         logger.info(
             "service started",

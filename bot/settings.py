@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     model_idle_timeout: float = Field(default=60.0, gt=0)
     model_total_timeout: float = Field(default=600.0, gt=0)
     model_max_retries: int = Field(default=2, ge=0, le=10)
+    conversation_state: Literal["auto", "chain", "transcript"] = "auto"
+    conversation_probe: bool = True
 
     # What the model sees
     thread_context_chars: int = Field(default=40_000, ge=1_000, le=1_000_000)
@@ -103,6 +105,13 @@ class Settings(BaseSettings):
     def _lower_choice(cls, value: object) -> object:
         if isinstance(value, str):
             return value.strip().lower() or None
+        return value
+
+    @field_validator("conversation_state", mode="before")
+    @classmethod
+    def _state_choice(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip().lower() or "auto"
         return value
 
     @field_validator("slack_bot_token")

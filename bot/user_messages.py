@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from bot.errors import (
     ContextError,
-    ContextTooLongError,
-    ModelAuthError,
+    ErrorMeaning,
     ModelBadRequestError,
     ModelConnectionError,
     ModelError,
-    ModelNotFoundError,
-    ModelRateLimitError,
     ModelServerError,
     ModelStreamError,
     ModelTimeoutError,
-    QuotaExceededError,
     ResponseFailedError,
     ResponseIncompleteError,
     StreamProtocolError,
@@ -39,32 +35,39 @@ _INCOMPLETE_REASONS = {
     "content_filter": "The model service stopped this answer with its content filter.",
 }
 
-# Most specific type first: the first isinstance match wins.
-_TABLE: list[tuple[type[ModelError], str]] = [
-    (
-        QuotaExceededError,
+# What the failure means decides first, however it arrived (an HTTP error, a relay's rewritten
+# code, a ``response.failed`` inside a 200 stream): see ``bot.model.error_meaning``.
+_BY_MEANING: dict[ErrorMeaning, str] = {
+    ErrorMeaning.QUOTA: (
         "The model service says this workspace's quota is used up. "
-        "An admin needs to check the model account's billing; I can't answer until then.",
+        "An admin needs to check the model account's billing; I can't answer until then."
     ),
-    (
-        ModelRateLimitError,
+    ErrorMeaning.RATE_LIMIT: (
         "The model service is rate-limiting me right now. Please wait a minute and send your "
-        "message again.",
+        "message again."
     ),
-    (
-        ContextTooLongError,
+    ErrorMeaning.CONTEXT_LENGTH: (
         "This conversation has grown too long for the model. Please start a new thread "
-        "(mention me in the channel) to continue.",
+        "(mention me in the channel) to continue, or shorten your message."
     ),
-    (
-        ModelNotFoundError,
+    ErrorMeaning.UNKNOWN_MODEL: (
         "The model configured for this channel was not found at the model service. "
-        "An admin can pick another one with the settings command.",
+        "An admin can pick another one with the settings command."
     ),
-    (
-        ModelAuthError,
-        "The model service refused my credentials. An admin needs to check the bot's API key.",
+    ErrorMeaning.AUTH: (
+        "The model service refused my credentials. An admin needs to check the bot's API key."
     ),
+    ErrorMeaning.CONTENT_FILTER: (
+        "The model service's content filter refused this request. Please rephrase it."
+    ),
+    ErrorMeaning.LOST_CHAIN: (
+        "The model service has lost this conversation and I couldn't re-send it. "
+        "Please start a new thread (mention me in the channel) to continue."
+    ),
+}
+
+# Then the type, most specific first: the first isinstance match wins.
+_TABLE: list[tuple[type[ModelError], str]] = [
     (
         ModelBadRequestError,
         "The model service refused this request. An admin can check the channel's settings "
@@ -106,6 +109,7 @@ def user_message(exc: ModelError) -> str:
         )
         return f":warning: {text}"
     if exc.code == "request_too_large":
+        # A 413: the size of this request, not (only) the thread's length.
         return (
             ":warning: This message (with the conversation so far) is too large for the model "
             "service. Please shorten it, or start a new thread."
@@ -116,6 +120,8 @@ def user_message(exc: ModelError) -> str:
         )
     if isinstance(exc, ModelTimeoutError) and exc.kind == "idle":
         return ":warning: The model service stopped sending mid-answer. Please try again."
+    if exc.meaning in _BY_MEANING:
+        return f":warning: {_BY_MEANING[exc.meaning]}"
     for error_type, text in _TABLE:
         if isinstance(exc, error_type):
             return f":warning: {text}"

@@ -24,6 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from storage.conversation_state import ConversationStateStore
     from storage.engine import (
         READ_ONLY,
         create_engine,
@@ -58,6 +59,7 @@ __all__ = [
     "AbandonedTurn",
     "Base",
     "ChannelSettingsRecord",
+    "ConversationStateStore",
     "PruneCounts",
     "SettingsAuditRecord",
     "StorageError",
@@ -91,6 +93,7 @@ _HOMES: Final = {
     "head_revision": "storage.migrate",
     "upgrade_to_head": "storage.migrate",
     "Base": "storage.models",
+    "ConversationStateStore": "storage.conversation_state",
     "Store": "storage.repositories",
 }
 

@@ -39,6 +39,7 @@ _SETTING_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "daily_token_budget": (int,),
     "workspace_daily_token_budget": (int,),
     "user_hourly_requests": (int,),
+    "conversation_state": (str,),
 }
 assert set(_SETTING_TYPES) == set(SETTING_FIELDS)
 

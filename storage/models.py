@@ -1,6 +1,7 @@
 """Table definitions (SQLAlchemy 2 declarative).
 
-Storage keeps ids and metadata, never message bodies: the Slack thread is the transcript.
+Storage keeps ids and metadata here; the text of conversations (the transcript the service can
+re-send itself) lives in ``storage.conversation_state``, pruned with its turns.
 Every timestamp is a timezone-aware UTC ``datetime`` set by Python, so SQLite and PostgreSQL
 store and return the same values (see :class:`UTCDateTime`).
 
@@ -64,10 +65,11 @@ PostgreSQL's ``integer`` is 32 bits (SQLite's is 64). Writers check against it, 
 of range is refused with a clear error instead of failing inside the database driver."""
 
 # Slack ids (T…, C…, U…) and message timestamps ("1700000000.000100") are short; the bound
-# only catches garbage. Ids minted by model endpoints and relays vary more, hence 255.
+# only catches garbage. Ids minted by model endpoints and relays vary far more: LiteLLM's proxy
+# encodes its routing into response ids of ~450 characters, hence 2048.
 _SLACK_ID = String(32)
 _SLACK_TS = String(32)
-_EXTERNAL_ID = String(255)
+_EXTERNAL_ID = String(2048)
 
 
 def utcnow() -> datetime:
@@ -233,6 +235,8 @@ class ChannelSettings(Base):
     """Tokens the whole workspace may use per day (0: no budget); set on the workspace row."""
     user_hourly_requests: Mapped[int | None] = mapped_column()
     """Questions one person may ask per hour across the workspace (0: no limit)."""
+    conversation_state: Mapped[str | None] = mapped_column(String(16))
+    """How turns carry the conversation: "auto", "chain" or "transcript"."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
     updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)

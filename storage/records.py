@@ -20,14 +20,17 @@ __all__ = [
     "AbandonedTurn",
     "AcceptResult",
     "Acceptance",
+    "CapabilityRecord",
     "ChannelSettingsRecord",
     "LimitKind",
     "LimitReached",
     "PruneCounts",
     "QueuedMessage",
+    "ResponseUsage",
     "SettingsAuditRecord",
     "ThreadRecord",
     "TokenUsage",
+    "TranscriptRecord",
     "TurnLimits",
     "TurnRecord",
     "TurnStart",
@@ -58,6 +61,7 @@ SETTING_FIELDS: Final = (
     "daily_token_budget",
     "workspace_daily_token_budget",
     "user_hourly_requests",
+    "conversation_state",
 )
 """The per-channel settings an admin may set; a NULL value means "inherit"."""
 
@@ -184,6 +188,7 @@ class ChannelSettingsRecord:
     daily_token_budget: int | None
     workspace_daily_token_budget: int | None
     user_hourly_requests: int | None
+    conversation_state: str | None
     updated_at: datetime
     updated_by: str | None
 
@@ -327,3 +332,43 @@ class LimitReached:
     again_at: datetime
     """When the person can ask again: when enough of their questions have left the hour, or
     when the day's budget resets (00:00 UTC)."""
+
+
+# -- conversation state (storage.conversation_state) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRecord:
+    """A ``transcript_entries`` row; ``files`` are the Slack descriptors as stored."""
+
+    id: int
+    turn_id: int
+    role: str
+    author_id: str | None
+    text: str
+    files: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityRecord:
+    """An ``endpoint_capabilities`` row."""
+
+    endpoint: str
+    model: str
+    chains: str
+    chains_source: str
+    tools: bool | None
+    streaming: bool | None
+    detail: str | None
+    checked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseUsage:
+    """Token counts and model of the turn that produced a response (for continuity checks)."""
+
+    model: str
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int

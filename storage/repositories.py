@@ -101,8 +101,8 @@ class Store:
         return self.units.session_factory
 
     def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """A write unit of work, for repositories in other modules (``storage.intake``): it
-        queues with this store's other writers."""
+        """A write unit of work, for repositories in other modules (``storage.intake``,
+        ``storage.conversation_state``): it queues with this store's other writers."""
         return self.units.writing()
 
     def reading(self) -> AbstractAsyncContextManager[AsyncSession]:

@@ -142,23 +142,29 @@ class ResponsesClient:
             "POST", "/responses", request.to_body(stream=True), deadline=deadline, stream=True
         )
         acc = StreamAccumulator()
+        chunks = response.aiter_bytes()
         try:
-            if "json" in response.headers.get("content-type", ""):
-                # Some relays ignore ``stream: true`` and send the whole response as JSON.
-                raw = await self._read_body(response, limit=_JSON_BODY_LIMIT, deadline=deadline)
+            head = await self._peek(chunks, deadline, acc)
+            if _is_json_body(head):
+                # Some relays ignore ``stream: true`` and send the whole response as JSON, and
+                # not always as application/json (text/plain, text/event-stream): the body's
+                # first byte decides, not the content-type. An SSE body starts with a field
+                # name or a comment, never with "{".
+                raw = await self._read_rest(chunks, head, limit=_JSON_BODY_LIMIT, deadline=deadline)
                 result = result_from_response_json(_parse_json(raw))
                 if result.text:
                     yield TextDelta(result.text)
                 yield Completed(result)
                 return
             # aclosing: the inner generator must close now, not whenever it is collected.
-            async with contextlib.aclosing(self._events(response, acc, deadline)) as events:
+            async with contextlib.aclosing(self._events(chunks, head, acc, deadline)) as events:
                 async for event in events:
                     yield event
         except ModelError as exc:
             exc.request_id = exc.request_id or response.headers.get("x-request-id")
             raise
         finally:
+            await _aclose(chunks)
             await response.aclose()
 
     async def list_models(self) -> list[str]:
@@ -253,7 +259,9 @@ class ResponsesClient:
                 )
                 error, retry_after = http_error, http_error.retry_after
             attempt += 1
-            if attempt > self._retry.max_retries or not should_retry(status, error.code):
+            if attempt > self._retry.max_retries or not should_retry(
+                status, error.code, error.meaning
+            ):
                 raise error
             delay = self._retry.delay(attempt, retry_after)
             if loop.time() + delay >= deadline:
@@ -268,34 +276,66 @@ class ResponsesClient:
             )
             await asyncio.sleep(delay)
 
+    async def _peek(
+        self, chunks: AsyncIterator[bytes], deadline: float, acc: StreamAccumulator
+    ) -> bytes:
+        """The body's first bytes, up to its first one that is not white space (or all of
+        it, when shorter), read under the idle timeout."""
+        head = b""
+        while not head.strip() and len(head) < _ERROR_BODY_LIMIT:
+            chunk = await self._guard(anext(chunks, None), deadline, "stream", acc=acc)
+            if chunk is None:
+                break
+            head += chunk
+        return head
+
+    async def _read_rest(
+        self, chunks: AsyncIterator[bytes], head: bytes, *, limit: int, deadline: float
+    ) -> bytes:
+        body = bytearray(head)
+        while (chunk := await self._guard(anext(chunks, None), deadline, "body")) is not None:
+            body += chunk
+            if len(body) > limit:
+                raise StreamProtocolError("the model endpoint's answer is too large")
+        return bytes(body)
+
     async def _events(
-        self, response: httpx.Response, acc: StreamAccumulator, deadline: float
+        self,
+        chunks: AsyncIterator[bytes],
+        head: bytes,
+        acc: StreamAccumulator,
+        deadline: float,
     ) -> AsyncGenerator[ModelEvent, None]:
         decoder = SSEDecoder()
-        chunks = response.aiter_bytes()
-        try:
-            while not acc.done:
+        chunk: bytes | None = head if head else None
+        first = True
+        while not acc.done:
+            if not first:
                 chunk = await self._guard(
                     anext(chunks, None), deadline=deadline, phase="stream", acc=acc
                 )
-                try:
-                    frames = decoder.feed(chunk) if chunk is not None else decoder.flush()
-                    for frame in frames:
-                        for event in acc.feed(decode_json(frame)):
-                            yield event
-                        if acc.done:
-                            await self._drain(chunks, deadline)
-                            return
-                except StreamProtocolError as exc:
-                    if exc.partial_text or exc.response_id:
-                        raise  # already raised by the accumulator with its context
-                    raise StreamProtocolError(
-                        exc.message, response_id=acc.response_id, partial_text=acc.partial_text
-                    ) from exc
+            first = False
+            try:
+                frames = decoder.feed(chunk) if chunk is not None else decoder.flush()
+                for frame in frames:
+                    for event in acc.feed(decode_json(frame)):
+                        yield event
+                    if acc.done:
+                        await self._drain(chunks, deadline)
+                        return
                 if chunk is None or decoder.done:
-                    acc.finish()  # raises: the body ended without a terminal event
-        finally:
-            await _aclose(chunks)
+                    # The body ended without a terminal event: a whole answer ended by
+                    # ``[DONE]`` completes, anything else raises (see ``finish``).
+                    for event in acc.finish(done_sentinel=decoder.done):
+                        yield event
+                    await self._drain(chunks, deadline)
+                    return
+            except StreamProtocolError as exc:
+                if exc.partial_text or exc.response_id:
+                    raise  # already raised by the accumulator with its context
+                raise StreamProtocolError(
+                    exc.message, response_id=acc.response_id, partial_text=acc.partial_text
+                ) from exc
 
     async def _drain(self, chunks: AsyncIterator[bytes], deadline: float) -> None:
         """Read what follows the terminal event (``[DONE]``, the chunked-body end) for a moment,
@@ -396,6 +436,10 @@ class ResponsesClient:
         detail = str(exc).strip()
         text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
         return redact(text, (self._api_key,))
+
+
+def _is_json_body(head: bytes) -> bool:
+    return head.lstrip().removeprefix(b"\xef\xbb\xbf").startswith((b"{", b"["))
 
 
 def _parse_json(raw: bytes) -> Any:

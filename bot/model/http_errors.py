@@ -15,6 +15,7 @@ from typing import Any
 from bot.errors import (
     ChainNotFoundError,
     ContextTooLongError,
+    ErrorMeaning,
     ModelAuthError,
     ModelBadRequestError,
     ModelHTTPError,
@@ -23,9 +24,10 @@ from bot.errors import (
     ModelServerError,
     QuotaExceededError,
 )
+from bot.model.error_meaning import ErrorFacts, canonical_code, classify, is_vague_code
 from bot.model.retry import retry_after_seconds
 
-__all__ = ["error_from_response", "redact"]
+__all__ = ["error_fields", "error_from_response", "redact"]
 
 # Error messages are for logs and the turn record; a relay that dumps a page into ``message``
 # should not fill them.
@@ -44,33 +46,44 @@ def _str_or_none(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list):
         return None
     text = str(value).strip()
-    return text or None
+    # LiteLLM's proxy writes a missing type or param as the string "None".
+    return text if text and text not in ("None", "null") else None
 
 
-def _parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
-    """(message, code, param, type) from the usual shapes:
+def error_fields(data: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """(message, code, param, type) of an error object in the usual shapes:
     ``{"error": {message, type, param, code}}``, ``{"error": "text"}``, a flat
-    ``{message, code, ...}`` and FastAPI's ``{"detail": ...}``."""
-    try:
-        data = json.loads(body.decode("utf-8", errors="replace"))
-    except ValueError:
-        return None, None, None, None
+    ``{message, code, ...}``, FastAPI's ``{"detail": ...}`` (LiteLLM's
+    ``{"detail": {"error": "…"}}`` too) and a bare JSON string."""
+    if isinstance(data, str):
+        return _str_or_none(data), None, None, None
     if not isinstance(data, dict):
         return None, None, None, None
     error: Any = data.get("error", data)
     if isinstance(error, str):
-        return error, None, None, None
+        return _str_or_none(error), None, None, None
     if not isinstance(error, dict):
         return None, None, None, None
     message = error.get("message")
-    if message is None and isinstance(error.get("detail"), str):
-        message = error["detail"]
+    detail = error.get("detail")
+    if message is None and isinstance(detail, str):
+        message = detail
+    elif message is None and isinstance(detail, dict):
+        return error_fields(detail)
     return (
         _str_or_none(message),
         _str_or_none(error.get("code")),
         _str_or_none(error.get("param")),
         _str_or_none(error.get("type")),
     )
+
+
+def _parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    try:
+        data = json.loads(body.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None, None, None, None
+    return error_fields(data)
 
 
 def _status_text(status_code: int) -> str:
@@ -91,53 +104,61 @@ def error_from_response(
     """The typed error for an HTTP error answer.
 
     ``headers`` should be case-insensitive (``httpx.Headers``). ``secrets`` (the API key) are
-    scrubbed from the message in case the endpoint echoes them.
+    scrubbed from the message in case the endpoint echoes them. What the error means comes from
+    ``bot.model.error_meaning`` (code, type, param, status and message, in the shapes relays
+    use); the class follows from the meaning and the status.
     """
     message, code, param, error_type = _parse_error_body(body)
+    parsed_message = message
     if message is None:
         message = f"the model endpoint answered {_status_text(status_code)}"
     message = redact(message, secrets)
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 1] + "…"
+    meaning = classify(
+        ErrorFacts(
+            status=status_code, code=code, type=error_type, param=param, message=parsed_message
+        )
+    )
     kwargs: dict[str, Any] = {
         "status_code": status_code,
-        "code": code,
+        "code": canonical_code(code, meaning) if 400 <= status_code <= 599 else code,
         "param": param,
         "error_type": error_type,
         "request_id": headers.get("x-request-id"),
         "retry_after": retry_after_seconds(headers),
+        "meaning": meaning,
     }
-    is_4xx = 400 <= status_code <= 499
-    lost_chain = code == "previous_response_not_found" or (
-        param == "previous_response_id" and "not found" in message.lower()
-    )
-    if is_4xx and lost_chain:
-        return ChainNotFoundError(message, **kwargs)
-    if is_4xx and code == "context_length_exceeded":
-        return ContextTooLongError(message, **kwargs)
-    if status_code == 413:
-        # Too large to accept: settings can't fix that, a shorter message or new thread can.
-        kwargs["code"] = code or "request_too_large"
-        return ContextTooLongError(message, **kwargs)
-    if code == "insufficient_quota" and status_code in (402, 403, 429):
-        return QuotaExceededError(message, **kwargs)
-    if status_code in (401, 403):
-        return ModelAuthError(message, **kwargs)
-    if status_code == 404 or code == "model_not_found":
-        # OpenAI answers an unknown model with 400 + model_not_found, others with 404.
-        return ModelNotFoundError(message, **kwargs)
-    if status_code == 429:
-        return ModelRateLimitError(message, **kwargs)
-    if 500 <= status_code <= 599:
-        return ModelServerError(message, **kwargs)
-    if is_4xx:
-        return ModelBadRequestError(message, **kwargs)
     if 300 <= status_code <= 399:
         # Never followed: the Authorization header must not travel to another host.
         kwargs["code"] = code or "redirect_not_followed"
+        kwargs["meaning"] = ErrorMeaning.UNKNOWN
         return ModelHTTPError(
             f"the model endpoint answered with a redirect ({_status_text(status_code)}); "
             "redirects are not followed, check the base URL",
             **kwargs,
         )
+    if status_code == 413:
+        # Too large to accept: settings can't fix that, a shorter message or new thread can.
+        kwargs["code"] = code if code and not is_vague_code(code) else "request_too_large"
+        kwargs["meaning"] = ErrorMeaning.CONTEXT_LENGTH
+        return ContextTooLongError(message, **kwargs)
+    error_class = _CLASSES.get(meaning)
+    if error_class is not None and 400 <= status_code <= 599:
+        return error_class(message, **kwargs)
+    if 500 <= status_code <= 599:
+        return ModelServerError(message, **kwargs)
+    if 400 <= status_code <= 499:
+        return ModelBadRequestError(message, **kwargs)
     return ModelHTTPError(message, **kwargs)
+
+
+# The class for each meaning; the others are a bad request (4xx) or a server error (5xx).
+_CLASSES: dict[ErrorMeaning, type[ModelHTTPError]] = {
+    ErrorMeaning.LOST_CHAIN: ChainNotFoundError,
+    ErrorMeaning.CONTEXT_LENGTH: ContextTooLongError,
+    ErrorMeaning.QUOTA: QuotaExceededError,
+    ErrorMeaning.RATE_LIMIT: ModelRateLimitError,
+    ErrorMeaning.AUTH: ModelAuthError,
+    ErrorMeaning.UNKNOWN_MODEL: ModelNotFoundError,
+}

@@ -14,21 +14,37 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from bot.errors import ErrorMeaning
+
 __all__ = ["RetryPolicy", "retry_after_seconds", "should_retry"]
 
 # Retrying these cannot help: the request or the account is wrong, not the moment.
 _NEVER_RETRY_CODES = frozenset({"insufficient_quota"})
+_NEVER_RETRY_MEANINGS = frozenset(
+    {
+        ErrorMeaning.QUOTA,
+        ErrorMeaning.UNKNOWN_MODEL,
+        ErrorMeaning.LOST_CHAIN,
+        ErrorMeaning.CONTEXT_LENGTH,
+        ErrorMeaning.AUTH,
+        ErrorMeaning.CONTENT_FILTER,
+    }
+)
 
 
-def should_retry(status_code: int | None, error_code: str | None) -> bool:
+def should_retry(
+    status_code: int | None, error_code: str | None, meaning: ErrorMeaning | None = None
+) -> bool:
     """Whether a failed attempt is worth repeating.
 
     ``status_code`` is ``None`` for a connection error or connect timeout (no answer at all).
     Retried: those, 408 (request timeout), 409 (lock conflict), 429 and any 5xx. Never retried:
-    other 4xx (400, 401, 403, 404, 413, 422, ...) and ``insufficient_quota`` whatever its status,
-    because a billing problem does not fix itself in seconds.
+    other 4xx (400, 401, 403, 404, 413, 422, ...), ``insufficient_quota`` whatever its status,
+    because a billing problem does not fix itself in seconds, and any answer whose ``meaning``
+    says the request itself is wrong (a relay's 503 "no available channel for model", a 500
+    that wraps a lost chain or a context overflow).
     """
-    if error_code in _NEVER_RETRY_CODES:
+    if error_code in _NEVER_RETRY_CODES or meaning in _NEVER_RETRY_MEANINGS:
         return False
     if status_code is None:
         return True

@@ -42,6 +42,7 @@ class ResponseRequest:
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
     store: bool = True
+    tools: list[dict[str, Any]] | None = None
 
     def to_body(self, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "input": self.input, "stream": stream}
@@ -57,6 +58,7 @@ class ResponseRequest:
             "metadata": self.metadata,
             "safety_identifier": self.safety_identifier,
             "prompt_cache_key": self.prompt_cache_key,
+            "tools": self.tools,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         reasoning: dict[str, str] = {}

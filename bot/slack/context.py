@@ -1,5 +1,6 @@
-"""What the model sees of a Slack conversation: the current message, and, when the bot joins a
-thread mid-way or the endpoint lost the chain, the thread's earlier messages.
+"""What the model sees of a Slack conversation: the current message, the thread's earlier
+messages when the bot joins a thread mid-way, and the service's stored transcript turned back
+into input items (``replay``: attachments are read again from Slack's file hosts).
 
 Every message goes through the same conversion: Slack markup to plain text with display names,
 the author's name in front (in channels; not in DMs), attachments to input parts. The thread is
@@ -19,6 +20,7 @@ from bot.slack.identity import BotIdentity
 from bot.slack.markup import mentioned_user_ids, text_from_blocks, to_plain_text
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
+from storage.conversation_state import TranscriptRecord
 
 __all__ = ["SlackContext"]
 
@@ -72,6 +74,29 @@ class SlackContext:
             used += size
         kept.reverse()
         return TurnInput(items=kept, notices=[])
+
+    async def replay(
+        self, message: IncomingMessage, entries: Sequence[TranscriptRecord]
+    ) -> TurnInput:
+        """Stored transcript entries as input items, in order: the bot's answers as assistant
+        messages, user messages with their attachments read again (one that cannot be read
+        any more is left out silently: the text says what it was about)."""
+        items: list[dict[str, Any]] = []
+        for entry in entries:
+            if entry.role == "assistant":
+                items.append({"role": "assistant", "content": entry.text})
+                continue
+            read = (
+                await self._files.read(entry.files, team_id=message.team_id)
+                if entry.files
+                else None
+            )
+            if read is None or not read.parts:
+                items.append({"role": "user", "content": entry.text})
+            else:
+                parts = [{"type": "input_text", "text": entry.text}, *read.parts]
+                items.append({"role": "user", "content": parts})
+        return TurnInput(items=items, notices=[])
 
     async def _replies(self, message: IncomingMessage) -> list[dict[str, Any]]:
         client = await self._workspaces.client(message.team_id)

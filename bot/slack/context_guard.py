@@ -9,12 +9,15 @@ and stays what it is (the turn reports an internal error).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.conversation import ContextSource, IncomingMessage, TurnInput
 from bot.errors import ContextError
 from bot.slack.workspaces import WorkspaceNotInstalled
+from storage.conversation_state import TranscriptRecord
 
 __all__ = ["GuardedContext"]
 
@@ -42,6 +45,14 @@ class GuardedContext:
     async def earlier(self, message: IncomingMessage) -> TurnInput:
         try:
             return await self._inner.earlier(message)
+        except _SLACK_FAILURES as exc:
+            raise _context_error(exc) from exc
+
+    async def replay(
+        self, message: IncomingMessage, entries: Sequence[TranscriptRecord]
+    ) -> TurnInput:
+        try:
+            return await self._inner.replay(message, entries)
         except _SLACK_FAILURES as exc:
             raise _context_error(exc) from exc
 

@@ -270,6 +270,8 @@ class LiveReplySink:
         self._live_text = ""
         self._pending = ""
         self._streamed = ""  # every delta so far, to reconcile with the final text
+        self._correction: str | None = None  # a final text that differs from the stream
+        self._posted: list[str] = []  # every message of this answer, in order
         self._first_ts: str | None = None
         self._last_flush = float("-inf")
         self._status_shown = False
@@ -345,6 +347,8 @@ class LiveReplySink:
         if not self._streamed.strip():
             self._pending = EMPTY_ANSWER
         await self._flush(final=True)
+        if self._correction is not None:
+            await self._correct(self._correction)
         await self._clear_indicator()
         return self._first_ts
 
@@ -368,13 +372,57 @@ class LiveReplySink:
 
     # --- internals ---------------------------------------------------------------------------
     def _reconcile(self, text: str) -> None:
-        """Make sure everything in ``text`` gets shown, once."""
+        """Make sure everything in ``text`` gets shown, once. A final text that does not extend
+        what was streamed (a relay streamed reasoning as answer text, a turn was answered
+        again) replaces it once the stream is closed: the final response's text wins."""
         if text.startswith(self._streamed):
             rest = text[len(self._streamed) :]
             self._pending += rest
             self._streamed += rest
         elif text:
-            logger.warning("final answer differs from the streamed text; keeping the stream")
+            self._correction = text
+
+    async def _correct(self, text: str) -> None:
+        """Rewrite this answer's messages to show ``text``: each message gets its share
+        (``chat.update``), extra shares are posted, messages left over are deleted."""
+        logger.info("the final answer differs from the streamed text; correcting the message")
+        chunks: list[str] = []
+        rest = text
+        while len(rest) > self._limit:
+            first, rest = cut_for_message(rest, limit=self._limit)
+            chunks.append(first)
+        chunks.append(rest)
+        posted = list(self._posted)
+        for index, chunk in enumerate(chunks):
+            if index < len(posted):
+                await self._call_or_fail(
+                    "chat.update",
+                    self._client.chat_update,
+                    channel=self._message.channel_id,
+                    ts=posted[index],
+                    **message_payload(chunk),
+                )
+            else:
+                message = _UpdatedMessage(self._client, self._message)
+                await message.close(chunk)
+                if message.ts is not None:
+                    self._remember(message.ts)
+        for ts in posted[len(chunks) :]:
+            await self._call_or_fail(
+                "chat.delete", self._client.chat_delete, channel=self._message.channel_id, ts=ts
+            )
+        self._streamed = text
+
+    @staticmethod
+    async def _call_or_fail(method: str, call: Callable[..., Any], **kwargs: Any) -> None:
+        try:
+            await call(**kwargs)
+        except _SLACK_ERRORS as exc:
+            raise _delivery_error(method, exc) from exc
+
+    def _remember(self, ts: str | None) -> None:
+        if ts is not None and ts not in self._posted:
+            self._posted.append(ts)
 
     async def _flush(self, *, final: bool = False) -> None:
         candidate = self._live_text + self._pending
@@ -406,11 +454,13 @@ class LiveReplySink:
             return
         except _StreamExpired as expired:
             logger.info("native stream expired; continuing in a new message")
+            self._remember(self._live.ts)
             self._first_ts = self._first_ts or self._live.ts
             self._live = _UpdatedMessage(self._client, self._message)
             self._live_text = ""
             await self._show(text[len(expired.shown) :], close=close)
             return
+        self._remember(self._live.ts)
         self._first_ts = self._first_ts or self._live.ts
         if close:
             self._live, self._live_text = None, ""

@@ -70,6 +70,7 @@ _LABELS = {
     "daily_token_budget": "Daily token budget (0 = none)",
     "workspace_daily_token_budget": "Workspace daily token budget (0 = none)",
     "user_hourly_requests": "Questions per person per hour (0 = no limit)",
+    "conversation_state": "Conversation state",
 }
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import DeliveryError
+from bot.errors import NotInstalledError
 from bot.slack.identity import BotIdentity
 
 __all__ = ["WorkspaceClients", "WorkspaceNotInstalled"]
@@ -28,10 +28,8 @@ ClientFactory = Callable[..., AsyncWebClient]
 """``factory(token, retry_rate_limits=...)`` → a configured client for that token."""
 
 
-class WorkspaceNotInstalled(DeliveryError):
-    def __init__(self, team_id: str) -> None:
-        super().__init__(f"the app is not installed in workspace {team_id}", code="not_installed")
-        self.team_id = team_id
+class WorkspaceNotInstalled(NotInstalledError):
+    """No token for this workspace: it never installed the app, or uninstalled it."""
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ def make_settings(
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}",
         "model_max_retries": 1,
         "log_format": "console",
+        # The start-up chain probe is a model request of its own: tests that count requests
+        # turn it on where they test it (tests/e2e/test_conversation_state.py).
+        "conversation_probe": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

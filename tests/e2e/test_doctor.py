@@ -88,11 +88,20 @@ async def test_all_good_every_line_ok_and_exit_0(
         "slack scopes",
         "model endpoint",
         "default model",
+        "model test-model",
     ):
         assert _line(out, check).startswith("ok")
+    assert _line(out, "model test-model").startswith(
+        "ok   model test-model: chains kept (it refuses an unknown previous_response_id); "
+        "tools accepted; streaming works"
+    )
     assert fake_slack.calls_to("auth.test")
-    # The one-token test call: non-streamed, unstored, DEFAULT_MODEL, 16 tokens at most.
-    [body] = [r.body for r in good_model.requests if r.path.endswith("/responses")]
+    # The one-token test call: non-streamed, unstored, DEFAULT_MODEL, 16 tokens at most; then
+    # the model's checks (chains, tools, streaming), each as small.
+    bodies = [r.body for r in good_model.requests if r.path.endswith("/responses")]
+    assert len(bodies) == 4
+    body = bodies[0]
+    assert all(b["max_output_tokens"] == 16 and b["store"] is False for b in bodies)
     assert body["model"] == "test-model"
     assert body["max_output_tokens"] == 16
     assert body["stream"] is False
@@ -195,6 +204,54 @@ async def test_an_unknown_default_model(
         "FAIL default model: the endpoint does not know DEFAULT_MODEL=no-such-model"
     )
     assert "fix: set DEFAULT_MODEL to a model the endpoint offers: it offers test-model" in line
+
+
+async def test_each_model_is_reported_and_a_relay_that_ignores_chains_is_a_warning(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    from bot.conversation_state import endpoint_key
+    from storage import Store, create_engine, create_session_factory
+    from storage.conversation_state import ConversationStateStore
+
+    good_model.chain_mode = "ignore_all"
+    code, out = await _doctor(
+        tmp_path, fake_slack, good_model, ALLOWED_MODELS="test-model,other-model"
+    )
+    assert code == 0, out  # transcript mode copes: a warning, not a failure
+    for model in ("test-model", "other-model"):
+        line = _line(out, f"model {model}")
+        assert line.startswith(
+            f"warn model {model}: chains ignored (it answered a made-up previous_response_id); "
+            "tools accepted; streaming works: the service sends each thread's earlier messages "
+            "itself for this model (transcript mode)"
+        ), line
+    # Stored with its time, for the service's CONVERSATION_STATE=auto.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    try:
+        state = ConversationStateStore(Store(create_session_factory(engine)))
+        records = await state.capabilities()
+    finally:
+        await engine.dispose()
+    assert {
+        (r.endpoint, r.model, r.chains, r.chains_source, r.tools, r.streaming) for r in records
+    } == {
+        (endpoint_key(good_model.base_url), m, "ignored", "doctor", True, True)
+        for m in ("test-model", "other-model")
+    }
+
+
+async def test_a_model_that_cannot_stream_fails(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    good_model.reply()  # the one-token call
+    good_model.reply()  # the tools check (the chain check is refused without a script)
+    good_model.drop_after(1, text="cut here")  # the streamed check breaks off
+    code, out = await _doctor(tmp_path, fake_slack, good_model)
+    assert code == 1
+    line = _line(out, "model test-model")
+    assert line.startswith("FAIL model test-model: chains kept"), line
+    assert "streaming does not work" in line
+    assert 'fix: every answer is streamed: check that the endpoint supports "stream": true' in line
 
 
 async def test_unapplied_migrations_and_a_missing_setting(

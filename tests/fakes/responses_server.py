@@ -21,13 +21,30 @@ Behaviour of each ``POST /v1/responses``, in order:
 1. The request is recorded in :attr:`FakeResponsesServer.requests` (a ``RecordedRequest``:
    method, path, lowercased headers, JSON body, client peer) and waiters are woken.
 2. A wrong or missing ``Authorization: Bearer <api_key>`` gets 401 ``invalid_api_key``.
-3. A ``previous_response_id`` this server did not issue (or forgot, see ``forget_all``) gets
-   OpenAI's 400 ``previous_response_not_found``. Neither 2 nor 3 consumes a script.
+3. A ``previous_response_id`` this server did not issue (or forgot, see ``forget_all`` /
+   ``restart``) gets OpenAI's 400 ``previous_response_not_found`` (worded as ``error_style``
+   says). Neither 2 nor 3 consumes a script. With ``chain_mode="ignore_unknown"`` such an id is
+   answered 200 and the model sees only the new input (LiteLLM's proxy without its database,
+   small relays after a restart); with ``"ignore_all"`` no chain is ever kept (a relay that
+   translates to Chat Completions).
 4. Otherwise the next scripted behaviour is popped from the queue (``reply``, ``error``,
    ``stream_failure``, ``incomplete``, ``drop_after``, ``stall_after``, ``raw``,
    ``previous_response_not_found``); with an empty queue it replies with the answerer's text
    (default: ``"answer N to: <last user text>"``). Ids of completed (and incomplete)
    responses are remembered for chaining and listed in ``response_ids``.
+
+The fake keeps each response's conversation (the input it saw plus its answer), so a chained
+request is answered from the whole history it would see; ``seen`` on a recorded request is that
+history, and usage counts its words (``input_tokens`` = 10 + words seen), so a dropped history
+shows in the figures as it does at a real endpoint. ``recall_answerer`` answers with every user
+message it saw.
+
+Relay variants of one answer (``reply`` options): ``flatten_reasoning`` (reasoning streamed as
+answer deltas without item events), ``text_in_done_only`` (no deltas; the text only in
+``response.output_text.done`` and an empty ``output``), ``body_as`` (the whole JSON response
+for a stream request, under any content-type), ``end_with_done`` (``data: [DONE]`` and no
+``response.completed``). ``error_style`` words the errors the fake makes itself as LiteLLM,
+one-api, new-api, Azure or a 200 stream that fails would.
 
 Wait on conditions with ``wait_for_requests`` / ``wait_for_disconnects``; never sleep.
 """
@@ -46,12 +63,25 @@ from typing import Any, Literal, Self
 
 from aiohttp import web
 
-__all__ = ["Answerer", "FakeResponsesServer", "RecordedRequest", "UsageStyle", "last_user_text"]
+__all__ = [
+    "Answerer",
+    "ChainMode",
+    "ErrorStyle",
+    "FakeResponsesServer",
+    "RecordedRequest",
+    "UsageStyle",
+    "last_user_text",
+    "recall_answerer",
+    "user_texts",
+]
 
 Answerer = Callable[[dict[str, Any], int], str]
-"""``(request_body, n) -> answer text``; ``n`` counts generated answers from 1."""
+"""``(request_body, n) -> answer text``; ``n`` counts generated answers from 1. The body's
+``input`` is what the model sees: the chained history followed by the request's own input."""
 
 UsageStyle = Literal["openai", "relay"]
+ChainMode = Literal["strict", "ignore_unknown", "ignore_all"]
+ErrorStyle = Literal["openai", "azure", "litellm", "one-api", "new-api", "stream"]
 
 
 def last_user_text(body: Mapping[str, Any]) -> str:
@@ -74,6 +104,50 @@ def last_user_text(body: Mapping[str, Any]) -> str:
                 if isinstance(part, dict) and part.get("type") in ("input_text", "text")
             )
     return ""
+
+
+def _item_text(item: Any) -> str:
+    if not isinstance(item, dict):
+        return ""
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def user_texts(body: Mapping[str, Any]) -> list[str]:
+    """The text of every user message in a request's ``input``, oldest first."""
+    data = body.get("input")
+    if isinstance(data, str):
+        return [data]
+    if not isinstance(data, list):
+        return []
+    return [
+        _item_text(item)
+        for item in data
+        if isinstance(item, dict) and item.get("role", "user") == "user"
+    ]
+
+
+def recall_answerer(body: dict[str, Any], n: int) -> str:
+    """An answer that shows what the model saw: every user message, oldest first."""
+    return f"answer {n}; I have seen: " + " | ".join(user_texts(body))
+
+
+def _as_items(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, str):
+        return [{"role": "user", "content": data}]
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _words(items: Sequence[dict[str, Any]]) -> int:
+    return sum(len(_item_text(item).split()) for item in items)
 
 
 class RecordedRequest(dict[str, Any]):
@@ -103,6 +177,13 @@ class RecordedRequest(dict[str, Any]):
     def peer(self) -> str | None:
         peer: str | None = self["peer"]
         return peer
+
+    @property
+    def seen(self) -> list[dict[str, Any]]:
+        """The conversation the fake model saw for this request: the chained history it kept
+        (none when it ignored or refused ``previous_response_id``) and the request's input."""
+        seen: list[dict[str, Any]] = self.get("seen") or []
+        return seen
 
 
 def _default_answerer(body: dict[str, Any], n: int) -> str:
@@ -144,6 +225,11 @@ class _Reply:
     reasoning: bool = False
     usage: Mapping[str, int] | None = None
     delay: float = 0.0
+    raw_usage: Mapping[str, Any] | None = None
+    flatten_reasoning: bool = False
+    text_in_done_only: bool = False
+    body_as: str | None = None
+    end_with_done: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +244,12 @@ class _HTTPError:
 class _StreamFailure:
     text: str
     delta_count: int
-    code: str
+    code: str | None
     message: str
     nested: bool
+    error_type: str | None = None
+    param: str | None = None
+    events: Literal["both", "error_only", "failed_only"] = "both"
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,12 +409,14 @@ class _Answer:
         self.sequence += 1
         return f"event: {type_}\ndata: {json.dumps(payload)}\n\n".encode()
 
-    def opening(self) -> list[bytes]:
+    def opening(self, *, with_response_events: bool = True) -> list[bytes]:
         """Frames up to and including the message's empty ``output_text`` part."""
-        frames = [
-            self.event("response.created", response=self.envelope("in_progress", [])),
-            self.event("response.in_progress", response=self.envelope("in_progress", [])),
-        ]
+        frames: list[bytes] = []
+        if with_response_events:
+            frames += [
+                self.event("response.created", response=self.envelope("in_progress", [])),
+                self.event("response.in_progress", response=self.envelope("in_progress", [])),
+            ]
         if self.reasoning_text is not None:
             rid, summary = self.reasoning_id, self.reasoning_text
             empty = {"id": rid, "type": "reasoning", "summary": []}
@@ -399,7 +490,11 @@ class FakeResponsesServer:
 
     ``api_key``: the key expected in ``Authorization: Bearer …`` (``None`` accepts any).
     ``answerer``: text for unscripted replies and for ``reply()`` without text.
-    ``check_chain``: answer unknown ``previous_response_id``s with 400 (as OpenAI does).
+    ``check_chain``: answer unknown ``previous_response_id``s with 400 (as OpenAI does);
+    ``False`` is ``chain_mode="ignore_unknown"``.
+    ``chain_mode``: ``strict`` (OpenAI), ``ignore_unknown`` (200 to an unknown id, history
+    dropped) or ``ignore_all`` (``previous_response_id`` never honoured).
+    ``error_style``: how the errors the fake makes itself (a lost chain) are worded.
     """
 
     def __init__(
@@ -409,11 +504,17 @@ class FakeResponsesServer:
         answerer: Answerer | None = None,
         models: Sequence[str] = ("fake-model",),
         check_chain: bool = True,
+        chain_mode: ChainMode | None = None,
+        error_style: ErrorStyle = "openai",
     ) -> None:
         self.api_key = api_key
         self.answerer: Answerer = answerer or _default_answerer
         self.models = list(models)
-        self.check_chain = check_chain
+        self.chain_mode: ChainMode = chain_mode or ("strict" if check_chain else "ignore_unknown")
+        self.error_style: ErrorStyle = error_style
+        # response id → the conversation after it (what it saw, then its answer)
+        self._histories: dict[str, list[dict[str, Any]]] = {}
+        self.restarts = 0
         self.requests: list[RecordedRequest] = []
         """Every ``POST /v1/responses``, in order (see ``RecordedRequest``)."""
         self.model_list_requests = 0
@@ -464,6 +565,14 @@ class FakeResponsesServer:
         await self.stop()
 
     @property
+    def check_chain(self) -> bool:
+        return self.chain_mode == "strict"
+
+    @check_chain.setter
+    def check_chain(self, value: bool) -> None:
+        self.chain_mode = "strict" if value else "ignore_unknown"
+
+    @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>/v1``, the value for a client's base URL."""
         if self._port is None:
@@ -482,6 +591,11 @@ class FakeResponsesServer:
         reasoning: bool = False,
         usage: Mapping[str, int] | None = None,
         delay: float = 0.0,
+        raw_usage: Mapping[str, Any] | None = None,
+        flatten_reasoning: bool = False,
+        text_in_done_only: bool = False,
+        body_as: str | None = None,
+        end_with_done: bool = False,
     ) -> None:
         """Answer the next call with ``text`` (default: the answerer's), streamed as
         ``delta_count`` deltas ``delay_between_deltas`` seconds apart, after waiting ``delay``
@@ -489,11 +603,33 @@ class FakeResponsesServer:
 
         ``usage_style``: ``"openai"`` (``input_tokens``…) or ``"relay"`` (``prompt_tokens``…).
         ``usage``: exact counts as ``input_tokens``, ``cached_tokens``, ``output_tokens``,
-        ``reasoning_tokens`` (rendered in ``usage_style``). ``reasoning``: put a reasoning item
-        with a summary before the message (at ``output_index`` 0).
+        ``reasoning_tokens`` (rendered in ``usage_style``); ``raw_usage``: the ``usage`` object
+        exactly as given (absurd figures, strings). ``reasoning``: put a reasoning item with a
+        summary before the message (at ``output_index`` 0).
+
+        Relay variants: ``flatten_reasoning`` streams the reasoning summary and then the answer
+        as ``output_text.delta`` events without any item events or ``output_index`` (the final
+        ``output`` is right: reasoning item, then the answer); ``text_in_done_only`` sends no
+        deltas, the text only in ``output_text.done``, and ``response.completed`` with an empty
+        ``output``; ``body_as`` answers a stream request with the whole JSON response under that
+        content-type (e.g. ``text/plain``); ``end_with_done`` sends every event but
+        ``response.completed`` and ends with ``data: [DONE]``.
         """
         self._scripts.append(
-            _Reply(text, delta_count, delay_between_deltas, usage_style, reasoning, usage, delay)
+            _Reply(
+                text,
+                delta_count,
+                delay_between_deltas,
+                usage_style,
+                reasoning or flatten_reasoning,
+                usage,
+                delay,
+                raw_usage,
+                flatten_reasoning,
+                text_in_done_only,
+                body_as,
+                end_with_done,
+            )
         )
 
     def error(
@@ -521,14 +657,20 @@ class FakeResponsesServer:
         text: str = "partial answer",
         *,
         delta_count: int = 2,
-        code: str = "server_error",
+        code: str | None = "server_error",
         message: str = "The server had an error while processing your request.",
         nested: bool = True,
+        error_type: str | None = None,
+        param: str | None = None,
+        events: Literal["both", "error_only", "failed_only"] = "both",
     ) -> None:
         """A 200 stream that sends ``text`` in deltas, then an ``error`` event (``nested``:
-        ``{"error": {...}}`` as OpenAI records it, else flat) and ``response.failed``.
+        ``{"error": {...}}`` as OpenAI records it, else flat) and ``response.failed``
+        (``events``: only one of the two). ``error_type`` defaults to ``code``.
         A non-streamed call gets a 200 body with ``status: failed``."""
-        self._scripts.append(_StreamFailure(text, delta_count, code, message, nested))
+        self._scripts.append(
+            _StreamFailure(text, delta_count, code, message, nested, error_type, param, events)
+        )
 
     def incomplete(self, reason: str = "max_output_tokens", *, text: str | None = None) -> None:
         """End with ``response.incomplete`` (``incomplete_details.reason``) after the text."""
@@ -577,8 +719,16 @@ class FakeResponsesServer:
         self.error(status, body, **options)
 
     def forget_all(self) -> None:
-        """Forget every issued response id, as an endpoint that lost its stored chains."""
+        """Forget every issued response id and its conversation, as an endpoint that lost its
+        stored chains."""
         self._known_ids.clear()
+        self._histories.clear()
+
+    def restart(self) -> None:
+        """What a relay that keeps chains in memory does when it restarts: forget them all.
+        With ``chain_mode="ignore_unknown"`` the old ids are then answered without history."""
+        self.restarts += 1
+        self.forget_all()
 
     def remember(self, response_id: str) -> None:
         """Treat ``response_id`` as issued here (to start a test mid-chain)."""
@@ -652,15 +802,39 @@ class FakeResponsesServer:
         )
 
     def _chain_not_found(self, response_id: object) -> web.Response:
-        return self._json(
-            400,
-            _error_body(
-                f"Previous response with id '{response_id}' not found.",
-                type_="invalid_request_error",
-                code="previous_response_not_found",
-                param="previous_response_id",
-            ),
-        )
+        """OpenAI's 400 for an unknown ``previous_response_id``, as ``error_style`` words it."""
+        text = f"Previous response with id '{response_id}' not found."
+        style = self.error_style
+        if style == "litellm":
+            # LiteLLM's proxy: the status as the code, the upstream error inside the message.
+            error = {
+                "message": f"litellm.BadRequestError: OpenAIException - {text}",
+                "type": "invalid_request_error",
+                "param": "None",
+                "code": "400",
+            }
+        elif style == "one-api":
+            error = {
+                "message": f"{text} (request id: 2026120412000000000000000)",
+                "type": "one_api_error",
+                "param": "",
+                "code": "bad_response_status_code",
+            }
+        elif style == "new-api":
+            error = {
+                "message": text,
+                "type": "bad_response_status_code",
+                "param": "",
+                "code": "bad_response_status_code",
+            }
+        else:  # openai, azure
+            error = {
+                "message": text,
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "previous_response_not_found",
+            }
+        return self._json(400, json.dumps({"error": error}, indent=2).encode())
 
     async def _handle_models(self, request: web.Request) -> web.StreamResponse:
         self.model_list_requests += 1
@@ -702,12 +876,22 @@ class FakeResponsesServer:
                 ),
             )
         previous = body.get("previous_response_id")
-        if self.check_chain and previous is not None and previous not in self._known_ids:
-            return self._chain_not_found(previous)
+        history: list[dict[str, Any]] = []
+        if previous is not None and self.chain_mode != "ignore_all":
+            if previous in self._known_ids:
+                history = list(self._histories.get(str(previous), []))
+            elif self.chain_mode == "strict":
+                if self.error_style == "stream":
+                    if body.get("stream"):
+                        return await self._failed_stream(request, body, previous)
+                    return self._failed_body(body, previous)
+                return self._chain_not_found(previous)
+        seen = history + _as_items(body.get("input"))
+        self.requests[-1]["seen"] = seen
         script = self._scripts.popleft() if self._scripts else _Reply()
         stream = bool(body.get("stream"))
         try:
-            return await self._run(script, request, body, stream)
+            return await self._run(script, request, {**body, "input": seen}, stream)
         except asyncio.CancelledError:
             # handler_cancellation: the client hung up mid-answer.
             self.disconnects += 1
@@ -742,8 +926,16 @@ class FakeResponsesServer:
             if not stream:
                 self._issue(answer)
                 return self._json(200, self._body(answer, "completed"))
+            if script.body_as is not None:
+                # A relay that ignores ``stream: true`` and labels the JSON as it likes.
+                self._issue(answer)
+                return web.Response(
+                    status=200,
+                    body=self._body(answer, "completed"),
+                    headers={"Content-Type": script.body_as, "x-request-id": _new_id("req")},
+                )
             return await self._stream(
-                request, answer, script.delta_count, script.delay_between_deltas
+                request, answer, script.delta_count, script.delay_between_deltas, variant=script
             )
         if isinstance(script, _Incomplete):
             answer = self._answer(body, script.text, _Reply())
@@ -755,6 +947,8 @@ class FakeResponsesServer:
             answer = self._answer(body, script.text, _Reply())
             if not stream:
                 error = {"code": script.code, "message": script.message}
+                if script.param is not None:
+                    error["param"] = script.param
                 return self._json(200, self._body(answer, "failed", error=error))
             return await self._stream(request, answer, script.delta_count, 0.0, failure=script)
         # _Cut
@@ -768,15 +962,19 @@ class FakeResponsesServer:
         answer_text = text if text is not None else self.answerer(body, self._answers)
         counts = dict(reply.usage or {})
         reasoning_tokens = counts.get("reasoning_tokens", 8 if reply.reasoning else 0)
+        # One token per word of everything the model saw: a dropped history shows in the
+        # figures, as it does at a real endpoint.
         usage = _usage(
             reply.usage_style,
-            input_tokens=counts.get("input_tokens", 10 + len(last_user_text(body).split())),
+            input_tokens=counts.get("input_tokens", 10 + _words(_as_items(body.get("input")))),
             output_tokens=counts.get(
                 "output_tokens", max(1, len(answer_text.split())) + reasoning_tokens
             ),
             cached_tokens=counts.get("cached_tokens", 0),
             reasoning_tokens=reasoning_tokens,
         )
+        if reply.raw_usage is not None:
+            usage = dict(reply.raw_usage)
         return _Answer(
             request=body,
             text=answer_text,
@@ -787,6 +985,10 @@ class FakeResponsesServer:
     def _issue(self, answer: _Answer) -> None:
         self._known_ids.add(answer.response_id)
         self.response_ids.append(answer.response_id)
+        self._histories[answer.response_id] = [
+            *_as_items(answer.request.get("input")),
+            {"role": "assistant", "content": answer.text},
+        ]
 
     @staticmethod
     def _body(
@@ -825,7 +1027,12 @@ class FakeResponsesServer:
         incomplete: str | None = None,
         failure: _StreamFailure | None = None,
         cut: _Cut | None = None,
+        variant: _Reply | None = None,
     ) -> web.StreamResponse:
+        if variant is not None and (
+            variant.flatten_reasoning or variant.text_in_done_only or variant.end_with_done
+        ):
+            return await self._relay_stream(request, answer, delta_count, variant)
         response = web.StreamResponse(
             status=200,
             headers={
@@ -846,17 +1053,19 @@ class FakeResponsesServer:
         if cut is not None:  # fewer deltas than the cut point: cut after all of them
             return await self._cut(request, response, cut)
         if failure is not None:
-            error = {"code": failure.code, "message": failure.message, "param": None}
+            error = {"code": failure.code, "message": failure.message, "param": failure.param}
             # Nested as OpenAI recorded it (with the error's own ``type``), or flat as the SDK
             # models it, where ``type`` is the event's.
+            error_type = failure.error_type or failure.code
             fields: dict[str, Any] = (
-                {"error": {"type": failure.code, **error}} if failure.nested else error
+                {"error": {"type": error_type, **error}} if failure.nested else error
             )
-            await response.write(answer.event("error", **fields))
-            envelope = answer.envelope(
-                "failed", [], error={"code": failure.code, "message": failure.message}
-            )
-            await response.write(answer.event("response.failed", response=envelope))
+            if failure.events != "failed_only":
+                await response.write(answer.event("error", **fields))
+            if failure.events != "error_only":
+                failed_error: dict[str, Any] = {"code": failure.code, "message": failure.message}
+                envelope = answer.envelope("failed", [], error=failed_error)
+                await response.write(answer.event("response.failed", response=envelope))
         elif incomplete is not None:
             for frame in answer.closing(status="incomplete"):
                 await response.write(frame)
@@ -875,6 +1084,71 @@ class FakeResponsesServer:
             envelope = answer.envelope("completed", answer.output(), usage=answer.usage)
             await response.write(answer.event("response.completed", response=envelope))
         await response.write_eof()
+        return response
+
+    async def _relay_stream(
+        self, request: web.Request, answer: _Answer, delta_count: int, variant: _Reply
+    ) -> web.StreamResponse:
+        """The stream variants of relays (see ``reply``)."""
+        response = await self._open_stream(request)
+        created = answer.envelope("in_progress", [])
+        await response.write(answer.event("response.created", response=created))
+        await response.write(answer.event("response.in_progress", response=created))
+        if variant.flatten_reasoning:
+            # Reasoning and answer alike as bare text deltas: no items, no output_index.
+            pieces = _split(answer.reasoning_text or "", 2) + _split(answer.text, delta_count)
+            for piece in pieces:
+                await response.write(answer.event("response.output_text.delta", delta=piece))
+        else:
+            for frame in answer.opening(with_response_events=False):
+                await response.write(frame)
+            if not variant.text_in_done_only:
+                for piece in _split(answer.text, delta_count):
+                    await response.write(answer.delta(piece))
+            for frame in answer.closing():
+                await response.write(frame)
+        self._issue(answer)
+        if variant.end_with_done:
+            await response.write(b"data: [DONE]\n\n")
+        else:
+            output = [] if variant.text_in_done_only else answer.output()
+            envelope = answer.envelope("completed", output, usage=answer.usage)
+            await response.write(answer.event("response.completed", response=envelope))
+        await response.write_eof()
+        return response
+
+    async def _failed_stream(
+        self, request: web.Request, body: dict[str, Any], previous: object
+    ) -> web.StreamResponse:
+        """A lost chain reported as a relay does inside a 200 stream: ``response.failed`` with
+        no code, the original words only in ``message``."""
+        answer = _Answer(request=body, text="", reasoning_text=None, usage={})
+        response = await self._open_stream(request)
+        envelope = answer.envelope("in_progress", [])
+        await response.write(answer.event("response.created", response=envelope))
+        error = {"code": None, "message": f"Previous response with id '{previous}' not found."}
+        failed = answer.envelope("failed", [], error=error)
+        await response.write(answer.event("response.failed", response=failed))
+        await response.write_eof()
+        return response
+
+    def _failed_body(self, body: dict[str, Any], previous: object) -> web.Response:
+        """The same for a non-streamed call: a 200 response whose status is ``failed``."""
+        answer = _Answer(request=body, text="", reasoning_text=None, usage={})
+        error = {"code": None, "message": f"Previous response with id '{previous}' not found."}
+        return self._json(200, self._body(answer, "failed", error=error))
+
+    @staticmethod
+    async def _open_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "x-request-id": _new_id("req"),
+            },
+        )
+        await response.prepare(request)
         return response
 
     async def _cut(

@@ -82,6 +82,7 @@ class BotProcess:
             HOST="127.0.0.1",
             PORT=str(self.port),
             LOG_FORMAT="json",
+            CONVERSATION_PROBE="false",  # no start-up probe among the counted model requests
         )
         env.update(self.extra_env)
         return env

@@ -94,6 +94,7 @@ async def test_two_replicas_answer_each_event_once_and_never_fork_a_chain(
             "HOST": "127.0.0.1",
             "SLACK_NATIVE_STREAMING": "false",
             "LOG_LEVEL": "WARNING",
+            "CONVERSATION_PROBE": "false",  # no start-up probe among the counted requests
         }
         replicas = [await _start(env, tmp_path), await _start(env, tmp_path)]
         try:

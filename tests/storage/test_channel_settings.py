@@ -86,6 +86,7 @@ async def test_reset_one_setting_then_all(store: Store) -> None:
             "daily_token_budget": 100_000,
             "workspace_daily_token_budget": 1_000_000,
             "user_hourly_requests": 30,
+            "conversation_state": "transcript",
         },
         updated_by="U_ADMIN",
     )
@@ -147,6 +148,7 @@ def test_the_settings_and_the_record_fields_come_in_a_fixed_order() -> None:
         "daily_token_budget",
         "workspace_daily_token_budget",
         "user_hourly_requests",
+        "conversation_state",
     )
     names = tuple(field.name for field in dataclasses.fields(ChannelSettingsRecord))
     assert names == ("team_id", "channel_id", *SETTING_FIELDS, "updated_at", "updated_by")

@@ -41,6 +41,9 @@ TABLES = {
     "event_claims",
     "settings_audit",
     "accepted_messages",
+    "transcript_entries",
+    "endpoint_capabilities",
+    "thread_notes",
 }
 
 
@@ -97,7 +100,7 @@ async def test_revisions_report_whether_the_schema_is_current(
 
     await upgrade_to_head(database_url)
 
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
     assert await current_revision(engine) == head_revision()
     assert await store.schema_is_current() is True
 
