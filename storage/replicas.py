@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from storage.advisory import HOLD_FOR_SESSION, is_free
+from storage import advisory
 from storage.failures import translated
 
 __all__ = ["ReplicaPresence"]
@@ -48,7 +48,7 @@ class ReplicaPresence:
             return
         with translated():
             self._held = await self._engine.connect()
-            await self._held.execute(HOLD_FOR_SESSION, {"key": _key(self.replica_id)})
+            await self._held.execute(advisory.HOLD_FOR_SESSION, {"key": _key(self.replica_id)})
             await self._held.commit()
 
     async def is_alive(self, replica_id: str) -> bool:
@@ -58,7 +58,7 @@ class ReplicaPresence:
         if self._engine is None:
             return False
         # A free lock means nobody holds it: that process is gone.
-        return not await is_free(self._engine, _key(replica_id))
+        return not await advisory.is_free(self._engine, _key(replica_id))
 
     async def aclose(self) -> None:
         with translated():

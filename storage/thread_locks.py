@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # ThreadLockTimeout is defined with the other storage errors; kept importable from here.
-from storage.advisory import HOLD_FOR_TRANSACTION, is_free
+from storage import advisory
 from storage.errors import ThreadLockTimeout
 from storage.failures import FOREIGN_ERRORS, storage_error, translated
 
@@ -69,7 +69,7 @@ class DistributedThreadLocks:
                 await connection.execute(text(f"SET LOCAL lock_timeout = {self._wait_ms}"))
                 try:
                     await connection.execute(
-                        HOLD_FOR_TRANSACTION, {"key": _key(team_id, channel_id, thread_ts)}
+                        advisory.HOLD_FOR_TRANSACTION, {"key": _key(team_id, channel_id, thread_ts)}
                     )
                 except DBAPIError as exc:
                     raise ThreadLockTimeout(
@@ -89,7 +89,7 @@ class DistributedThreadLocks:
         """Whether no live process holds the thread (always true without PostgreSQL)."""
         if self._engine is None:
             return True
-        return await is_free(self._engine, _key(team_id, channel_id, thread_ts))
+        return await advisory.is_free(self._engine, _key(team_id, channel_id, thread_ts))
 
     async def aclose(self) -> None:
         if self._engine is not None:
