@@ -57,11 +57,19 @@ from bot.model.types import (
 from bot.text_safety import scrub
 from bot.thread_locks import KeyedLocks
 from bot.user_messages import INTERNAL_ERROR, context_message, user_message
-from storage.conversation_state import ResponseUsage, TranscriptRecord
-from storage.errors import STORAGE_ERRORS
-from storage.intake import Acceptance, AcceptResult, LimitReached, QueuedMessage, TurnLimits
-from storage.repositories import ThreadRecord, TokenUsage, TurnStart
-from storage.thread_locks import ThreadLockTimeout
+from storage.errors import StorageError, ThreadLockTimeout
+from storage.records import (
+    Acceptance,
+    AcceptResult,
+    LimitReached,
+    QueuedMessage,
+    ResponseUsage,
+    ThreadRecord,
+    TokenUsage,
+    TranscriptRecord,
+    TurnLimits,
+    TurnStart,
+)
 
 __all__ = [
     "ContextSource",
@@ -426,7 +434,7 @@ class ConversationService:
                 owner=self._owner,
                 needs_thread=not addressed,
             )
-        except STORAGE_ERRORS as exc:
+        except StorageError as exc:
             _log_storage_error(exc, message)
             # Without the database we cannot tell whether the bot is part of a thread: only a
             # message addressed to it gets the notice (others may be people talking).
@@ -457,7 +465,7 @@ class ConversationService:
                 thread_ts=message.thread_ts,
                 own=(message.ts, ticket.queued_id),
             )
-        except STORAGE_ERRORS as exc:
+        except StorageError as exc:
             _log_storage_error(exc, message)
             if _addressed(message):
                 await _tell(self._sinks.open(message), STORAGE_NOTE, "", {})
@@ -513,7 +521,7 @@ class ConversationService:
                 await _tell(self._sinks.open(message), BUSY_NOTE, "", {})
                 await self._intake.forget(queued_id=queued.id)
                 return TurnOutcome.FAILED
-        except STORAGE_ERRORS as exc:
+        except StorageError as exc:
             # The database refused (read-only or full disk, locked past the busy timeout,
             # gone): say so rather than lose the message silently.
             _log_storage_error(exc, message)
@@ -532,7 +540,7 @@ class ConversationService:
     async def _forget_quietly(self, queued_id: int) -> None:
         try:
             await self._intake.forget(queued_id=queued_id)
-        except STORAGE_ERRORS:
+        except StorageError:
             # It stays stored; the next start answers it (after the note it got now).
             logger.warning("could not forget a handled message", extra={"queued_id": queued_id})
 
@@ -790,7 +798,7 @@ class ConversationService:
                 turn_id=turn.turn_id,
                 entries=[("assistant", None, text, ())],
             )
-        except STORAGE_ERRORS as exc:
+        except StorageError as exc:
             # The answer is delivered and its turn completed: a missing transcript entry only
             # costs a later re-send this answer, never the turn.
             logger.warning(
@@ -1044,14 +1052,13 @@ def _addressed(message: IncomingMessage) -> bool:
     return message.mentions_bot or message.is_direct
 
 
-def _log_storage_error(exc: BaseException, message: IncomingMessage) -> None:
-    # The driver's own words ("attempt to write a readonly database", "disk I/O error"), not
-    # SQLAlchemy's text, which quotes the statement and its parameters.
-    reason = str(getattr(exc, "orig", None) or exc)[:200]
+def _log_storage_error(exc: StorageError, message: IncomingMessage) -> None:
+    # str(exc) is the driver's own words ("attempt to write a readonly database", "disk I/O
+    # error"), bounded, never the statement or its parameters.
     logger.error(
         "database unavailable; could not take the message: %s: %s",
-        type(exc).__name__,
-        reason,
+        exc.code,
+        exc,
         extra={"channel": message.channel_id, "thread_ts": message.thread_ts},
     )
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -41,7 +40,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage.errors import StorageError
 from storage.models import Base, Thread, Turn, utcnow
+from storage.records import CapabilityRecord, ResponseUsage, TranscriptRecord
 from storage.repositories import Store
 
 __all__ = [
@@ -141,43 +142,6 @@ class ThreadNote(Base):
     """Which note, e.g. ``context_resent``."""
     noted_at: Mapped[datetime] = mapped_column(default=utcnow)
     """When it was given."""
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptRecord:
-    """A ``transcript_entries`` row; ``files`` are the Slack descriptors as stored."""
-
-    id: int
-    turn_id: int
-    role: str
-    author_id: str | None
-    text: str
-    files: tuple[Mapping[str, Any], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CapabilityRecord:
-    """An ``endpoint_capabilities`` row."""
-
-    endpoint: str
-    model: str
-    chains: str
-    chains_source: str
-    tools: bool | None
-    streaming: bool | None
-    detail: str | None
-    checked_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseUsage:
-    """Token counts and model of the turn that produced a response (for continuity checks)."""
-
-    model: str
-    input_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
 
 
 def _file_json(files: Sequence[Mapping[str, Any]]) -> str | None:
@@ -328,8 +292,10 @@ class ConversationStateStore:
                 await session.execute(
                     insert(ThreadNote).values(thread_id=thread_id, kind=kind, noted_at=utcnow())
                 )
-        except IntegrityError:
-            return False
+        except StorageError as exc:
+            if exc.code != "integrity":
+                raise
+            return False  # the note was given before
         return True
 
     # -- endpoint capabilities ------------------------------------------------------------

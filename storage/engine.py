@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
+from storage.failures import translated
+
 __all__ = [
     "READ_ONLY",
     "SQLITE_BUSY_TIMEOUT_MS",
@@ -141,7 +143,8 @@ def _ensure_parent_directory(url: URL) -> None:
     database = url.database
     if not database or url.query.get("uri") in ("true", "1"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    with translated():  # a read-only or full file system: StorageError, like a failed connect
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:

@@ -23,19 +23,29 @@ the turn closes (``Store.complete_turn`` / ``fail_turn``).
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.advisory import HOLD_FOR_TRANSACTION
+from storage.claims import claim_rows
+from storage.errors import StorageError
 from storage.models import AcceptedMessage, EventClaim, Thread, Turn, TurnStatus, utcnow
-from storage.repositories import Store, TurnStart, _get_or_create_thread
+from storage.records import (
+    Acceptance,
+    AcceptResult,
+    LimitKind,
+    LimitReached,
+    QueuedMessage,
+    TurnLimits,
+    TurnStart,
+)
+from storage.repositories import Store
+from storage.threads import get_or_create_thread, insert_pending_turn
 
 __all__ = [
     "AcceptResult",
@@ -49,65 +59,6 @@ __all__ = [
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-LimitKind = Literal["user_hourly_requests", "daily_token_budget", "workspace_daily_token_budget"]
-
-
-class Acceptance(enum.StrEnum):
-    ACCEPTED = "accepted"
-    """Stored; it will be answered (or refused, or found not for the bot) in order."""
-    DUPLICATE = "duplicate"
-    """Its event was claimed before (a Slack retry, or the same message twice)."""
-    NOT_IN_THREAD = "not_in_thread"
-    """Not addressed to the bot, in a thread the bot is not part of: nothing stored."""
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptResult:
-    status: Acceptance
-    queued_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    """An accepted message that has not become a turn yet."""
-
-    id: int
-    team_id: str
-    channel_id: str
-    thread_ts: str
-    ts: str
-    user_id: str
-    event_id: str | None
-    payload: dict[str, Any]
-    owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class TurnLimits:
-    """The limits a new turn must fit in (0: no limit)."""
-
-    user_hourly_requests: int = 0
-    channel_daily_tokens: int = 0
-    workspace_daily_tokens: int = 0
-    reserve_tokens: int = 0
-    """The caller's estimate for the new message and its answer; the thread's size so far is
-    added to it (see the module docstring)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LimitReached:
-    """Why a turn was not admitted."""
-
-    kind: LimitKind
-    limit: int
-    used: int
-    """Questions asked in the last hour, or tokens used today."""
-    held: int
-    """Tokens held by turns still running (token budgets only)."""
-    again_at: datetime
-    """When the person can ask again: when enough of their questions have left the hour, or
-    when the day's budget resets (00:00 UTC)."""
 
 
 def _queued(row: AcceptedMessage) -> QueuedMessage:
@@ -176,15 +127,11 @@ class Intake:
                 )
             if not known:
                 return AcceptResult(Acceptance.NOT_IN_THREAD)
-        keys = sorted(set(claim_keys))  # one order for every claimant: no deadlock
-        if not keys:
-            raise ValueError("accept needs at least one claim key")
         now = utcnow()
+        claims = claim_rows(claim_keys, now=now)
         try:
             async with self._store.writing() as session:
-                await session.execute(
-                    insert(EventClaim), [{"key": key, "claimed_at": now} for key in keys]
-                )
+                await session.execute(insert(EventClaim), claims)
                 queued_id = await session.scalar(
                     insert(AcceptedMessage)
                     .values(
@@ -200,8 +147,10 @@ class Intake:
                     )
                     .returning(AcceptedMessage.id)
                 )
-        except IntegrityError:
-            return AcceptResult(Acceptance.DUPLICATE)  # rolled back: nothing stored
+        except StorageError as exc:
+            if exc.code != "integrity":
+                raise
+            return AcceptResult(Acceptance.DUPLICATE)  # a key was claimed: nothing stored
         assert queued_id is not None
         return AcceptResult(Acceptance.ACCEPTED, queued_id)
 
@@ -309,7 +258,7 @@ class Intake:
             refusal = await _check(session, team_id, channel_id, user_id, limits, now)
             if refusal is not None:
                 return refusal
-            thread_id, head = await _get_or_create_thread(
+            thread_id, head = await get_or_create_thread(
                 session, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
             )
             reserve = 0
@@ -324,29 +273,23 @@ class Intake:
                     .limit(1)
                 )
                 reserve = max(0, limits.reserve_tokens) + int(history or 0)
-            turn_id = await session.scalar(
-                insert(Turn)
-                .values(
-                    thread_id=thread_id,
-                    team_id=team_id,
-                    channel_id=channel_id,
-                    user_id=user_id,
-                    event_id=event_id,
-                    user_ts=user_ts,
-                    status=TurnStatus.PENDING.value,
-                    previous_response_id=head,
-                    model=model,
-                    reserved_tokens=reserve,
-                    created_at=now,
-                    started_at=now,
-                )
-                .returning(Turn.id)
+            turn_id = await insert_pending_turn(
+                session,
+                thread_id=thread_id,
+                previous_response_id=head,
+                team_id=team_id,
+                channel_id=channel_id,
+                user_id=user_id,
+                user_ts=user_ts,
+                event_id=event_id,
+                model=model,
+                now=now,
+                reserved_tokens=reserve,
             )
             if queued_id is not None:
                 await session.execute(
                     delete(AcceptedMessage).where(AcceptedMessage.id == queued_id)
                 )
-        assert turn_id is not None
         return TurnStart(turn_id=turn_id, thread_id=thread_id, previous_response_id=head)
 
 
@@ -365,9 +308,7 @@ async def _serialise(
     if limits.workspace_daily_tokens > 0:
         keys.append(f"limit:{team_id}:workspace")
     for key in sorted(keys):  # one order for everyone: no deadlock
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-        )
+        await session.execute(HOLD_FOR_TRANSACTION, {"key": key})
 
 
 async def _check(

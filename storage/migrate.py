@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.engine import READ_ONLY, create_migration_engine, is_memory_url
+from storage.failures import translated
 
 __all__ = [
     "ALEMBIC_INI",
@@ -57,7 +58,8 @@ async def upgrade_to_head(url: str) -> None:
 
     Runs on one connection from :func:`~storage.engine.create_migration_engine` (no pool;
     SQLite foreign keys off while tables are rebuilt), inside one transaction on both
-    engines: a failed migration leaves the schema as it was.
+    engines: a failed migration leaves the schema as it was. A database failure raises
+    :class:`~storage.errors.StorageError`.
     """
     if is_memory_url(url):
         # Each engine gets its own private in-memory database, so migrating through a
@@ -67,15 +69,16 @@ async def upgrade_to_head(url: str) -> None:
             "schemas with Base.metadata.create_all"
         )
     config = alembic_config(url)
-    engine = create_migration_engine(url)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_upgrade, config)
-            # Alembic commits the transaction it began; this covers the case where the
-            # connection had already autobegun one before Alembic looked.
-            await connection.commit()
-    finally:
-        await engine.dispose()
+    with translated():
+        engine = create_migration_engine(url)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(_upgrade, config)
+                # Alembic commits the transaction it began; this covers the case where the
+                # connection had already autobegun one before Alembic looked.
+                await connection.commit()
+        finally:
+            await engine.dispose()
 
 
 def _upgrade(connection: Connection, config: Config) -> None:
@@ -94,9 +97,10 @@ def head_revision() -> str:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database behind ``engine`` is at (None: never migrated)."""
-    async with engine.connect() as connection:
-        connection = await connection.execution_options(**READ_ONLY)
-        return await connection.run_sync(current_revision_sync)
+    with translated():
+        async with engine.connect() as connection:
+            connection = await connection.execution_options(**READ_ONLY)
+            return await connection.run_sync(current_revision_sync)
 
 
 def current_revision_sync(connection: Connection) -> str | None:

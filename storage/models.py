@@ -12,7 +12,6 @@ Changing a table here needs a new revision in ``migrations/versions``; a test ch
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Final
 
 from sqlalchemy import (
@@ -29,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+# Defined with the records (SQLAlchemy-free); kept importable from here.
+from storage.records import WORKSPACE_DEFAULT_CHANNEL, TurnStatus
 
 __all__ = [
     "INTEGER_MAX",
@@ -56,13 +58,6 @@ NAMING_CONVENTION: Final = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-WORKSPACE_DEFAULT_CHANNEL: Final = ""
-"""``channel_settings.channel_id`` of a workspace's default row.
-
-An empty string rather than NULL, because NULLs never collide in a unique constraint on
-either engine, so NULL would allow several "default" rows per workspace.
-"""
 
 INTEGER_MAX: Final = 2**31 - 1
 """The largest value an integer column (``mapped_column()`` of ``int``) holds on every engine:
@@ -113,23 +108,6 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime()}
-
-
-class TurnStatus(StrEnum):
-    """Lifecycle of a turn (stored as its string value)."""
-
-    PENDING = "pending"
-    """The request is in flight (or a crash left it so: see ``close_abandoned_turns``)."""
-    COMPLETED = "completed"
-    """The answer was delivered; the thread's chain head now points at its response."""
-    FAILED = "failed"
-    """The model call or its delivery failed; ``error_code`` says why."""
-    INCOMPLETE = "incomplete"
-    """The endpoint ended the response early (e.g. ``max_output_tokens``)."""
-    STOPPED = "stopped"
-    """The user stopped the streamed answer in Slack."""
-    UNDELIVERED = "undelivered"
-    """The model answered but the reply could not be posted to Slack."""
 
 
 class Thread(Base):

@@ -12,14 +12,18 @@ turn is recorded only by the transaction that deletes the waiting message).
 
 SQLite is one process by design (see ``storage.thread_locks``): every other id belongs to an
 earlier run of this process, so every other id is gone.
+
+Database failures leave every method as :class:`~storage.errors.StorageError`.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from storage import advisory
+from storage.failures import translated
 
 __all__ = ["ReplicaPresence"]
 
@@ -42,12 +46,10 @@ class ReplicaPresence:
         """Hold this process's presence lock until ``aclose``."""
         if self._engine is None or self._held is not None:
             return
-        self._held = await self._engine.connect()
-        await self._held.execute(
-            text("SELECT pg_advisory_lock(hashtextextended(:key, 0))"),
-            {"key": _key(self.replica_id)},
-        )
-        await self._held.commit()
+        with translated():
+            self._held = await self._engine.connect()
+            await self._held.execute(advisory.HOLD_FOR_SESSION, {"key": _key(self.replica_id)})
+            await self._held.commit()
 
     async def is_alive(self, replica_id: str) -> bool:
         """Whether the process ``replica_id`` still runs."""
@@ -55,18 +57,13 @@ class ReplicaPresence:
             return True
         if self._engine is None:
             return False
-        async with self._engine.connect() as connection, connection.begin():
-            # A transaction-level probe: if it gets the lock, nobody holds it (that process
-            # is gone) and the lock is released again at once by the commit.
-            free = await connection.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": _key(replica_id)},
-            )
-        return not free
+        # A free lock means nobody holds it: that process is gone.
+        return not await advisory.is_free(self._engine, _key(replica_id))
 
     async def aclose(self) -> None:
-        if self._held is not None:
-            await self._held.close()
-            self._held = None
-        if self._engine is not None:
-            await self._engine.dispose()
+        with translated():
+            if self._held is not None:
+                await self._held.close()
+                self._held = None
+            if self._engine is not None:
+                await self._engine.dispose()

@@ -24,11 +24,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+# ThreadLockTimeout is defined with the other storage errors; kept importable from here.
+from storage import advisory
+from storage.errors import ThreadLockTimeout
+from storage.failures import FOREIGN_ERRORS, storage_error, translated
+
 __all__ = ["DistributedThreadLocks", "ThreadLockTimeout"]
-
-
-class ThreadLockTimeout(Exception):
-    """Another replica held the thread longer than the wait allows."""
 
 
 def _key(team_id: str, channel_id: str, thread_ts: str) -> str:
@@ -54,32 +55,43 @@ class DistributedThreadLocks:
 
     @asynccontextmanager
     async def hold(self, *, team_id: str, channel_id: str, thread_ts: str) -> AsyncIterator[None]:
+        """Hold the thread for the block. A wait past ``wait_seconds`` (or any failure while
+        taking the lock) raises :class:`ThreadLockTimeout`; other database failures (taking a
+        connection, ending the transaction) :class:`~storage.errors.StorageError`. What the
+        block itself raises passes unchanged."""
         if self._engine is None:
             yield
             return
-        async with self._engine.connect() as connection, connection.begin():
-            # SET LOCAL takes no bind parameters; the value is our own integer.
-            await connection.execute(text(f"SET LOCAL lock_timeout = {self._wait_ms}"))
-            try:
-                await connection.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": _key(team_id, channel_id, thread_ts)},
-                )
-            except DBAPIError as exc:
-                raise ThreadLockTimeout(f"thread {thread_ts} stayed locked") from exc
-            yield
+        raised_inside: BaseException | None = None
+        try:
+            async with self._engine.connect() as connection, connection.begin():
+                # SET LOCAL takes no bind parameters; the value is our own integer.
+                await connection.execute(text(f"SET LOCAL lock_timeout = {self._wait_ms}"))
+                try:
+                    await connection.execute(
+                        advisory.HOLD_FOR_TRANSACTION, {"key": _key(team_id, channel_id, thread_ts)}
+                    )
+                except DBAPIError as exc:
+                    raise ThreadLockTimeout(
+                        f"thread {thread_ts} stayed locked", code=storage_error(exc).code
+                    ) from exc
+                try:
+                    yield
+                except BaseException as exc:
+                    raised_inside = exc
+                    raise
+        except FOREIGN_ERRORS as exc:
+            if exc is raised_inside:
+                raise  # the turn's own failure, not the lock's
+            raise storage_error(exc) from exc
 
     async def is_free(self, *, team_id: str, channel_id: str, thread_ts: str) -> bool:
         """Whether no live process holds the thread (always true without PostgreSQL)."""
         if self._engine is None:
             return True
-        async with self._engine.connect() as connection, connection.begin():
-            taken = await connection.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": _key(team_id, channel_id, thread_ts)},
-            )
-        return bool(taken)
+        return await advisory.is_free(self._engine, _key(team_id, channel_id, thread_ts))
 
     async def aclose(self) -> None:
         if self._engine is not None:
-            await self._engine.dispose()
+            with translated():
+                await self._engine.dispose()

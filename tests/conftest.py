@@ -8,11 +8,28 @@ import aiohttp
 import pytest
 
 from bot.service import Service
+from tests.databases import BACKENDS, temporary_database
 from tests.e2e.harness import MODEL_KEY, BotUnderTest, make_settings
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import FakeSlack
 
 StartBot = Callable[..., Awaitable[BotUnderTest]]
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A new, empty database (no migrations applied), once on SQLite and once on PostgreSQL
+    (skipped, with the reason, when no PostgreSQL server answers); dropped afterwards."""
+    async with temporary_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database (for several processes sharing one); dropped
+    afterwards."""
+    async with temporary_database("postgresql", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from bot.conversation_state import (
 from bot.model.types import Usage
 from bot.settings import Settings
 from storage.conversation_state import ConversationStateStore, ResponseUsage, TranscriptRecord
-from tests.storage import Databases
+from tests.databases import Databases
 
 
 def _before(input_tokens: int, output_tokens: int, reasoning: int = 0) -> ResponseUsage:

@@ -7,24 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
-from tests.storage import BACKENDS, temporary_database
 
 PARALLEL = 8
-
-
-@pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with temporary_database(request.param, tmp_path) as url:
-        yield url
 
 
 async def _limit(bot: BotUnderTest, channel_id: str, **values: Any) -> None:

@@ -7,8 +7,6 @@ clears the thread's status. No turn is ever left ``pending``."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,15 +16,8 @@ from tests.e2e.harness import BotUnderTest, sign, wait_until
 from tests.e2e.test_context import SlackFiles
 from tests.e2e.test_oauth import app_event, install
 from tests.fakes.slack_server import FakeSlack
-from tests.storage import BACKENDS, temporary_database
 
 REPLACEMENT = "\ufffd"
-
-
-@pytest.fixture(params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with temporary_database(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

@@ -12,17 +12,14 @@ import signal
 import socket
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET, sign
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import FakeSlack
-from tests.storage import temporary_database
 
 REPO = Path(__file__).resolve().parents[2]
 THREADS = 4
@@ -78,14 +75,8 @@ async def _handled(http: aiohttp.ClientSession, replicas: list[Replica]) -> int:
     return int(total)
 
 
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[str]:
-    async with temporary_database("postgresql", tmp_path) as url:
-        yield url
-
-
 async def test_two_replicas_answer_each_event_once_and_never_fork_a_chain(
-    tmp_path: Path, database: str
+    tmp_path: Path, postgres_url: str
 ) -> None:
     async with FakeSlack() as slack, FakeResponsesServer(api_key=MODEL_KEY) as model:
         # Each answer takes a moment, so turns of one thread really do overlap in time.
@@ -99,7 +90,7 @@ async def test_two_replicas_answer_each_event_once_and_never_fork_a_chain(
             "OPENAI_BASE_URL": model.base_url,
             "OPENAI_API_KEY": MODEL_KEY,
             "DEFAULT_MODEL": "test-model",
-            "DATABASE_URL": database,
+            "DATABASE_URL": postgres_url,
             "HOST": "127.0.0.1",
             "SLACK_NATIVE_STREAMING": "false",
             "LOG_LEVEL": "WARNING",

@@ -5,12 +5,10 @@ answers it, in order. Real ``python -m bot`` processes."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -21,13 +19,6 @@ from tests.e2e.harness import wait_until
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import FakeSlack
 from tests.faults.test_process_faults import BotProcess, fake_slack_texts
-from tests.storage import temporary_database
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[str]:
-    async with temporary_database("postgresql", tmp_path) as url:
-        yield url
 
 
 async def _query(url: str, sql: str, **params: Any) -> list[Any]:
@@ -60,10 +51,10 @@ async def _statuses(url: str, thread_ts: str) -> list[str]:
 
 
 async def test_a_waiting_message_is_never_stolen_and_survives_its_replicas_death(
-    tmp_path: Path, database: str, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+    tmp_path: Path, postgres_url: str, fake_slack: FakeSlack, fake_model: FakeResponsesServer
 ) -> None:
     def replica() -> BotProcess:
-        return BotProcess(tmp_path / "unused.db", fake_slack, fake_model, database_url=database)
+        return BotProcess(tmp_path / "unused.db", fake_slack, fake_model, database_url=postgres_url)
 
     a, b, b_again, a_again = replica(), replica(), replica(), replica()
     async with aiohttp.ClientSession() as http:
@@ -79,15 +70,15 @@ async def test_a_waiting_message_is_never_stolen_and_survives_its_replicas_death
             _, status = await a.follow_up(http, "third question", "EvR3", thread_ts=root)
             assert status == 200
             # Stored before Slack had its 200, owned by A.
-            [owner] = await _waiting_owners(database)
+            [owner] = await _waiting_owners(postgres_url)
 
             # Replica B restarts while A lives: its start-up leaves A's turn and A's waiting
             # message alone (it only closes and adopts what a dead process left).
             assert await b.stop() == 0, b.stderr
             await b_again.start(http)
             assert await b_again.stop() == 0, b_again.stderr
-            assert await _statuses(database, root) == ["completed", "pending"]
-            assert await _waiting_owners(database) == [owner]
+            assert await _statuses(postgres_url, root) == ["completed", "pending"]
+            assert await _waiting_owners(postgres_url) == [owner]
             assert INTERRUPTED_NOTICE not in fake_slack_texts(fake_slack, root)
             assert len(fake_model.requests) == 2
 
@@ -106,8 +97,8 @@ async def test_a_waiting_message_is_never_stolen_and_survives_its_replicas_death
             for process in (a, b, b_again, a_again):
                 await process.ensure_stopped()
 
-    assert await _statuses(database, root) == ["completed", "failed", "completed"]
-    assert await _waiting_owners(database) == []
+    assert await _statuses(postgres_url, root) == ["completed", "failed", "completed"]
+    assert await _waiting_owners(postgres_url) == []
     texts = fake_slack_texts(fake_slack, root)
     assert texts.index(INTERRUPTED_NOTICE) < len(texts) - 1
     assert sum(t.endswith("third question") for t in texts) == 1  # answered once

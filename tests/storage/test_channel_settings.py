@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from storage import SETTING_FIELDS, WORKSPACE_DEFAULT_CHANNEL, ChannelSettingsRecord, Store
 from storage.models import ChannelSettings
-from tests.storage import BACKENDS, Databases
 
 KEYS = {"team_id": "T1", "channel_id": "C1"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 async def test_a_channel_without_overrides_has_no_row(store: Store) -> None:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from storage import Store
-from tests.storage import BACKENDS, Databases
+from tests.databases import Databases
 
 EVENT = "event:Ev123"
 MESSAGE = "msg:T1:C1:1700000000.000100"
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 async def test_a_slack_retry_of_the_same_event_is_refused(store: Store) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -15,7 +13,6 @@ from sqlalchemy import func, select
 from storage import Store, TokenUsage, TurnStart
 from storage.conversation_state import ConversationStateStore, TranscriptEntry
 from storage.models import utcnow
-from tests.storage import BACKENDS, Databases
 
 THREAD = {"team_id": "T1", "channel_id": "C1", "thread_ts": "1700000000.000100"}
 FILE = {
@@ -30,17 +27,6 @@ FILE = {
     "thumb_64": "https://files.slack.com/thumb",
     "user": "U1",
 }
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 @pytest.fixture

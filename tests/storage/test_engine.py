@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,7 @@ from storage import (
     create_session_factory,
 )
 from storage.models import Thread, Turn
-from tests.storage import Databases
-
-
-@pytest.fixture
-async def sqlite(tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated("sqlite", tmp_path) as databases:
-        yield databases
+from tests.databases import Databases, sqlite_only
 
 
 async def _pragma(engine: AsyncEngine, name: str) -> object:
@@ -35,19 +28,21 @@ async def _pragma(engine: AsyncEngine, name: str) -> object:
         return (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
 
 
-async def test_every_sqlite_connection_gets_the_service_pragmas(sqlite: Databases) -> None:
-    engine = sqlite.engine()
+@sqlite_only
+async def test_every_sqlite_connection_gets_the_service_pragmas(databases: Databases) -> None:
+    engine = databases.engine()
     assert await _pragma(engine, "journal_mode") == "wal"
     assert await _pragma(engine, "foreign_keys") == 1
     assert await _pragma(engine, "busy_timeout") == 5000
     assert await _pragma(engine, "synchronous") == 1  # NORMAL
 
 
+@sqlite_only
 async def test_migration_engine_turns_foreign_keys_off_and_pools_nothing(
-    sqlite: Databases,
+    databases: Databases,
 ) -> None:
     # With foreign keys on, Alembic's batch rebuild of `threads` would cascade-delete turns.
-    engine = create_migration_engine(sqlite.url)
+    engine = create_migration_engine(databases.url)
     try:
         assert isinstance(engine.pool, NullPool)
         assert await _pragma(engine, "foreign_keys") == 0
@@ -67,9 +62,10 @@ async def test_the_database_directory_is_created(tmp_path: Path) -> None:
     assert path.exists()
 
 
-async def test_foreign_keys_are_enforced_and_cascade(sqlite: Databases) -> None:
-    store = sqlite.store()
-    engine = sqlite.engine()
+@sqlite_only
+async def test_foreign_keys_are_enforced_and_cascade(databases: Databases) -> None:
+    store = databases.store()
+    engine = databases.engine()
     start = await store.start_turn(
         team_id="T1",
         channel_id="C1",
@@ -125,8 +121,9 @@ async def test_in_memory_sqlite_shares_one_database_between_sessions(url: str) -
         await engine.dispose()
 
 
-async def test_a_writer_waits_for_another_writer_instead_of_failing(sqlite: Databases) -> None:
-    holder, waiter = sqlite.engine(), sqlite.store()
+@sqlite_only
+async def test_a_writer_waits_for_another_writer_instead_of_failing(databases: Databases) -> None:
+    holder, waiter = databases.engine(), databases.store()
     async with holder.connect() as connection:
         # Holds the write lock (BEGIN IMMEDIATE) until committed below.
         await connection.execute(
@@ -139,8 +136,9 @@ async def test_a_writer_waits_for_another_writer_instead_of_failing(sqlite: Data
     assert await claim is True
 
 
-async def test_readers_do_not_wait_for_a_writer(sqlite: Databases) -> None:
-    holder, reader = sqlite.engine(), sqlite.store()
+@sqlite_only
+async def test_readers_do_not_wait_for_a_writer(databases: Databases) -> None:
+    holder, reader = databases.engine(), databases.store()
     async with holder.connect() as connection:
         await connection.execute(
             insert(Thread).values(team_id="T1", channel_id="C1", thread_ts="1")
@@ -160,10 +158,11 @@ async def test_readers_do_not_wait_for_a_writer(sqlite: Databases) -> None:
         await connection.rollback()
 
 
+@sqlite_only
 async def test_concurrent_writers_on_two_engines_never_see_database_is_locked(
-    sqlite: Databases,
+    databases: Databases,
 ) -> None:
-    stores = [sqlite.store(), sqlite.store()]
+    stores = [databases.store(), databases.store()]
 
     async def writer(task: int) -> None:
         store = stores[task % 2]

@@ -4,28 +4,14 @@ that deletes the waiting message with the turn, and adoption only from owners th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from storage import Store
 from storage.intake import Acceptance, Intake, LimitReached, TurnLimits
 from storage.repositories import TurnStart
-from tests.storage import BACKENDS, Databases
 
 THREAD = {"team_id": "T1", "channel_id": "C1", "thread_ts": "1700000000.000100"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ from storage import (
 from storage.migrate import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config
 from storage.models import UTCDateTime
 from storage.repositories import Store
-from tests.storage import BACKENDS, temporary_database
 
 TABLES = {
     "threads",
@@ -48,15 +47,9 @@ TABLES = {
 }
 
 
-@pytest.fixture(params=BACKENDS)
-async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with temporary_database(request.param, tmp_path) as url:
-        yield url
-
-
 @pytest.fixture
-async def engine(empty_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(empty_url)
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
     yield engine
     await engine.dispose()
 
@@ -71,8 +64,10 @@ async def _diff(engine: AsyncEngine, metadata: MetaData = Base.metadata) -> list
         return await connection.run_sync(_differences, metadata)
 
 
-async def test_upgrade_head_creates_exactly_the_models(empty_url: str, engine: AsyncEngine) -> None:
-    await upgrade_to_head(empty_url)
+async def test_upgrade_head_creates_exactly_the_models(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    await upgrade_to_head(database_url)
 
     assert await _diff(engine) == []
     async with engine.connect() as connection:
@@ -81,10 +76,10 @@ async def test_upgrade_head_creates_exactly_the_models(empty_url: str, engine: A
 
 
 async def test_the_schema_comparison_would_notice_a_drifted_model(
-    empty_url: str, engine: AsyncEngine
+    database_url: str, engine: AsyncEngine
 ) -> None:
     # Guards the test above against comparing nothing (e.g. if compare_type were ignored).
-    await upgrade_to_head(empty_url)
+    await upgrade_to_head(database_url)
     drifted = MetaData()
     for table in Base.metadata.sorted_tables:
         table.to_metadata(drifted)
@@ -97,13 +92,13 @@ async def test_the_schema_comparison_would_notice_a_drifted_model(
 
 
 async def test_revisions_report_whether_the_schema_is_current(
-    empty_url: str, engine: AsyncEngine
+    database_url: str, engine: AsyncEngine
 ) -> None:
     store = Store(create_session_factory(engine))
     assert await current_revision(engine) is None
     assert await store.schema_is_current() is False
 
-    await upgrade_to_head(empty_url)
+    await upgrade_to_head(database_url)
 
     assert head_revision() == "0004"
     assert await current_revision(engine) == head_revision()
@@ -111,16 +106,16 @@ async def test_revisions_report_whether_the_schema_is_current(
 
 
 async def test_upgrade_is_idempotent_and_downgrade_round_trips(
-    empty_url: str, engine: AsyncEngine
+    database_url: str, engine: AsyncEngine
 ) -> None:
-    await upgrade_to_head(empty_url)
-    await upgrade_to_head(empty_url)
+    await upgrade_to_head(database_url)
+    await upgrade_to_head(database_url)
     assert await current_revision(engine) == head_revision()
 
-    migration_engine = create_migration_engine(empty_url)
+    migration_engine = create_migration_engine(database_url)
     try:
         async with migration_engine.connect() as connection:
-            await connection.run_sync(_downgrade_to_base, alembic_config(empty_url))
+            await connection.run_sync(_downgrade_to_base, alembic_config(database_url))
             await connection.commit()
     finally:
         await migration_engine.dispose()
@@ -129,7 +124,7 @@ async def test_upgrade_is_idempotent_and_downgrade_round_trips(
         tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
     assert tables & TABLES == set()
 
-    await upgrade_to_head(empty_url)
+    await upgrade_to_head(database_url)
     assert await _diff(engine) == []
 
 
@@ -241,21 +236,21 @@ async def _reflect(url: str) -> dict[str, object]:
 
 
 async def test_0002_keeps_existing_channel_settings_and_downgrades_cleanly(
-    empty_url: str,
+    database_url: str,
 ) -> None:
     # A fresh engine per step: asyncpg's statement cache must not outlive a schema change.
-    await _migrate(empty_url, _upgrade_to, "0001")
-    schema_0001 = await _reflect(empty_url)
-    engine = create_engine(empty_url)
+    await _migrate(database_url, _upgrade_to, "0001")
+    schema_0001 = await _reflect(database_url)
+    engine = create_engine(database_url)
     try:
         async with engine.begin() as connection:
             await connection.execute(insert(SETTINGS_0001), ROWS_0001)
     finally:
         await engine.dispose()
 
-    await upgrade_to_head(empty_url)
+    await upgrade_to_head(database_url)
 
-    engine = create_engine(empty_url)
+    engine = create_engine(database_url)
     try:
         assert await current_revision(engine) == head_revision()
         assert await _diff(engine) == []
@@ -281,10 +276,10 @@ async def test_0002_keeps_existing_channel_settings_and_downgrades_cleanly(
     finally:
         await engine.dispose()
 
-    await _migrate(empty_url, _downgrade_to, "0001")
+    await _migrate(database_url, _downgrade_to, "0001")
 
-    assert await _reflect(empty_url) == schema_0001
-    rows = await _rows_0001(empty_url)
+    assert await _reflect(database_url) == schema_0001
+    rows = await _rows_0001(database_url)
     assert rows[0] == ROWS_0001[0]
     # C1 was updated at 0002 (top_p unchanged); its 0001 columns survive the downgrade.
     assert {**rows[1], "updated_at": None} == {
@@ -293,8 +288,8 @@ async def test_0002_keeps_existing_channel_settings_and_downgrades_cleanly(
         "updated_by": "U_ADMIN",
     }
 
-    await upgrade_to_head(empty_url)
-    engine = create_engine(empty_url)
+    await upgrade_to_head(database_url)
+    engine = create_engine(database_url)
     try:
         assert await _diff(engine) == []
         store = Store(create_session_factory(engine))
@@ -330,7 +325,7 @@ def downgrade() -> None:
 
 
 async def test_a_failed_migration_leaves_the_schema_as_it_was(
-    empty_url: str, engine: AsyncEngine, tmp_path: Path
+    database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     # Needs real transactional DDL on SQLite too, which env.py enables because
     # storage.engine makes SQLAlchemy, not the sqlite3 module, emit BEGIN.
@@ -340,10 +335,10 @@ async def test_a_failed_migration_leaves_the_schema_as_it_was(
     (scripts / "versions" / "9999_boom.py").write_text(
         FAILING_REVISION.replace("{head}", head_revision())
     )
-    config = alembic_config(empty_url)
+    config = alembic_config(database_url)
     config.set_main_option("script_location", str(scripts))
 
-    migration_engine = create_migration_engine(empty_url)
+    migration_engine = create_migration_engine(database_url)
     try:
         async with migration_engine.connect() as connection:
             with pytest.raises(RuntimeError, match="half-way"):
@@ -410,11 +405,11 @@ def test_the_alembic_cli_migrates_from_another_directory(tmp_path: Path) -> None
 
 
 async def test_0003_keeps_existing_turns_without_a_reservation_and_downgrades_cleanly(
-    empty_url: str,
+    database_url: str,
 ) -> None:
-    await _migrate(empty_url, _upgrade_to, "0002")
-    schema_0002 = await _reflect(empty_url)
-    engine = create_engine(empty_url)
+    await _migrate(database_url, _upgrade_to, "0002")
+    schema_0002 = await _reflect(database_url)
+    engine = create_engine(database_url)
     try:
         # Raw SQL: today's models know columns the 0002 schema has not.
         now = datetime(2026, 12, 1, tzinfo=UTC)
@@ -438,8 +433,8 @@ async def test_0003_keeps_existing_turns_without_a_reservation_and_downgrades_cl
     finally:
         await engine.dispose()
 
-    await upgrade_to_head(empty_url)
-    engine = create_engine(empty_url)
+    await upgrade_to_head(database_url)
+    engine = create_engine(database_url)
     try:
         assert await _diff(engine) == []
         async with engine.connect() as connection:
@@ -451,5 +446,5 @@ async def test_0003_keeps_existing_turns_without_a_reservation_and_downgrades_cl
     finally:
         await engine.dispose()
 
-    await _migrate(empty_url, _downgrade_to, "0002")
-    assert await _reflect(empty_url) == schema_0002
+    await _migrate(database_url, _downgrade_to, "0002")
+    assert await _reflect(database_url) == schema_0002

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
-from pathlib import Path
 from typing import NoReturn
 
 import pytest
 from sqlalchemy import update
 
-from storage import SettingsAuditRecord, Store, repositories
+from storage import SettingsAuditRecord, Store, channel_settings
 from storage.models import SettingsAudit
-from tests.storage import BACKENDS, Databases
 
 KEYS = {"team_id": "T1", "channel_id": "C1"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 def _changes(records: list[SettingsAuditRecord]) -> dict[str, tuple[object, object]]:
@@ -159,7 +145,7 @@ async def test_a_failed_transaction_keeps_neither_the_change_nor_its_audit(
         raise Boom
 
     # Fails after the change and its audit rows were flushed, before the commit.
-    monkeypatch.setattr(repositories, "_settings_record", fail)
+    monkeypatch.setattr(channel_settings, "_settings_record", fail)
     with pytest.raises(Boom):
         await store.update_channel_settings(
             **KEYS, values={"model": "other", "enabled": True}, updated_by="U2"

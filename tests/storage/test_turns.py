@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -20,20 +18,9 @@ from storage import (
     TurnStatus,
 )
 from storage.models import Thread, Turn
-from tests.storage import BACKENDS, Databases
+from tests.databases import Databases
 
 THREAD = {"team_id": "T1", "channel_id": "C1", "thread_ts": "1700000000.000100"}
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 async def _start(store: Store, user_ts: str, **thread: str) -> TurnStart:

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 
 from storage import Store, TokenUsage, UsageCounts
 from storage.models import EventClaim, SettingsAudit, Thread, Turn
-from tests.storage import BACKENDS, Databases
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=40)
-
-
-@pytest.fixture(params=BACKENDS)
-async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    async with Databases.migrated(request.param, tmp_path) as databases:
-        yield databases
-
-
-@pytest.fixture
-def store(databases: Databases) -> Store:
-    return databases.store()
 
 
 async def _turn(
