@@ -17,10 +17,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import StoredChannelSettings
@@ -35,6 +32,8 @@ from bot.server import build_web_app
 from bot.settings import Settings
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
+from bot.slack.budget import RateBudgets
+from bot.slack.client import ScheduledWebClient, UnscheduledRateLimitRetry
 from bot.slack.commands import SettingsCommands
 from bot.slack.context import SlackContext
 from bot.slack.files import FileReader
@@ -67,11 +66,14 @@ def make_slack_client(
     anonymous: bool = False,
     retry_rate_limits: bool = True,
     metrics: Metrics | None = None,
+    budgets: RateBudgets | None = None,
 ) -> AsyncWebClient:
     """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
-    429s retried after ``Retry-After`` unless ``retry_rate_limits`` is off (the stream
-    client: a rate-limited ``chat.startStream`` should fall back at once, not wait). With
-    ``metrics``, every request and 429 is counted by method (the observer goes first).
+    every text it posts cleared of broadcast mentions (``ScheduledWebClient``). With
+    ``budgets`` (the service's), every call is scheduled in its workspace's rate budget and
+    429s go back to that budget; without, 429s are retried after ``Retry-After`` unless
+    ``retry_rate_limits`` is off. With ``metrics``, every request and 429 is counted by
+    method (the observer goes first).
 
     The token is ``token`` (a workspace's installation), else ``SLACK_BOT_TOKEN``;
     ``anonymous`` makes a client with no token (Bolt's in a multi-workspace install)."""
@@ -84,9 +86,11 @@ def make_slack_client(
         token = settings.slack_bot_token.get_secret_value()
     handlers: list[Any] = [SlackApiObserver(metrics)] if metrics is not None else []
     handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=2))
-    if retry_rate_limits:
-        handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
-    return AsyncWebClient(
+    if retry_rate_limits or budgets is not None:
+        # Only requests outside any budget use it (Bolt's per-request clients copy it).
+        handlers.append(UnscheduledRateLimitRetry(max_retry_count=3))
+    return ScheduledWebClient(
+        budget=budgets.for_token(token) if budgets is not None and token else None,
         token=token,
         base_url=settings.slack_api_url,
         timeout=30,
@@ -99,6 +103,9 @@ class Service:
         self.settings = settings
         self.shutdown_grace = shutdown_grace
         self.metrics = Metrics()
+        self.budgets = RateBudgets(
+            share=1.0 / settings.slack_replicas, on_wait=self.metrics.slack_queue_waited
+        )
         self.tracker = TurnTracker()
         self.port: int | None = None
         self.identity: BotIdentity | None = None
@@ -117,7 +124,9 @@ class Service:
         oauth_settings: AsyncOAuthSettings | None = None
         if settings.oauth_enabled:
             # Multi-workspace install: tokens come from the installations the OAuth flow saves.
-            slack = make_slack_client(settings, anonymous=True, metrics=self.metrics)
+            slack = make_slack_client(
+                settings, anonymous=True, metrics=self.metrics, budgets=self.budgets
+            )
             assert settings.slack_client_id is not None
             assert settings.slack_client_secret is not None
             oauth_settings = await build_oauth_settings(
@@ -131,11 +140,15 @@ class Service:
             self.workspaces = WorkspaceClients.installed(
                 installation_store=oauth_settings.installation_store,
                 factory=lambda token, retry_rate_limits=True: make_slack_client(
-                    settings, token=token, retry_rate_limits=retry_rate_limits, metrics=self.metrics
+                    settings,
+                    token=token,
+                    retry_rate_limits=retry_rate_limits,
+                    metrics=self.metrics,
+                    budgets=self.budgets,
                 ),
             )
         else:
-            slack = make_slack_client(settings, metrics=self.metrics)
+            slack = make_slack_client(settings, metrics=self.metrics, budgets=self.budgets)
             try:
                 self.identity = await fetch_identity(slack)
             except SlackApiError as exc:
@@ -149,7 +162,7 @@ class Service:
                 identity=self.identity,
                 client=slack,
                 stream_client=make_slack_client(
-                    settings, retry_rate_limits=False, metrics=self.metrics
+                    settings, retry_rate_limits=False, metrics=self.metrics, budgets=self.budgets
                 ),
             )
 

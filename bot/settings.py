@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     admin_user_ids: str = ""
     slack_native_streaming: bool = True
     stream_update_interval: float = Field(default=1.0, ge=0.1, le=10)
+    slack_replicas: int = Field(default=1, ge=1, le=100)
+    """Replicas sharing one Slack app: each schedules its calls within 1/N of every budget."""
 
     # Model endpoint
     openai_base_url: str = "https://api.xiexus.cn/v1"

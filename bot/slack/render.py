@@ -41,6 +41,7 @@ __all__ = [
     "neutralise_payload",
     "normalise",
     "plain_text",
+    "reopen_at",
     "split_markdown",
     "stream_payload",
     "stream_safe_length",
@@ -154,6 +155,8 @@ class Chunk:
     """Room left unused so far, this chunk included: ``limit`` minus each body's length."""
     reopen: str
     """The fence opener the next chunk starts with ("" when it starts outside a block)."""
+    closing: str = ""
+    """The closing fence added at the end of ``text`` ("" when none)."""
 
 
 def normalise(text: str) -> str:
@@ -212,7 +215,9 @@ def chunk_markdown(
             break
         end, suffix, reopen = _cut(lines, position, head, limit, waste, keep)
         waste += limit - (end - position)
-        chunks.append(Chunk(head + text[position:end] + suffix, position, end, waste, reopen))
+        chunks.append(
+            Chunk(head + text[position:end] + suffix, position, end, waste, reopen, suffix)
+        )
         position, head, keep = end, reopen, 0
     return chunks
 
@@ -228,6 +233,13 @@ def live_room(text: str, *, limit: int, start: int, head: str, waste: int) -> in
             break
         shown -= 1
     return shown
+
+
+def reopen_at(text: str, position: int, *, limit: int) -> str:
+    """The fence opener a message continuing ``text`` at ``position`` starts with ("" when no
+    block is open there, or it is too long to repeat)."""
+    fence = _usable(_Lines(text).fence_at(position), limit)
+    return fence.opener if fence is not None else ""
 
 
 def _usable(fence: _Fence | None, limit: int) -> _Fence | None:
