@@ -270,7 +270,9 @@ def main() -> None:
     args = parser.parse_args()
     native = args.native == "on"
     if args.child:
-        result = asyncio.run(run_scenario(SCENARIOS[args.child], native=native, timeout=args.timeout))
+        result = asyncio.run(
+            run_scenario(SCENARIOS[args.child], native=native, timeout=args.timeout)
+        )
         print(json.dumps(asdict(result)))
         return
     results = []

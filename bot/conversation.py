@@ -202,6 +202,16 @@ class ConversationStore(Protocol):
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
 
+    async def hold_answer(
+        self,
+        *,
+        turn_id: int,
+        text: str,
+        response_id: str,
+        usage: TokenUsage,
+        first_token_at: datetime | None = None,
+    ) -> None: ...
+
     async def tokens_used_since(
         self, *, team_id: str, channel_id: str | None, since: datetime
     ) -> int: ...
@@ -493,6 +503,14 @@ class ConversationService:
             return TurnOutcome.FAILED
 
         usage = _token_usage(result)
+        # Kept with the turn until Slack holds the whole answer, so a restart delivers it.
+        await self._store.hold_answer(
+            turn_id=turn.turn_id,
+            text=prefix + result.text,
+            response_id=result.response_id,
+            usage=usage,
+            first_token_at=attempt.first_token_at,
+        )
         try:
             reply_ts = await sink.finish(prefix + result.text)
         except DeliveryError as exc:

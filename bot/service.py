@@ -40,6 +40,7 @@ from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
 from bot.slack.oauth import build_oauth_settings
+from bot.slack.resume import resume_held_answers
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
 from bot.thread_locks import KeyedLocks
@@ -192,18 +193,21 @@ class Service:
             settings.database_url, wait_seconds=settings.thread_lock_wait
         )
         self._cleanup.append(self.thread_locks.aclose)
+        locks = KeyedLocks(on_wait=self.metrics.lock_waited("process"))
+        sinks = LiveReplySinks(
+            workspaces=self.workspaces,
+            native_streaming=settings.slack_native_streaming,
+            flush_interval=settings.stream_update_interval,
+            journal=self.store,
+        )
         self.conversation = ConversationService(
-            locks=KeyedLocks(on_wait=self.metrics.lock_waited("process")),
+            locks=locks,
             thread_locks=TimedThreadLocks(self.thread_locks, self.metrics.lock_waited("database"))
             if self.thread_locks.distributed
             else None,
             store=self.store,
             model=InstrumentedModelClient(model, self.metrics),
-            sinks=LiveReplySinks(
-                workspaces=self.workspaces,
-                native_streaming=settings.slack_native_streaming,
-                flush_interval=settings.stream_update_interval,
-            ),
+            sinks=sinks,
             context=SlackContext(
                 workspaces=self.workspaces,
                 users=UserDirectory(self.workspaces),
@@ -243,6 +247,15 @@ class Service:
             verify_requests=not socket_mode,
         )
         await self._close_interrupted_turns()
+        # Answers the model finished but Slack did not hold whole: finished in the background.
+        self._cleanup.append(
+            await resume_held_answers(
+                store=self.store,
+                sinks=sinks,
+                locks=locks,
+                thread_locks=self.thread_locks if self.thread_locks.distributed else None,
+            )
+        )
 
         web_app = build_web_app(
             slack_app=None if socket_mode else bolt,

@@ -29,6 +29,7 @@ from storage.models import (
     SETTING_FIELDS,
     ChannelSettings,
     EventClaim,
+    HeldAnswer,
     SettingsAudit,
     Thread,
     Turn,
@@ -39,6 +40,7 @@ from storage.models import (
 __all__ = [
     "AbandonedTurn",
     "ChannelSettingsRecord",
+    "HeldAnswerRecord",
     "PruneCounts",
     "SettingsAuditRecord",
     "Store",
@@ -126,6 +128,28 @@ class AbandonedTurn:
     channel_id: str
     thread_ts: str
     user_ts: str
+
+
+def _held() -> Any:
+    """Turns with an answer held: left to ``list_held_answers`` (they are resumed, not lost)."""
+    return exists().where(HeldAnswer.turn_id == Turn.id)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAnswerRecord:
+    """An answer the model finished that Slack does not hold whole yet (see ``hold_answer``)."""
+
+    turn_id: int
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    user_ts: str
+    user_id: str
+    text: str
+    delivery: str | None
+    response_id: str
+    usage: TokenUsage
+    first_token_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +578,7 @@ class Store:
                 .where(Thread.id == thread_id)
                 .values(head_response_id=response_id, updated_at=now)
             )
+            await session.execute(delete(HeldAnswer).where(HeldAnswer.turn_id == turn_id))
 
     async def fail_turn(
         self,
@@ -598,7 +623,89 @@ class Store:
                 if only_if_pending and started_at is not None:
                     return False
                 raise TurnNotFoundError(turn_id)
+            await session.execute(delete(HeldAnswer).where(HeldAnswer.turn_id == turn_id))
             return True
+
+    async def hold_answer(
+        self,
+        *,
+        turn_id: int,
+        text: str,
+        response_id: str,
+        usage: TokenUsage,
+        first_token_at: datetime | None = None,
+    ) -> None:
+        """Keep a finished answer with its pending turn until Slack holds it whole
+        (``complete_turn`` or ``fail_turn`` lets it go); a restart delivers what is held."""
+        async with self._writing() as session:
+            await session.execute(
+                update(Turn)
+                .where(Turn.id == turn_id)
+                .values(
+                    response_id=response_id, first_token_at=first_token_at, **_usage_values(usage)
+                )
+            )
+            await session.execute(delete(HeldAnswer).where(HeldAnswer.turn_id == turn_id))
+            await session.execute(insert(HeldAnswer).values(turn_id=turn_id, text=text))
+
+    async def record_delivery(
+        self, *, team_id: str, channel_id: str, user_ts: str, state: str
+    ) -> None:
+        """Note how far the held answer to the message ``user_ts`` got into Slack."""
+        async with self._writing() as session:
+            turn_ids = select(Turn.id).where(
+                Turn.team_id == team_id,
+                Turn.channel_id == channel_id,
+                Turn.user_ts == user_ts,
+                Turn.status == TurnStatus.PENDING.value,
+            )
+            await session.execute(
+                update(HeldAnswer).where(HeldAnswer.turn_id.in_(turn_ids)).values(delivery=state)
+            )
+
+    async def list_held_answers(self) -> list[HeldAnswerRecord]:
+        """Answers held for turns still pending, oldest first."""
+        async with self._reading() as session:
+            rows = (
+                await session.execute(
+                    select(HeldAnswer, Turn, Thread.thread_ts)
+                    .join(Turn, Turn.id == HeldAnswer.turn_id)
+                    .join(Thread, Thread.id == Turn.thread_id)
+                    .where(Turn.status == TurnStatus.PENDING.value)
+                    .order_by(Turn.id)
+                )
+            ).all()
+        return [
+            HeldAnswerRecord(
+                turn_id=turn.id,
+                team_id=turn.team_id,
+                channel_id=turn.channel_id,
+                thread_ts=thread_ts,
+                user_ts=turn.user_ts,
+                user_id=turn.user_id,
+                text=held.text,
+                delivery=held.delivery,
+                response_id=turn.response_id or "",
+                usage=TokenUsage(
+                    input_tokens=turn.input_tokens,
+                    cached_tokens=turn.cached_tokens,
+                    output_tokens=turn.output_tokens,
+                    reasoning_tokens=turn.reasoning_tokens,
+                ),
+                first_token_at=turn.first_token_at,
+            )
+            for held, turn, thread_ts in rows
+        ]
+
+    async def is_held(self, *, turn_id: int) -> bool:
+        """Whether the turn is still pending with an answer held."""
+        async with self._reading() as session:
+            found = await session.scalar(
+                select(HeldAnswer.turn_id)
+                .join(Turn, Turn.id == HeldAnswer.turn_id)
+                .where(HeldAnswer.turn_id == turn_id, Turn.status == TurnStatus.PENDING.value)
+            )
+        return found is not None
 
     async def list_pending_turns(self) -> list[AbandonedTurn]:
         """Every turn still pending, oldest first (with several replicas some of them are
@@ -608,7 +715,7 @@ class Store:
                 await session.execute(
                     select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
                     .join(Thread, Thread.id == Turn.thread_id)
-                    .where(Turn.status == TurnStatus.PENDING.value)
+                    .where(Turn.status == TurnStatus.PENDING.value, ~_held())
                     .order_by(Turn.id)
                 )
             ).all()
@@ -636,7 +743,7 @@ class Store:
                 await session.execute(
                     select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
                     .join(Thread, Thread.id == Turn.thread_id)
-                    .where(Turn.status == TurnStatus.PENDING.value)
+                    .where(Turn.status == TurnStatus.PENDING.value, ~_held())
                     .order_by(Turn.id)
                 )
             ).all()

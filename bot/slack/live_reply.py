@@ -89,7 +89,9 @@ _SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError)
 class DeliveryJournal(Protocol):
     """Where a final answer's progress is noted (the turn's row), keyed by the user message."""
 
-    async def record(self, *, team_id: str, channel_id: str, user_ts: str, state: str) -> None: ...
+    async def record_delivery(
+        self, *, team_id: str, channel_id: str, user_ts: str, state: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -607,7 +609,7 @@ class LiveReplySink:
             first_ts=self._first_ts,
         )
         try:
-            await self._journal.record(
+            await self._journal.record_delivery(
                 team_id=self._message.team_id,
                 channel_id=self._message.channel_id,
                 user_ts=self._message.ts,

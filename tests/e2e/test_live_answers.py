@@ -113,9 +113,10 @@ async def test_native_streams_are_chosen_from_the_tier_2_budget_and_never_refuse
     for i, ts in enumerate(roots):
         await bot.wait_replies("C1", ts, 1, timeout=30)
     for i, ts in enumerate(roots):
-        assert "".join(shown(r) for r in bot.slack.bot_replies("C1", ts)) == (
-            f"answer {i} " * 20
-        ).strip(), i
+        assert (
+            "".join(shown(r) for r in bot.slack.bot_replies("C1", ts))
+            == (f"answer {i} " * 20).strip()
+        ), i
     # Tier 2 (~20 a minute) allows a short burst of streams; the other answers fell back to
     # chat.postMessage + chat.update rather than be refused.
     starts = bot.slack.calls_to("chat.startStream")

@@ -35,7 +35,7 @@ from storage.models import UTCDateTime
 from storage.repositories import Store
 from tests.storage import BACKENDS, temporary_database
 
-TABLES = {"threads", "turns", "channel_settings", "event_claims", "settings_audit"}
+TABLES = {"threads", "turns", "channel_settings", "event_claims", "settings_audit", "held_answers"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -95,7 +95,7 @@ async def test_revisions_report_whether_the_schema_is_current(
 
     await upgrade_to_head(empty_url)
 
-    assert head_revision() == "0002"
+    assert head_revision() == "0005"
     assert await current_revision(engine) == head_revision()
     assert await store.schema_is_current() is True
 
@@ -105,7 +105,7 @@ async def test_upgrade_is_idempotent_and_downgrade_round_trips(
 ) -> None:
     await upgrade_to_head(empty_url)
     await upgrade_to_head(empty_url)
-    assert await current_revision(engine) == "0002"
+    assert await current_revision(engine) == head_revision()
 
     migration_engine = create_migration_engine(empty_url)
     try:
@@ -247,7 +247,7 @@ async def test_0002_keeps_existing_channel_settings_and_downgrades_cleanly(
 
     engine = create_engine(empty_url)
     try:
-        assert await current_revision(engine) == "0002"
+        assert await current_revision(engine) == head_revision()
         assert await _diff(engine) == []
         store = Store(create_session_factory(engine))
         listed = await store.list_channel_settings(team_id="T1")
