@@ -105,12 +105,12 @@ async def test_native_streams_are_chosen_from_the_tier_2_budget_and_never_refuse
         return (f"answer {number} " * 20).strip()
 
     bot.model.answerer = answer
-    for i in range(8):
+    for _ in range(8):
         bot.model.script_reply(None, delta_count=10, delay_between_deltas=0.2)
     for i in range(8):
         ts, _ = await bot.mention(f"question {i}", user=f"U{i}")
         roots.append(ts)
-    for i, ts in enumerate(roots):
+    for ts in roots:
         await bot.wait_replies("C1", ts, 1, timeout=30)
     for i, ts in enumerate(roots):
         assert (
