@@ -194,10 +194,12 @@ class Service:
         )
         self._cleanup.append(self.thread_locks.aclose)
         locks = KeyedLocks(on_wait=self.metrics.lock_waited("process"))
+        users = UserDirectory(self.workspaces)  # display names and admin checks share it
         sinks = LiveReplySinks(
             workspaces=self.workspaces,
             native_streaming=settings.slack_native_streaming,
             flush_interval=settings.stream_update_interval,
+            final_deadline=settings.slack_final_deadline,
             journal=self.store,
         )
         self.conversation = ConversationService(
@@ -210,15 +212,18 @@ class Service:
             sinks=sinks,
             context=SlackContext(
                 workspaces=self.workspaces,
-                users=UserDirectory(self.workspaces),
+                users=users,
                 files=files,
                 history_chars=settings.thread_context_chars,
+                max_file_bytes=settings.file_max_bytes,
             ),
             identity_salt=settings.identity_salt,
             log_message_content=settings.log_message_content,
             settings=channel_settings,
         )
-        admins = AdminPolicy(workspaces=self.workspaces, admin_user_ids=settings.admin_ids)
+        admins = AdminPolicy(
+            workspaces=self.workspaces, admin_user_ids=settings.admin_ids, users=users
+        )
         catalogue = ModelCatalogue(
             list_models=model.list_models, allowed=settings.allowed_model_list
         )

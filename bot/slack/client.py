@@ -40,16 +40,20 @@ __all__ = [
 ]
 
 _PRIORITY: ContextVar[Priority] = ContextVar("slack_priority", default=Priority.NORMAL)
+_WAIT: ContextVar[float | None] = ContextVar("slack_wait", default=None)
 _SCHEDULED: ContextVar[bool] = ContextVar("slack_call_scheduled", default=False)
 
 
 @contextmanager
-def slack_priority(priority: Priority) -> Iterator[None]:
-    """Slack calls made inside this block wait for their slot at ``priority``."""
+def slack_priority(priority: Priority, *, wait: float | None = None) -> Iterator[None]:
+    """Slack calls made inside this block wait for their slot at ``priority``, for at most
+    ``wait`` seconds if given (then ``TimeoutError``), else the priority's deadline."""
     token = _PRIORITY.set(priority)
+    wait_token = _WAIT.set(wait)
     try:
         yield
     finally:
+        _WAIT.reset(wait_token)
         _PRIORITY.reset(token)
 
 
