@@ -76,8 +76,9 @@ THINKING_STATUS = "is thinking…"
 REASONING_STATUS = "is reasoning…"
 LOADING_MESSAGES = ["Reading the thread…", "Thinking it through…", "Writing an answer…"]
 WORKING_REACTION = "hourglass_flowing_sand"
-INDICATOR_WAIT = 5.0
-"""Seconds the status may wait for its slot; it is a courtesy, the text matters more."""
+INDICATOR_WAIT = 60.0
+"""Seconds the status may wait for its slot. It is dropped, unsent, as soon as text is ready
+to show (a status set after the reply would linger), so under load it never delays text."""
 RESCUE_WAIT = 120.0
 """Extra seconds for the new message that carries the rest when the deadline has passed."""
 SHUTDOWN_WAIT = 5.0
