@@ -262,6 +262,7 @@ class LiveReplySink:
             self._task = asyncio.create_task(self._pump(indicate=indicate))
 
     async def _close(self) -> str | None:
+        self._raise_if_failed()  # Slack refused this answer already: say so, don't retry it
         loop = asyncio.get_running_loop()
         self._final = self._raw
         self._deadline = loop.time() + self._final_deadline
@@ -505,6 +506,8 @@ class LiveReplySink:
 
             await self._call("chat.stopStream", build_stop, priority, deadline)
             self._budget_stream_closed()
+        elif not live.native and live.shown == text:
+            pass  # the last update already showed exactly this: nothing to send
         else:
             if live.native:
                 # Resumed after a restart: what the stream shows is unknown. End it if it is

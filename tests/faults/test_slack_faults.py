@@ -247,7 +247,8 @@ async def test_a_refused_final_update_closes_the_turn_as_undelivered(
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot")
     bot = await start_bot(slack_native_streaming=False)
-    bot.model.reply("One. Two. Three.", delta_count=3)  # posted at once, then updated
+    # Posted at the first delta, then updated (a whole answer known at once is just posted).
+    bot.model.reply("One. Two. Three.", delta_count=3, delay_between_deltas=0.3)
     bot.slack.fail_next("chat.update", error, times=5)
     ts, _ = await bot.mention("hello")
     await bot.wait_idle()
