@@ -442,7 +442,7 @@ def stream_safe_length(text: str) -> int:
     ``"<!chan"`` then ``"nel>"`` would each look harmless on its own."""
     safe = len(text)
     opening = text.rfind("<", max(0, len(text) - 256))
-    if opening != -1 and ">" not in text[opening:]:
+    if opening != -1 and text[opening + 1 : opening + 2] in ("", "!") and ">" not in text[opening:]:
         safe = opening
     at = max(text.rfind("@"), text.rfind(HARMLESS_AT))
     if at != -1:

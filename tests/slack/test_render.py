@@ -20,9 +20,11 @@ from bot.slack.render import (
     chunk_markdown,
     live_room,
     message_payload,
+    neutralise_broadcasts,
     normalise,
     plain_text,
     split_markdown,
+    stream_safe_length,
 )
 from tests.fakes.slack_server import FakeSlack
 
@@ -455,3 +457,45 @@ async def test_every_chunk_of_a_long_answer_is_accepted_by_slack(slack: FakeSlac
     assert all(len(r["text"]) <= MAX_FALLBACK_CHARS for r in replies)
     assert all(call.ok for call in slack.calls_to("chat.postMessage"))
     assert unsplit(text, [r["blocks"][0]["text"] for r in replies])
+
+
+# --- broadcast mentions ----------------------------------------------------------------------
+
+_BROADCAST = re.compile(
+    r"<!(channel|here|everyone|group|subteam)|(?<![\w@./:])@(channel|here|everyone)\b", re.I
+)
+
+
+def test_broadcast_mentions_are_shown_but_never_notify() -> None:
+    text = "Hi <!here>, <!channel|channel>, <!everyone>, <!subteam^S1|@devs>, <!subteam^S2> @here."
+    assert neutralise_broadcasts(text) == (
+        "Hi \uff20here, \uff20channel, \uff20everyone, \uff20devs, \uff20group \uff20here."
+    )
+    untouched = "mail ops@here.com, see https://x.test/@channel, <@U123>, <#C1|general>"
+    assert neutralise_broadcasts(untouched) == untouched
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["<!here>", "<!channel|x>", "@everyone", "@Here", "<!subteam^S|@a>"]),
+            st.text(alphabet="<>!@|^ abchnrelt\n", max_size=12),
+        ),
+        max_size=20,
+    ).map("".join),
+    st.integers(min_value=0, max_value=40),
+)
+def test_neutralised_text_never_broadcasts_and_a_safe_cut_never_splits_a_mention(
+    text: str, cut: int
+) -> None:
+    neutral = neutralise_broadcasts(text)
+    assert not _BROADCAST.search(neutral)
+    assert len(neutral) <= len(text)
+    assert neutralise_broadcasts(neutral) == neutral
+    # A stream sends a prefix up to stream_safe_length, then the rest: neutralising the two
+    # pieces apart must leave no broadcast in the joined result either.
+    prefix = text[:cut]
+    safe = stream_safe_length(prefix)
+    joined = neutralise_broadcasts(text[:safe]) + neutralise_broadcasts(text[safe:])
+    assert not _BROADCAST.search(joined)
