@@ -49,7 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import IncomingMessage, TurnStopped
 from bot.errors import DeliveryError
-from bot.slack.budget import Priority, RateBudget
+from bot.slack.budget import Priority, RateBudget, retry_after
 from bot.slack.client import ScheduledWebClient, scheduled_call, send_now
 from bot.slack.render import (
     MAX_MARKDOWN_CHARS,
@@ -435,6 +435,9 @@ class LiveReplySink:
                 )
             except _SLACK_ERRORS as exc:
                 budget.stream_closed()
+                wait = retry_after(exc) if isinstance(exc, SlackApiError) else None
+                if wait is not None:  # over budget after all (another replica?): tell it
+                    budget.pause("chat.startStream", wait)
                 logger.info("native streaming refused (%s); using chat.update", _error_code(exc))
             else:
                 self._opened(str(response["ts"]), native=True, shown=text)
