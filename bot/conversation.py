@@ -503,14 +503,18 @@ class ConversationService:
             return TurnOutcome.FAILED
 
         usage = _token_usage(result)
-        # Kept with the turn until Slack holds the whole answer, so a restart delivers it.
-        await self._store.hold_answer(
-            turn_id=turn.turn_id,
-            text=prefix + result.text,
-            response_id=result.response_id,
-            usage=usage,
-            first_token_at=attempt.first_token_at,
-        )
+        # Kept with the turn until Slack holds the whole answer, so a restart delivers it. A
+        # safety net: if the database refuses it, the answer is still delivered now.
+        try:
+            await self._store.hold_answer(
+                turn_id=turn.turn_id,
+                text=prefix + result.text,
+                response_id=result.response_id,
+                usage=usage,
+                first_token_at=attempt.first_token_at,
+            )
+        except STORAGE_ERRORS as exc:
+            logger.warning("could not hold the answer: %s", type(exc).__name__, extra=log_extra)
         try:
             reply_ts = await sink.finish(prefix + result.text)
         except DeliveryError as exc:
