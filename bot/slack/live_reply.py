@@ -322,9 +322,9 @@ class LiveReplySink:
             self._error = DeliveryError(f"delivery failed: {type(exc).__name__}", code="internal")
 
     def _has_news(self) -> bool:
-        view = self._text()
         if self._live is None:
-            return len(view) > self._start and bool(normalise(view[self._start :]))
+            # Something visible to open a message with (a held-back "@he" is not yet).
+            return bool(self._candidate().strip()) or len(self._chunks()) > 1
         return len(self._candidate()) > len(self._live.shown) or len(self._chunks()) > 1
 
     async def _until_next_update(self) -> bool:

@@ -258,3 +258,17 @@ async def test_a_file_name_echoed_in_a_notice_cannot_broadcast(bot: BotUnderTest
     visible = joined(bot, "C1", ts)
     assert "I couldn't read \uff20channel urgent.key" in visible
     assert not [t for t in chat_texts(bot) if BROADCAST.search(t)]
+
+
+async def test_an_answer_starting_with_a_partial_mention_waits_for_the_next_delta(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot(slack_native_streaming=False)
+    bot.model.reply(
+        "@here is the plan: @channel would be rude.", delta_count=14, delay_between_deltas=0.1
+    )
+    ts, _ = await bot.mention("plan?")
+    [reply] = await bot.wait_replies("C1", ts, 1)
+
+    assert shown(reply) == "\uff20here is the plan: \uff20channel would be rude."
+    assert all(c.ok for c in bot.slack.calls if c.method.startswith("chat."))
