@@ -368,7 +368,9 @@ class LiveReplySink:
                 logger.warning("deadline passed finishing a message; the rest follows in a new one")
                 rescued = True
                 self._abandon_live()
-                self._deadline = asyncio.get_running_loop().time() + RESCUE_WAIT
+                self._deadline = max(
+                    self._deadline, asyncio.get_running_loop().time() + RESCUE_WAIT
+                )
 
     # --- one Slack call --------------------------------------------------------------------
     def _text(self) -> str:
