@@ -196,6 +196,8 @@ class LiveReplySink:
         self._start, self._head, self._waste = 0, "", 0
         self._live: _Live | None = None
         self._first_ts: str | None = None
+        self._posted: list[str] = []  # every message of this answer, in order
+        self._correction: str | None = None  # a final text that does not extend the stream
         self._messages = 0
         self._last_shown_at = float("-inf")
         self._sending = False
@@ -229,7 +231,7 @@ class LiveReplySink:
         self._ensure_pump(indicate=False)
 
     async def finish(self, text: str) -> str | None:
-        self._reconcile(text)
+        self._reconcile(text, correct=True)
         if self._messages == 0 and self._live is None and not normalise(self._raw):
             self._raw = EMPTY_ANSWER
         if isinstance(self._error, TurnStopped):
@@ -314,7 +316,10 @@ class LiveReplySink:
                 except _Expired:
                     logger.info("native stream expired; continuing in a new message")
                     self._abandon_live()
-            await self._deliver_final()
+            if self._correction is not None:
+                await self._rewrite(self._correction)
+            else:
+                await self._deliver_final()
         except (DeliveryError, TurnStopped) as exc:
             self._error = exc
         except Exception as exc:  # never lose a failure inside the task
@@ -371,6 +376,63 @@ class LiveReplySink:
                 self._deadline = max(
                     self._deadline, asyncio.get_running_loop().time() + RESCUE_WAIT
                 )
+
+    async def _rewrite(self, text: str) -> None:
+        """The final text replaces the streamed draft: each message of the answer gets its
+        chunk (``chat.update``), extra chunks are posted, messages left over are deleted."""
+        logger.info("the final answer differs from the streamed text; correcting the messages")
+        channel = self._message.channel_id
+        deadline = self._deadline
+        live = self._live
+        if live is not None and live.native:
+            # End the stream as it stands; its message is then rewritten like any other.
+            with contextlib.suppress(_Expired, DeliveryError):
+                await self._call(
+                    "chat.stopStream", lambda: {"channel": channel, "ts": live.ts},
+                    Priority.FINAL, deadline,
+                )  # fmt: skip
+            self._budget_stream_closed()
+        self._live = None
+        # Nothing is noted for a restart while rewriting: the held text is the final one, and
+        # a resume posts it whole rather than guess which draft message holds what.
+        if self._journal is not None:
+            self._start, self._head, self._waste = 0, "", 0
+            await self._record()
+        chunks = chunk_markdown(normalise(text) or EMPTY_ANSWER, limit=self._limit)
+        posted = list(self._posted)
+
+        def arguments(**values: Any) -> Callable[[], dict[str, Any]]:
+            return lambda: {"channel": channel, **values}
+
+        try:
+            for index, chunk in enumerate(chunks):
+                payload = message_payload(chunk.text)
+                if index < len(posted):
+                    await self._call(
+                        "chat.update", arguments(ts=posted[index], **payload), Priority.FINAL,
+                        deadline,
+                    )  # fmt: skip
+                    continue
+                response = await self._call(
+                    "chat.postMessage",
+                    arguments(
+                        thread_ts=self._message.thread_ts,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                        **payload,
+                    ),
+                    Priority.FINAL,
+                    deadline,
+                    channel=channel,
+                )
+                self._posted.append(str(response["ts"]))
+                self._first_ts = self._first_ts or str(response["ts"])
+            for ts in posted[len(chunks) :]:
+                await self._call("chat.delete", arguments(ts=ts), Priority.FINAL, deadline)
+        except _Expired as exc:
+            raise DeliveryError(
+                "the answer could not be corrected within the deadline", code="ratelimited"
+            ) from exc
 
     # --- one Slack call --------------------------------------------------------------------
     def _text(self) -> str:
@@ -577,6 +639,7 @@ class LiveReplySink:
     def _opened(self, ts: str, *, native: bool, shown: str) -> None:
         self._live = _Live(ts, native, shown)
         self._messages += 1
+        self._posted.append(ts)
         self._first_ts = self._first_ts or ts
 
     def _advance(self, chunk: Chunk) -> None:
@@ -598,12 +661,16 @@ class LiveReplySink:
         self._head = reopen_at(text, self._start, limit=self._limit) if shown_body else self._head
         self._live = None
 
-    def _reconcile(self, text: str) -> None:
-        """Make sure everything in ``text`` gets shown, once."""
+    def _reconcile(self, text: str, *, correct: bool = False) -> None:
+        """Make sure everything in ``text`` gets shown, once. With ``correct``, a final text
+        that does not extend what was streamed (a relay streamed reasoning as answer text)
+        replaces it: the final response's text wins."""
         if text.startswith(self._raw):
             self._raw = text
+        elif text and correct:
+            self._correction = text
         elif text:
-            logger.warning("final answer differs from the streamed text; keeping the stream")
+            logger.warning("the text differs from the streamed text; keeping the stream")
 
     async def _record(self) -> None:
         if self._journal is None:

@@ -3,7 +3,9 @@ at the end, Slack's limits and rate budgets respected, broken streams explained.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import pytest
 
@@ -240,3 +242,50 @@ async def test_a_user_stop_cancels_the_model_call_and_keeps_the_chain(bot: BotUn
     await bot.reply("next", thread_ts=root)
     await bot.wait_replies("C1", root, 4)
     assert bot.model_bodies()[-1]["previous_response_id"] == bot.model.response_ids[0]
+
+
+def _sse(*events: dict[str, Any]) -> str:
+    return "".join(f"data: {json.dumps(event)}\n\n" for event in events)
+
+
+@pytest.mark.parametrize(
+    ("draft", "final"),
+    [
+        pytest.param("thinking aloud " * 1500, "Short final.", id="long-draft-short-final"),
+        pytest.param(
+            "Short draft.",
+            ("Long final paragraph. " * 40 + "\n\n") * 20,
+            id="short-draft-long-final",
+        ),
+    ],
+)
+@pytest.mark.parametrize("native", [True, False], ids=["native", "fallback"])
+async def test_the_final_text_replaces_a_streamed_draft_across_messages(
+    start_bot: StartBot, draft: str, final: str, native: bool
+) -> None:
+    """A relay streams one text (reasoning flattened into the answer) and finishes with
+    another: the thread ends up showing exactly the final text, in as many messages as it
+    needs, none left over."""
+    bot = await start_bot(slack_native_streaming=native)
+    pieces = [draft[i : i + 2000] for i in range(0, len(draft), 2000)]
+    output = [{"type": "message", "content": [{"type": "output_text", "text": final}]}]
+    bot.model.raw(
+        _sse(
+            {"type": "response.created", "response": {"id": "resp_relay", "status": "in_progress"}},
+            *({"type": "response.output_text.delta", "delta": piece} for piece in pieces),
+            {
+                "type": "response.completed",
+                "response": {"id": "resp_relay", "status": "completed", "output": output},
+            },
+        )
+    )
+    ts, _ = await bot.mention("go")
+    await bot.wait_replies("C1", ts, 1, timeout=20)
+
+    shown_texts = [shown(m) for m in bot.slack.bot_replies("C1", ts)]
+    # (Trailing whitespace is not shown by Slack, and not sent.)
+    assert "".join(shown_texts).replace("\n", "") == final.rstrip().replace("\n", "")
+    assert all(len(text) <= 12_000 for text in shown_texts)
+    assert len(shown_texts) == (1 if len(final) < 12_000 else 2)
+    [turn] = await bot.turns("C1", ts)
+    assert (turn.status, turn.response_id) == ("completed", "resp_relay")
