@@ -215,6 +215,9 @@ class LiveReplySink:
 
     # --- ReplySink -----------------------------------------------------------------------
     async def started(self) -> None:
+        # Resolved here, not in the pump: a workspace that removed the app fails the turn
+        # before any model call (``WorkspaceNotInstalled``).
+        self._client = await self._workspaces.client(self._message.team_id)
         self._ensure_pump(indicate=True)
 
     async def reasoning(self) -> None:
@@ -292,7 +295,8 @@ class LiveReplySink:
 
     async def _pump(self, *, indicate: bool) -> None:
         try:
-            self._client = await self._workspaces.client(self._message.team_id)
+            if self._client is None:
+                self._client = await self._workspaces.client(self._message.team_id)
             if indicate and self._resumed is None:
                 await self._indicate()
             while self._final is None:
