@@ -314,6 +314,16 @@ class ConversationStore(Protocol):
 
     async def restart_chain(self, *, turn_id: int, previous_response_id: str | None) -> None: ...
 
+    async def hold_answer(
+        self,
+        *,
+        turn_id: int,
+        text: str,
+        response_id: str,
+        usage: TokenUsage,
+        first_token_at: datetime | None = None,
+    ) -> None: ...
+
 
 class _Attempt:
     """Collects one model call's stream into the sink and remembers what arrived."""
@@ -675,8 +685,21 @@ class ConversationService:
             return TurnOutcome.FAILED
 
         usage = _token_usage(result)
+        # Kept with the turn until Slack holds the whole answer, so a restart delivers it. A
+        # safety net: if the database refuses it, the answer is still delivered now.
+        final_text = attempt.prefix + result.text + attempt.suffix
         try:
-            reply_ts = await sink.finish(attempt.prefix + result.text + attempt.suffix)
+            await self._store.hold_answer(
+                turn_id=turn.turn_id,
+                text=final_text,
+                response_id=result.response_id,
+                usage=usage,
+                first_token_at=attempt.first_token_at,
+            )
+        except StorageError as exc:
+            logger.warning("could not hold the answer: %s", exc.code, extra=log_extra)
+        try:
+            reply_ts = await sink.finish(final_text)
         except DeliveryError as exc:
             logger.error("answer could not be delivered to Slack: %s", exc.code, extra=log_extra)
             await self._store.fail_turn(

@@ -195,6 +195,15 @@ class Metrics:
             registry=r,
         )
 
+        self.slack_queue_wait_seconds = Histogram(
+            "slackbot_slack_queue_wait_seconds",
+            "Time a Slack Web API call waited for its slot in the workspace's rate budget, by "
+            "method and priority (first, final, normal, update); 429s waited out included.",
+            ["method", "priority"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -208,6 +217,11 @@ class Metrics:
 
     def transcript_switched(self, source: str) -> None:
         self.transcript_switches.labels(source=source).inc()
+
+    def slack_queue_waited(self, method: str, priority: object, seconds: float) -> None:
+        """A ``WaitObserver`` for the Slack rate budgets (``bot.slack.budget``)."""
+        name = getattr(priority, "name", str(priority)).lower()
+        self.slack_queue_wait_seconds.labels(method=method, priority=name).observe(seconds)
 
     def lock_waited(self, lock: str) -> Callable[[float], None]:
         """An ``on_wait`` callback for ``KeyedLocks`` / ``TimedThreadLocks``."""

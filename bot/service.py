@@ -22,10 +22,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import StoredChannelSettings
@@ -43,6 +40,8 @@ from bot.settings import Settings
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
+from bot.slack.budget import RateBudgets
+from bot.slack.client import ScheduledWebClient, UnscheduledRateLimitRetry
 from bot.slack.commands import SettingsCommands
 from bot.slack.context import SlackContext
 from bot.slack.context_guard import GuardedContext
@@ -50,6 +49,7 @@ from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
 from bot.slack.oauth import build_oauth_settings
+from bot.slack.resume import resume_held_answers
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
 from bot.thread_locks import KeyedLocks
@@ -84,11 +84,14 @@ def make_slack_client(
     anonymous: bool = False,
     retry_rate_limits: bool = True,
     metrics: Metrics | None = None,
+    budgets: RateBudgets | None = None,
 ) -> AsyncWebClient:
     """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
-    429s retried after ``Retry-After`` unless ``retry_rate_limits`` is off (the stream
-    client: a rate-limited ``chat.startStream`` should fall back at once, not wait). With
-    ``metrics``, every request and 429 is counted by method (the observer goes first).
+    every text it posts cleared of broadcast mentions (``ScheduledWebClient``). With
+    ``budgets`` (the service's), every call is scheduled in its workspace's rate budget and
+    429s go back to that budget; without, 429s are retried after ``Retry-After`` unless
+    ``retry_rate_limits`` is off. With ``metrics``, every request and 429 is counted by
+    method (the observer goes first).
 
     The token is ``token`` (a workspace's installation), else ``SLACK_BOT_TOKEN``;
     ``anonymous`` makes a client with no token (Bolt's in a multi-workspace install)."""
@@ -101,9 +104,11 @@ def make_slack_client(
         token = settings.slack_bot_token.get_secret_value()
     handlers: list[Any] = [SlackApiObserver(metrics)] if metrics is not None else []
     handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=2))
-    if retry_rate_limits:
-        handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
-    return AsyncWebClient(
+    if retry_rate_limits or budgets is not None:
+        # Only requests outside any budget use it (Bolt's per-request clients copy it).
+        handlers.append(UnscheduledRateLimitRetry(max_retry_count=3))
+    return ScheduledWebClient(
+        budget=budgets.for_token(token) if budgets is not None and token else None,
         token=token,
         base_url=settings.slack_api_url,
         timeout=30,
@@ -119,6 +124,9 @@ class Service:
         self.settings = settings
         self.shutdown_grace = settings.shutdown_grace if shutdown_grace is None else shutdown_grace
         self.metrics = Metrics()
+        self.budgets = RateBudgets(
+            share=1.0 / settings.slack_replicas, on_wait=self.metrics.slack_queue_waited
+        )
         self.tracker = TurnTracker()
         # This process among replicas: the owner of the messages it accepts.
         self.replica_id = f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -146,7 +154,9 @@ class Service:
         oauth_settings: AsyncOAuthSettings | None = None
         if settings.oauth_enabled:
             # Multi-workspace install: tokens come from the installations the OAuth flow saves.
-            slack = make_slack_client(settings, anonymous=True, metrics=self.metrics)
+            slack = make_slack_client(
+                settings, anonymous=True, metrics=self.metrics, budgets=self.budgets
+            )
             assert settings.slack_client_id is not None
             assert settings.slack_client_secret is not None
             oauth_settings = await build_oauth_settings(
@@ -160,11 +170,15 @@ class Service:
             self.workspaces = WorkspaceClients.installed(
                 installation_store=oauth_settings.installation_store,
                 factory=lambda token, retry_rate_limits=True: make_slack_client(
-                    settings, token=token, retry_rate_limits=retry_rate_limits, metrics=self.metrics
+                    settings,
+                    token=token,
+                    retry_rate_limits=retry_rate_limits,
+                    metrics=self.metrics,
+                    budgets=self.budgets,
                 ),
             )
         else:
-            slack = make_slack_client(settings, metrics=self.metrics)
+            slack = make_slack_client(settings, metrics=self.metrics, budgets=self.budgets)
             try:
                 self.identity = await fetch_identity(slack)
             except SlackApiError as exc:
@@ -178,7 +192,7 @@ class Service:
                 identity=self.identity,
                 client=slack,
                 stream_client=make_slack_client(
-                    settings, retry_rate_limits=False, metrics=self.metrics
+                    settings, retry_rate_limits=False, metrics=self.metrics, budgets=self.budgets
                 ),
             )
 
@@ -218,26 +232,32 @@ class Service:
             settings.database_url, wait_seconds=settings.thread_lock_wait
         )
         self._cleanup.append(self.thread_locks.aclose)
+        locks = KeyedLocks(on_wait=self.metrics.lock_waited("process"))
+        users = UserDirectory(self.workspaces)  # display names and admin checks share it
+        sinks = LiveReplySinks(
+            workspaces=self.workspaces,
+            native_streaming=settings.slack_native_streaming,
+            flush_interval=settings.stream_update_interval,
+            final_deadline=settings.slack_final_deadline,
+            journal=self.store,
+        )
         self.conversation = ConversationService(
             intake=self.intake,
             replica_id=self.replica_id,
-            locks=KeyedLocks(on_wait=self.metrics.lock_waited("process")),
+            locks=locks,
             thread_locks=TimedThreadLocks(self.thread_locks, self.metrics.lock_waited("database"))
             if self.thread_locks.distributed
             else None,
             store=self.store,
             model=InstrumentedModelClient(model, self.metrics),
-            sinks=LiveReplySinks(
-                workspaces=self.workspaces,
-                native_streaming=settings.slack_native_streaming,
-                flush_interval=settings.stream_update_interval,
-            ),
+            sinks=sinks,
             context=GuardedContext(
                 SlackContext(
                     workspaces=self.workspaces,
-                    users=UserDirectory(self.workspaces),
+                    users=users,
                     files=files,
                     history_chars=settings.thread_context_chars,
+                    max_file_bytes=settings.file_max_bytes,
                 )
             ),
             identity_salt=settings.identity_salt,
@@ -248,7 +268,9 @@ class Service:
             transcript_chars=settings.thread_context_chars,
             on_recovery=self.metrics.conversation_recovered,
         )
-        admins = AdminPolicy(workspaces=self.workspaces, admin_user_ids=settings.admin_ids)
+        admins = AdminPolicy(
+            workspaces=self.workspaces, admin_user_ids=settings.admin_ids, users=users
+        )
         catalogue = ModelCatalogue(list_models=model.list_models, allowed=settings.allowed_models)
         socket_mode = settings.effective_mode == "socket"
         signing_secret = settings.slack_signing_secret
@@ -280,6 +302,17 @@ class Service:
             catalogue=catalogue,
             store=self.store,
             verify_requests=not socket_mode,
+        )
+        # Answers the model finished but Slack did not hold whole: their threads' locks are
+        # taken now (before any event, so a follow-up waits for them) and they are finished in
+        # the background.
+        self._cleanup.append(
+            await resume_held_answers(
+                store=self.store,
+                sinks=sinks,
+                locks=locks,
+                thread_locks=self.thread_locks if self.thread_locks.distributed else None,
+            )
         )
         # What a previous run left: listed now (two quick queries, however many), handled once
         # the service listens, so /healthz and new events never wait for it.

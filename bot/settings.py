@@ -114,6 +114,11 @@ class Settings(StorageSettings):
     admin_user_ids: CommaList = ()
     slack_native_streaming: bool = True
     stream_update_interval: float = Field(default=1.0, ge=0.1, le=10)
+    slack_final_deadline: float = Field(default=600.0, ge=1, le=3600)
+    """Seconds an answer's final text is retried against Slack's rate limits before the rest
+    goes in a new message."""
+    slack_replicas: int = Field(default=1, ge=1, le=100)
+    """Replicas sharing one Slack app: each schedules its calls within 1/N of every budget."""
 
     # Model endpoint
     openai_base_url: str = "https://api.xiexus.cn/v1"

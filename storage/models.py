@@ -279,6 +279,27 @@ class SettingsAudit(Base):
     """When the change was committed (with the settings row's ``updated_at``)."""
 
 
+class HeldAnswer(Base):
+    """The final text of an answer that Slack does not hold whole yet.
+
+    Kept from the moment the model finished until Slack has every message (the row goes
+    when the turn closes), so that a restart finishes delivering it instead of losing it.
+    """
+
+    __tablename__ = "held_answers"
+
+    turn_id: Mapped[int] = mapped_column(
+        ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True
+    )
+    """The turn the answer belongs to (still ``pending``)."""
+    text: Mapped[str] = mapped_column(Text)
+    """The whole answer as it must appear in Slack (notices included)."""
+    delivery: Mapped[str | None] = mapped_column(Text)
+    """JSON: which message was being finished and where in ``text`` it starts."""
+    held_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the model finished."""
+
+
 class EventClaim(Base):
     """A processed-event marker: the first process to insert a key owns the event."""
 

@@ -21,6 +21,7 @@ __all__ = [
     "Acceptance",
     "CapabilityRecord",
     "ChannelSettingsRecord",
+    "HeldAnswerRecord",
     "LimitKind",
     "LimitReached",
     "PruneCounts",
@@ -108,6 +109,24 @@ class AbandonedTurn:
     channel_id: str
     thread_ts: str
     user_ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAnswerRecord:
+    """An answer the model finished that Slack does not hold whole yet (see
+    ``storage.held_answers``)."""
+
+    turn_id: int
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    user_ts: str
+    user_id: str
+    text: str
+    delivery: str | None
+    response_id: str
+    usage: TokenUsage
+    first_token_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ Where each job lives (one module each, one small class each):
 * ``storage.usage``: token usage and usage reports
 * ``storage.retention``: pruning old history
 * ``storage.claims``: event claims (each Slack event handled once)
+* ``storage.held_answers``: finished answers Slack does not hold whole yet
 * ``storage.health``: ping and schema check
 * ``storage.units``: the units of work they all run in
 * ``storage.records``: the records they return (SQLAlchemy-free)
@@ -27,8 +28,10 @@ from storage.channel_settings import ChannelSettingsStore
 from storage.claims import EventClaims
 from storage.errors import TurnNotFoundError as TurnNotFoundError
 from storage.health import Health
+from storage.held_answers import HeldAnswers
 from storage.records import AbandonedTurn as AbandonedTurn
 from storage.records import ChannelSettingsRecord as ChannelSettingsRecord
+from storage.records import HeldAnswerRecord as HeldAnswerRecord
 from storage.records import PruneCounts as PruneCounts
 from storage.records import SettingsAuditRecord as SettingsAuditRecord
 from storage.records import ThreadRecord as ThreadRecord
@@ -60,6 +63,7 @@ class Store:
         self.health = Health(self.units)
         self.claims = EventClaims(self.units)
         self.threads = Threads(self.units)
+        self.held_answers = HeldAnswers(self.units)
         self.channel_settings = ChannelSettingsStore(self.units)
         self.usage = UsageReports(self.units)
         self.retention = Retention(self.units, claims=self.claims)
@@ -81,6 +85,11 @@ class Store:
         self.close_abandoned_turns = self.threads.close_abandoned_turns
         self.get_turn = self.threads.get_turn
         self.list_turns = self.threads.list_turns
+
+        self.hold_answer = self.held_answers.hold_answer
+        self.record_delivery = self.held_answers.record_delivery
+        self.list_held_answers = self.held_answers.list_held_answers
+        self.is_held = self.held_answers.is_held
 
         self.get_channel_settings = self.channel_settings.get_channel_settings
         self.update_channel_settings = self.channel_settings.update_channel_settings

@@ -12,12 +12,13 @@ import dataclasses
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import TurnNotFoundError
-from storage.models import Thread, Turn, utcnow
+from storage.held_answers import is_held_clause
+from storage.models import HeldAnswer, Thread, Turn, utcnow
 from storage.records import (
     AbandonedTurn,
     ThreadRecord,
@@ -179,6 +180,8 @@ class Threads:
                 .where(Thread.id == thread_id)
                 .values(head_response_id=response_id, updated_at=now)
             )
+            # Slack holds the whole answer now: nothing is left to deliver.
+            await session.execute(delete(HeldAnswer).where(HeldAnswer.turn_id == turn_id))
 
     async def fail_turn(
         self,
@@ -224,6 +227,7 @@ class Threads:
                 if only_if_pending and started_at is not None:
                     return False
                 raise TurnNotFoundError(turn_id)
+            await session.execute(delete(HeldAnswer).where(HeldAnswer.turn_id == turn_id))
             return True
 
     async def list_pending_turns(self) -> list[AbandonedTurn]:
@@ -365,7 +369,8 @@ async def _pending_turns(session: AsyncSession) -> list[AbandonedTurn]:
         await session.execute(
             select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
             .join(Thread, Thread.id == Turn.thread_id)
-            .where(Turn.status == TurnStatus.PENDING.value)
+            # A turn with a held answer is not lost: the start-up delivers it (bot.slack.resume).
+            .where(Turn.status == TurnStatus.PENDING.value, ~is_held_clause())
             .order_by(Turn.id)
         )
     ).all()

@@ -1,8 +1,9 @@
 """Who may change settings: workspace admins and owners (``users.info``), and
 ``ADMIN_USER_IDS``. Checked on the server for every change, whatever the payload claims.
 
-``users.info`` answers are cached for a few minutes: a settings session (command, modal,
-submission) asks several times within seconds, and a demoted admin loses rights within minutes.
+``users.info`` answers come through the shared ``UserDirectory``: cached for a few minutes
+per workspace (a settings session asks several times within seconds, and a demoted admin
+loses rights within minutes) and coalesced (one call in flight per person).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-
-from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+from bot.slack.users import UserDirectory, UserLookupFailed
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["AdminPolicy"]
 
@@ -26,14 +26,12 @@ class AdminPolicy:
         *,
         workspaces: WorkspaceClients,
         admin_user_ids: Iterable[str] = (),
+        users: UserDirectory | None = None,
         ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._workspaces = workspaces
         self._listed = frozenset(admin_user_ids)
-        self._ttl = ttl
-        self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._users = users or UserDirectory(workspaces, ttl=ttl, clock=clock)
 
     @property
     def listed(self) -> frozenset[str]:
@@ -44,24 +42,13 @@ class AdminPolicy:
         workspace's bot token)."""
         if user_id in self._listed:
             return True
-        cached = self._cache.get((team_id, user_id))
-        now = self._clock()
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
         try:
-            client = await self._workspaces.client(team_id)
-            response = await client.users_info(user=user_id)
-        except (SlackApiError, SlackClientError, WorkspaceNotInstalled) as exc:
+            user = await self._users.info(user_id, team_id=team_id)
+        except UserLookupFailed as failed:
             # Fail closed: without an answer from Slack nobody outside ADMIN_USER_IDS may change.
-            reason = (
-                exc.response.get("error") if isinstance(exc, SlackApiError) else None
-            ) or type(exc).__name__
-            logger.warning("users.info failed while checking an admin: %s", reason)
+            logger.warning("users.info failed while checking an admin: %s", failed.reason)
             return False
-        user = response.get("user") or {}
-        allowed = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
-        self._cache[(team_id, user_id)] = (now, allowed)
-        return allowed
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     def who_can_change(self) -> str:
         """The sentence a refused user reads."""

@@ -4,13 +4,25 @@ into input items (``replay``: attachments are read again from Slack's file hosts
 
 Every message goes through the same conversion: Slack markup to plain text with display names,
 the author's name in front (in channels; not in DMs), attachments to input parts. The thread is
-read with ``conversations.replies`` (all pages); the newest earlier messages are kept first,
-within a character budget.
+read with ``conversations.replies``; the newest earlier messages are kept first, within a
+character budget.
+
+One message cannot make the bot call Slack without bound (each cap keeps the NEWEST):
+
+* at most ``MAX_PAGES`` pages of the thread are read, and at most ``max_messages`` earlier
+  messages are converted;
+* display names: at most ``MAX_NAME_LOOKUPS`` people not already cached are looked up per
+  message, and per rebuilt thread; the others are shown by their id;
+* attachments of earlier messages: at most ``max_thread_files`` files and
+  ``max_thread_bytes`` bytes (by Slack's declared sizes) in all; older ones are named, unread.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bot.conversation import IncomingMessage, TurnInput
@@ -18,14 +30,25 @@ from bot.slack.events import HUMAN_SUBTYPES, strip_mention
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity
 from bot.slack.markup import mentioned_user_ids, text_from_blocks, to_plain_text
-from bot.slack.users import UserDirectory
+from bot.slack.users import Allowance, UserDirectory
 from bot.slack.workspaces import WorkspaceClients
 from storage.conversation_state import TranscriptRecord
 
 __all__ = ["SlackContext"]
 
+logger = logging.getLogger(__name__)
+
 PAGE_SIZE = 200
-MAX_PAGES = 50  # a runaway pagination cannot loop forever
+MAX_PAGES = 10
+"""Pages of ``conversations.replies`` read per turn (Tier 3, and 1 a minute for some apps)."""
+MAX_NAME_LOOKUPS = 25
+"""People not yet cached whose names one message (or one rebuilt thread) may look up."""
+
+
+@dataclass
+class _FileAllowance:
+    files: int
+    bytes: int
 
 
 class SlackContext:
@@ -36,11 +59,19 @@ class SlackContext:
         users: UserDirectory,
         files: FileReader,
         history_chars: int = 40_000,
+        max_messages: int = 200,
+        max_thread_files: int = 10,
+        max_thread_bytes: int = 20 * 1024 * 1024,
+        max_file_bytes: int = 10 * 1024 * 1024,
     ) -> None:
         self._workspaces = workspaces
         self._users = users
         self._files = files
         self._history_chars = history_chars
+        self._max_messages = max_messages
+        self._max_thread_files = max_thread_files
+        self._max_thread_bytes = max_thread_bytes
+        self._max_file_bytes = max_file_bytes
 
     async def current(self, message: IncomingMessage) -> TurnInput:
         item, notices = await self._user_item(
@@ -49,21 +80,26 @@ class SlackContext:
             files=message.files,
             attribute=not message.is_direct,
             team_id=message.team_id,
+            names=Allowance(MAX_NAME_LOOKUPS),
         )
         return TurnInput(items=[item], notices=notices)
 
     async def earlier(self, message: IncomingMessage) -> TurnInput:
         """The thread's messages before ``message``, oldest first, newest kept first within
         the budget."""
-        raw = [
-            m for m in await self._replies(message) if _ts_key(m.get("ts")) < _ts_key(message.ts)
-        ]
+        raw = await self._replies(message)
         identity = await self._workspaces.identity(message.team_id)
+        names = Allowance(MAX_NAME_LOOKUPS)
+        files = _FileAllowance(self._max_thread_files, self._max_thread_bytes)
         kept: list[dict[str, Any]] = []
         used = 0
         for entry in reversed(raw):
             item = await self._history_item(
-                entry, attribute=not message.is_direct, identity=identity
+                entry,
+                attribute=not message.is_direct,
+                identity=identity,
+                names=names,
+                files=files,
             )
             if item is None:
                 continue
@@ -99,8 +135,10 @@ class SlackContext:
         return TurnInput(items=items, notices=[])
 
     async def _replies(self, message: IncomingMessage) -> list[dict[str, Any]]:
+        """The newest ``max_messages`` messages before ``message`` among the first
+        ``MAX_PAGES`` pages of the thread, oldest first."""
         client = await self._workspaces.client(message.team_id)
-        result: list[dict[str, Any]] = []
+        newest: deque[dict[str, Any]] = deque(maxlen=self._max_messages)
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             kwargs: dict[str, Any] = {
@@ -111,14 +149,27 @@ class SlackContext:
             if cursor:
                 kwargs["cursor"] = cursor
             page = await client.conversations_replies(**kwargs)
-            result.extend(m for m in page.get("messages") or [] if isinstance(m, dict))
+            newest.extend(
+                m
+                for m in page.get("messages") or []
+                if isinstance(m, dict) and _ts_key(m.get("ts")) < _ts_key(message.ts)
+            )
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 break
-        return result
+        else:
+            if cursor:
+                logger.info("thread longer than %d pages: reading the first ones", MAX_PAGES)
+        return list(newest)
 
     async def _history_item(
-        self, raw: Mapping[str, Any], *, attribute: bool, identity: BotIdentity
+        self,
+        raw: Mapping[str, Any],
+        *,
+        attribute: bool,
+        identity: BotIdentity,
+        names: Allowance,
+        files: _FileAllowance,
     ) -> dict[str, Any] | None:
         is_ours = raw.get("user") == identity.user_id or (
             identity.bot_id is not None and raw.get("bot_id") == identity.bot_id
@@ -132,15 +183,39 @@ class SlackContext:
         if not isinstance(user_id, str):
             return None
         text = str(raw.get("text") or "") or text_from_blocks(raw.get("blocks") or [])
-        files = [f for f in raw.get("files") or [] if isinstance(f, dict)]
+        attached = [f for f in raw.get("files") or [] if isinstance(f, dict)]
+        readable, skipped = self._within(attached, files)
+        if skipped:
+            listed = ", ".join(str(f.get("name") or f.get("title") or "a file") for f in skipped)
+            text += f"\n[not read, over this turn's attachment limit: {listed}]"
         item, _ = await self._user_item(
             text=strip_mention(text, identity.user_id),
             user_id=user_id,
-            files=files,
+            files=readable,
             attribute=attribute,
             team_id=identity.team_id,
+            names=names,
         )
         return item
+
+    def _within(
+        self, attached: list[dict[str, Any]], allowance: _FileAllowance
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The files that still fit the turn's attachment caps (newest messages come first),
+        and the rest. A file with no declared size counts as the largest one allowed."""
+        readable: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        for file in attached:
+            size = file.get("size")
+            cost = size if isinstance(size, int) and size >= 0 else self._max_file_bytes
+            cost = min(cost, self._max_file_bytes)
+            if allowance.files >= 1 and cost <= allowance.bytes:
+                allowance.files -= 1
+                allowance.bytes -= cost
+                readable.append(file)
+            else:
+                skipped.append(file)
+        return readable, skipped
 
     async def _user_item(
         self,
@@ -150,14 +225,17 @@ class SlackContext:
         files: Sequence[Mapping[str, Any]],
         attribute: bool,
         team_id: str,
+        names: Allowance,
     ) -> tuple[dict[str, Any], list[str]]:
-        ids = mentioned_user_ids(text)
-        names = await self._users.names([*ids, user_id] if attribute else ids, team_id=team_id)
-        plain = to_plain_text(text, names).strip()
+        # The author first, then the people mentioned: beyond the allowance, ids are shown.
+        wanted = [user_id, *mentioned_user_ids(text)] if attribute else mentioned_user_ids(text)
+        known = await self._users.names(wanted, team_id=team_id, allowance=names)
+        plain = to_plain_text(text, known).strip()
         if not plain and not files:
             plain = "(mentioned you without writing anything else)"
         if attribute:
-            plain = f"{names[user_id]}: {plain}" if plain else f"{names[user_id]}:"
+            author = known.get(user_id, user_id)
+            plain = f"{author}: {plain}" if plain else f"{author}:"
         read = await self._files.read(files, team_id=team_id) if files else None
         if read is None or not read.parts:
             content: str | list[dict[str, Any]] = plain

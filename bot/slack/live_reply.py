@@ -1,28 +1,47 @@
 """A turn's answer as the user watches it: status at once, then text that grows, then the
 exact whole answer, split over several messages only when one cannot hold it.
 
-Two ways to show growing text:
-- Slack's native text streaming (``chat.startStream`` / ``appendStream`` / ``stopStream``).
-  startStream and stopStream are Tier 2 (~20 per minute per workspace), so a shared
-  ``StreamBudget`` reserves both calls before a stream starts; when it is spent, or Slack
-  refuses the stream, the answer uses the fallback instead of failing.
-- The fallback: ``chat.postMessage`` then ``chat.update``.
+The model is never made to wait for Slack: ``delta`` only adds to the text, and one delivery
+task per answer (the pump) shows it, one Slack call at a time, each waiting for its slot in
+the workspace's rate budget (``bot.slack.budget``) at the priority of what it carries:
 
-Either way updates are coalesced: a message changes at most once per ``flush_interval``
-(about once a second). A native stream that expires (``message_not_in_streaming_state``)
-keeps what it showed and the rest continues in a fallback message: nothing lost, nothing twice.
+1. the **first visible text** goes as soon as the first delta arrives (``Priority.FIRST``);
+2. **intermediate updates** follow at most once per ``flush_interval``, each asking for a slot
+   at ``Priority.UPDATE`` and sending the LATEST text when the slot comes, so under load every
+   message gets its fair share of what the budget has left, down to none;
+3. the **final text** (``Priority.FINAL``) replaces a pending update; a 429 is waited out
+   until ``final_deadline`` (10 minutes by default). If the message cannot be finished by then,
+   the rest of the answer goes in a new message. ``finish`` returns only once Slack holds the
+   whole answer.
+
+Two ways to show growing text:
+- Slack's native streaming (``chat.startStream`` / ``appendStream`` / ``stopStream``), chosen
+  per answer only when the Tier-2 budget has a start slot now and a stop slot for every stream
+  open (``RateBudget.try_open_stream``), so neither call is refused for rate; a refused or
+  expired stream continues in the fallback without losing or repeating text;
+- the fallback: ``chat.postMessage`` then ``chat.update`` with the whole message each time.
+
+Every message is a chunk of the one splitter (``render.chunk_markdown``): an answer of ``n``
+characters takes at most ``ceil(n / limit) + 2`` messages, whatever the model writes. Text is
+sent only up to where a broadcast mention could still be completed by the next delta
+(``render.stream_safe_length``); the client neutralises the mentions themselves.
+
+While the final text is delivered, the sink notes each message it opens in a
+``DeliveryJournal`` (the turn's row), so that after a restart ``resume`` can finish the same
+messages instead of posting the answer twice.
 
 Every Slack failure leaves as ``DeliveryError``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
-import re
-import time
-from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -30,220 +49,118 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import IncomingMessage, TurnStopped
 from bot.errors import DeliveryError
-from bot.slack.render import MAX_MARKDOWN_CHARS, message_payload
+from bot.slack.budget import Priority, RateBudget, retry_after
+from bot.slack.client import ScheduledWebClient, scheduled_call, send_now
+from bot.slack.render import (
+    MAX_MARKDOWN_CHARS,
+    Chunk,
+    chunk_markdown,
+    live_room,
+    message_payload,
+    normalise,
+    reopen_at,
+    stream_payload,
+    stream_safe_length,
+)
 from bot.slack.workspaces import WorkspaceClients
 
-__all__ = ["LiveReplySink", "LiveReplySinks", "StreamBudget", "cut_for_message"]
+__all__ = ["DeliveryJournal", "LiveReplySink", "LiveReplySinks", "ResumeState"]
 
 logger = logging.getLogger(__name__)
 
-# Room kept free in every message for a closing code fence added at a split.
-_FENCE_RESERVE = 16
-MESSAGE_LIMIT = MAX_MARKDOWN_CHARS - _FENCE_RESERVE
+T = TypeVar("T")
+
+MESSAGE_LIMIT = MAX_MARKDOWN_CHARS
 EMPTY_ANSWER = "_(The model returned an empty answer.)_"
 THINKING_STATUS = "is thinking…"
 REASONING_STATUS = "is reasoning…"
 LOADING_MESSAGES = ["Reading the thread…", "Thinking it through…", "Writing an answer…"]
 WORKING_REACTION = "hourglass_flowing_sand"
+INDICATOR_WAIT = 60.0
+"""Seconds the status may wait for its slot. It is dropped, unsent, as soon as text is ready
+to show (a status set after the reply would linger), so under load it never delays text."""
+RESCUE_WAIT = 120.0
+"""Extra seconds for the new message that carries the rest when the deadline has passed."""
+SHUTDOWN_WAIT = 5.0
+"""Seconds a note may take when the turn is being cancelled by shutdown."""
 
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
-
-
-class StreamBudget:
-    """Per-workspace budget for Tier-2 stream methods: ``limit`` calls per ``window`` s.
-
-    A native stream costs two calls (start and stop), reserved together so a stream that
-    starts can always be stopped.
-    """
-
-    def __init__(
-        self, *, limit: int = 18, window: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._calls: dict[str, deque[float]] = {}
-
-    def try_reserve(self, team_id: str, calls: int = 2) -> bool:
-        now = self._clock()
-        history = self._calls.setdefault(team_id, deque())
-        while history and now - history[0] >= self._window:
-            history.popleft()
-        if len(history) + calls > self._limit:
-            return False
-        history.extend([now] * calls)
-        return True
+_SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError)
 
 
-def cut_for_message(text: str, *, limit: int, keep: int = 0) -> tuple[str, str]:
-    """Split ``text`` (longer than ``limit``) into what fits in this message and the rest.
+class DeliveryJournal(Protocol):
+    """Where a final answer's progress is noted (the turn's row), keyed by the user message."""
 
-    The cut falls after ``keep`` characters (already shown and not to be taken back), at the
-    last paragraph break, else line break, else space, else hard at ``limit``. A code fence
-    open at the cut is closed at the end of the first part and reopened (same opening line)
-    at the start of the rest, so a code block is never cut through.
-    """
-    window = text[:limit]
-    cut = -1
-    for separator in ("\n\n", "\n", " "):
-        found = window.rfind(separator, keep)
-        if found > keep:
-            cut = found + len(separator)
-            break
-    if cut <= keep:
-        cut = max(limit, keep)
-    first, rest = text[:cut], text[cut:]
-    opening = _open_fence(first)
-    if opening is not None:
-        marker = _FENCE.match(opening)
-        assert marker is not None
-        first = first + ("" if first.endswith("\n") else "\n") + marker.group(1)
-        rest = opening + "\n" + rest
-    return first, rest
+    async def record_delivery(
+        self, *, team_id: str, channel_id: str, user_ts: str, state: str
+    ) -> None: ...
 
 
-def _open_fence(text: str) -> str | None:
-    """The opening line of a code fence left open at the end of ``text``, if any."""
-    opening: str | None = None
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if match is None:
-            continue
-        if opening is None:
-            opening = line
-        else:
-            opener = _FENCE.match(opening)
-            assert opener is not None
-            fence = match.group(1)
-            closes = fence[0] == opener.group(1)[0] and len(fence) >= len(opener.group(1))
-            if closes and line.strip() == fence:
-                opening = None
-    return opening
+@dataclass(frozen=True)
+class ResumeState:
+    """Where a final answer's delivery was when the process stopped (``DeliveryJournal``)."""
+
+    ts: str | None
+    """The message being finished, if one was open."""
+    native: bool
+    start: int
+    head: str
+    waste: int
+    first_ts: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> ResumeState | None:
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(
+                ts=data.get("ts"),
+                native=bool(data.get("native")),
+                start=int(data.get("start", 0)),
+                head=str(data.get("head", "")),
+                waste=int(data.get("waste", 0)),
+                first_ts=data.get("first_ts"),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return None
 
 
 def _api_name(method: str) -> str:
-    """``chat_appendStream`` → ``chat.appendStream``, as Slack and its docs name it."""
     return method.replace("_", ".", 1)
 
 
-def _delivery_error(method: str, exc: Exception) -> DeliveryError:
+def _error_code(exc: Exception) -> str:
     if isinstance(exc, SlackApiError):
-        code = str(exc.response.get("error") or "slack_api_error")
-        return DeliveryError(f"{method} failed: {code}", code=code)
-    return DeliveryError(f"{method} failed: {type(exc).__name__}", code="slack_unreachable")
+        return str(exc.response.get("error") or "slack_api_error")
+    if isinstance(exc, TimeoutError):
+        return "ratelimited"
+    return "slack_unreachable"
 
 
-_SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError, TimeoutError)
+def _delivery_error(method: str, exc: Exception) -> DeliveryError:
+    code = _error_code(exc)
+    return DeliveryError(f"{method} failed: {code}", code=code)
 
 
-class _LiveMessage(Protocol):
-    ts: str | None
+@dataclass
+class _Live:
+    """The message that may still change."""
 
-    async def show(self, text: str) -> None:
-        """Make the message show ``text`` (which extends what it showed before)."""
-
-    async def close(self, text: str) -> None:
-        """Show ``text`` for good."""
-
-
-class _UpdatedMessage:
-    """The fallback: one ``chat.postMessage``, then ``chat.update`` with the full text."""
-
-    def __init__(self, client: AsyncWebClient, message: IncomingMessage) -> None:
-        self._client = client
-        self._message = message
-        self.ts: str | None = None
-        self._shown = ""
-
-    async def show(self, text: str) -> None:
-        if self.ts is not None and text == self._shown:
-            return
-        try:
-            if self.ts is None:
-                response = await self._client.chat_postMessage(
-                    channel=self._message.channel_id,
-                    thread_ts=self._message.thread_ts,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                    **message_payload(text),
-                )
-                self.ts = str(response["ts"])
-            else:
-                await self._client.chat_update(
-                    channel=self._message.channel_id, ts=self.ts, **message_payload(text)
-                )
-        except _SLACK_ERRORS as exc:
-            method = "chat.postMessage" if self.ts is None else "chat.update"
-            raise _delivery_error(method, exc) from exc
-        self._shown = text
-
-    async def close(self, text: str) -> None:
-        await self.show(text)
+    ts: str
+    native: bool
+    shown: str
+    """What it shows (the chunk's head included, before neutralisation)."""
 
 
-class _StreamUnavailable(Exception):
-    """Slack would not stream this message; use the fallback."""
+class _Expired(Exception):
+    """The message can no longer be changed (its stream expired, or see ``_TooLate``)."""
 
 
-class _StreamExpired(Exception):
-    """The native stream ended under us; ``shown`` is what it holds."""
-
-    def __init__(self, shown: str) -> None:
-        super().__init__("stream expired")
-        self.shown = shown
-
-
-class _NativeStream:
-    """Slack's native streaming: append-only text in one message."""
-
-    def __init__(self, client: AsyncWebClient, message: IncomingMessage) -> None:
-        self._client = client
-        self._message = message
-        self.ts: str | None = None
-        self._shown = ""
-        self.stopped = False
-
-    async def show(self, text: str) -> None:
-        addition = text[len(self._shown) :]
-        if self.ts is not None and not addition:
-            return
-        if self.ts is None:
-            try:
-                response = await self._client.chat_startStream(
-                    channel=self._message.channel_id,
-                    thread_ts=self._message.thread_ts,
-                    recipient_user_id=self._message.user_id,
-                    recipient_team_id=self._message.team_id,
-                    markdown_text=text,
-                )
-            except _SLACK_ERRORS as exc:
-                raise _StreamUnavailable(str(exc)) from exc
-            self.ts = str(response["ts"])
-        else:
-            await self._call("chat_appendStream", markdown_text=addition)
-        self._shown = text
-
-    async def close(self, text: str) -> None:
-        if self.ts is None:
-            await self.show(text)
-        addition = text[len(self._shown) :]
-        await self._call("chat_stopStream", **({"markdown_text": addition} if addition else {}))
-        self._shown = text
-
-    async def _call(self, method: str, **kwargs: Any) -> None:
-        try:
-            await getattr(self._client, method)(
-                channel=self._message.channel_id, ts=self.ts, **kwargs
-            )
-        except SlackApiError as exc:
-            if exc.response.get("error") == "message_not_in_streaming_state":
-                raise _StreamExpired(self._shown) from exc
-            if exc.response.get("error") == "stopped_by_user":
-                self.stopped = True
-                raise TurnStopped from exc
-            raise _delivery_error(_api_name(method), exc) from exc
-        except _SLACK_ERRORS as exc:
-            raise _delivery_error(_api_name(method), exc) from exc
+class _TooLate(_Expired):
+    """The call's deadline passed while it waited for its slot (429s included)."""
 
 
 class LiveReplySink:
@@ -254,239 +171,662 @@ class LiveReplySink:
         *,
         workspaces: WorkspaceClients,
         message: IncomingMessage,
-        budget: StreamBudget | None,
+        native_streaming: bool,
         flush_interval: float = 1.0,
         limit: int = MESSAGE_LIMIT,
-        clock: Callable[[], float] = time.monotonic,
+        final_deadline: float = 600.0,
+        journal: DeliveryJournal | None = None,
+        resume: ResumeState | None = None,
     ) -> None:
         self._workspaces = workspaces
-        self._clients: tuple[AsyncWebClient, AsyncWebClient] | None = None
         self._message = message
-        self._budget = budget
+        self._native_streaming = native_streaming
         self._flush_interval = flush_interval
         self._limit = limit
-        self._clock = clock
-        self._live: _LiveMessage | None = None
-        self._live_text = ""
-        self._pending = ""
-        self._streamed = ""  # every delta so far, to reconcile with the final text
-        self._correction: str | None = None  # a final text that differs from the stream
-        self._posted: list[str] = []  # every message of this answer, in order
+        self._final_deadline = final_deadline
+        self._journal = journal
+        self._client: AsyncWebClient | None = None
+        self._raw = ""  # every delta so far (and the final text once known)
+        self._final: str | None = None
+        self._changed = asyncio.Event()
+        self._text_ready = asyncio.Event()
+        self._finishing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._start, self._head, self._waste = 0, "", 0
+        self._live: _Live | None = None
         self._first_ts: str | None = None
-        self._last_flush = float("-inf")
+        self._posted: list[str] = []  # every message of this answer, in order
+        self._correction: str | None = None  # a final text that does not extend the stream
+        self._messages = 0
+        self._last_shown_at = float("-inf")
+        self._sending = False
         self._status_shown = False
-        self._reacted = False
+        self._reasoning = False
         self._reasoning_shown = False
+        self._reacted = False
+        self._deadline = 0.0
+        self._resumed = resume
+        if resume is not None:
+            self._start, self._head, self._waste = resume.start, resume.head, resume.waste
+            self._first_ts = resume.first_ts
+            if resume.ts is not None:
+                self._live = _Live(resume.ts, resume.native, shown="")
 
-    # --- the team's Slack clients, resolved on the first Slack call --------------------------
-    async def _resolve(self) -> tuple[AsyncWebClient, AsyncWebClient]:
-        if self._clients is None:
-            team_id = self._message.team_id
-            self._clients = (
-                await self._workspaces.client(team_id),
-                await self._workspaces.stream_client(team_id),
-            )
-        return self._clients
-
-    @property
-    def _client(self) -> AsyncWebClient:
-        assert self._clients is not None, "resolved by every public method first"
-        return self._clients[0]
-
-    @property
-    def _stream_client(self) -> AsyncWebClient:
-        assert self._clients is not None, "resolved by every public method first"
-        return self._clients[1]
-
-    # --- ReplySink ---------------------------------------------------------------------------
+    # --- ReplySink -----------------------------------------------------------------------
     async def started(self) -> None:
-        await self._resolve()
-        try:
-            await self._client.assistant_threads_setStatus(
-                channel_id=self._message.channel_id,
-                thread_ts=self._message.thread_ts,
-                status=THINKING_STATUS,
-                loading_messages=LOADING_MESSAGES,
-            )
-            self._status_shown = True
-            return
-        except _SLACK_ERRORS as exc:
-            logger.info("thread status refused (%s); using a reaction", type(exc).__name__)
-        try:
-            await self._client.reactions_add(
-                channel=self._message.channel_id, timestamp=self._message.ts, name=WORKING_REACTION
-            )
-            self._reacted = True
-        except _SLACK_ERRORS as exc:
-            raise _delivery_error("reactions.add", exc) from exc
+        # Resolved here, not in the pump: a workspace that removed the app fails the turn
+        # before any model call (``WorkspaceNotInstalled``).
+        self._client = await self._workspaces.client(self._message.team_id)
+        self._ensure_pump(indicate=True)
 
     async def reasoning(self) -> None:
-        await self._resolve()
-        if self._status_shown and not self._reasoning_shown and self._first_ts is None:
-            self._reasoning_shown = True
-            try:
-                await self._client.assistant_threads_setStatus(
-                    channel_id=self._message.channel_id,
-                    thread_ts=self._message.thread_ts,
-                    status=REASONING_STATUS,
-                )
-            except _SLACK_ERRORS:
-                logger.info("could not update the thread status to reasoning")
+        self._raise_if_failed()
+        if not self._reasoning:
+            self._reasoning = True
+            self._changed.set()
 
     async def delta(self, text: str) -> None:
-        await self._resolve()
-        self._pending += text
-        self._streamed += text
-        overflowing = len(self._live_text) + len(self._pending) > self._limit
-        if overflowing or self._clock() - self._last_flush >= self._flush_interval:
-            await self._flush()
+        self._raise_if_failed()
+        self._raw += text
+        self._changed.set()
+        self._text_ready.set()
+        self._ensure_pump(indicate=False)
 
     async def finish(self, text: str) -> str | None:
-        await self._resolve()
-        self._reconcile(text)
-        if not self._streamed.strip():
-            self._pending = EMPTY_ANSWER
-        await self._flush(final=True)
-        if self._correction is not None:
-            await self._correct(self._correction)
-        await self._clear_indicator()
-        return self._first_ts
+        self._reconcile(text, correct=True)
+        if self._messages == 0 and self._live is None and not normalise(self._raw):
+            self._raw = EMPTY_ANSWER
+        if isinstance(self._error, TurnStopped):
+            # The user pressed stop as the model finished: the message keeps what it shows.
+            raise DeliveryError("the user stopped the answer", code="stopped_by_user")
+        return await self._close()
 
     async def fail(self, notice: str, partial_text: str) -> str | None:
-        await self._resolve()
-        if isinstance(self._live, _NativeStream) and self._live.stopped:
-            # The user stopped this stream: it keeps what it showed; the note follows it.
-            self._first_ts = self._first_ts or self._live.ts
-            self._live, self._live_text, self._pending = None, "", ""
-            self._streamed = partial_text
-            await self._show(notice, close=True)
-            return self._first_ts
+        if isinstance(self._error, TurnStopped):
+            # The user stopped the stream: it keeps what it showed; the note follows it.
+            self._error = None
+            if self._live is not None and self._live.native:
+                self._budget_stream_closed()
+            self._live = None
+            self._raw, self._start, self._head = notice, 0, ""
+            return await self._close()
+        if isinstance(self._error, DeliveryError):
+            self._error = None  # try to say so in a new message
+            self._live = None
+            self._raw, self._start, self._head = notice, 0, ""
+            return await self._close()
         self._reconcile(partial_text)
-        if self._streamed.strip():
-            self._pending += "\n\n" + notice
-        else:
-            self._pending += notice
-        await self._flush(final=True)
+        visible = normalise(self._raw)
+        self._raw = visible + "\n\n" + notice if visible else notice
+        return await self._close()
+
+    # --- the pump ------------------------------------------------------------------------
+    def _ensure_pump(self, *, indicate: bool) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._pump(indicate=indicate))
+
+    async def _close(self) -> str | None:
+        self._raise_if_failed()  # Slack refused this answer already: say so, don't retry it
+        loop = asyncio.get_running_loop()
+        self._final = self._raw
+        self._deadline = loop.time() + self._final_deadline
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Shutdown is cancelling this turn: a short last try, then let it go.
+            self._deadline = min(self._deadline, loop.time() + SHUTDOWN_WAIT)
+        self._finishing.set()
+        self._changed.set()
+        self._text_ready.set()
+        self._ensure_pump(indicate=False)
+        assert self._task is not None
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            self._task.cancel()
+            raise
+        self._raise_if_failed()
         await self._clear_indicator()
         return self._first_ts
 
-    # --- internals ---------------------------------------------------------------------------
-    def _reconcile(self, text: str) -> None:
-        """Make sure everything in ``text`` gets shown, once. A final text that does not extend
-        what was streamed (a relay streamed reasoning as answer text, a turn was answered
-        again) replaces it once the stream is closed: the final response's text wins."""
-        if text.startswith(self._streamed):
-            rest = text[len(self._streamed) :]
-            self._pending += rest
-            self._streamed += rest
-        elif text:
-            self._correction = text
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
 
-    async def _correct(self, text: str) -> None:
-        """Rewrite this answer's messages to show ``text``: each message gets its share
-        (``chat.update``), extra shares are posted, messages left over are deleted."""
-        logger.info("the final answer differs from the streamed text; correcting the message")
-        chunks: list[str] = []
-        rest = text
-        while len(rest) > self._limit:
-            first, rest = cut_for_message(rest, limit=self._limit)
-            chunks.append(first)
-        chunks.append(rest)
-        posted = list(self._posted)
-        for index, chunk in enumerate(chunks):
-            if index < len(posted):
-                await self._call_or_fail(
-                    "chat.update",
-                    self._client.chat_update,
-                    channel=self._message.channel_id,
-                    ts=posted[index],
-                    **message_payload(chunk),
-                )
-            else:
-                message = _UpdatedMessage(self._client, self._message)
-                await message.close(chunk)
-                if message.ts is not None:
-                    self._remember(message.ts)
-        for ts in posted[len(chunks) :]:
-            await self._call_or_fail(
-                "chat.delete", self._client.chat_delete, channel=self._message.channel_id, ts=ts
-            )
-        self._streamed = text
-
-    @staticmethod
-    async def _call_or_fail(method: str, call: Callable[..., Any], **kwargs: Any) -> None:
+    async def _pump(self, *, indicate: bool) -> None:
         try:
-            await call(**kwargs)
+            if self._client is None:
+                self._client = await self._workspaces.client(self._message.team_id)
+            if indicate and self._resumed is None:
+                await self._indicate()
+            while self._final is None:
+                if not self._has_news():
+                    if self._reasoning_pending():
+                        await self._show_reasoning()
+                        continue
+                    self._changed.clear()
+                    if self._final is None and not self._has_news():
+                        await self._changed.wait()
+                    continue
+                try:
+                    if self._messages or self._live is not None:
+                        if not await self._until_next_update():
+                            continue  # the final text arrived meanwhile
+                        await self._race_final(lambda: self._step(Priority.UPDATE))
+                    else:
+                        await self._step(Priority.FIRST)
+                except _TooLate:
+                    continue  # this update waited too long: the next one shows more
+                except _Expired:
+                    logger.info("native stream expired; continuing in a new message")
+                    self._abandon_live()
+            if self._correction is not None:
+                await self._rewrite(self._correction)
+            else:
+                await self._deliver_final()
+        except (DeliveryError, TurnStopped) as exc:
+            self._error = exc
+        except Exception as exc:  # never lose a failure inside the task
+            logger.exception("answer delivery failed")
+            self._error = DeliveryError(f"delivery failed: {type(exc).__name__}", code="internal")
+
+    def _has_news(self) -> bool:
+        if self._live is None:
+            # Something visible to open a message with (a held-back "@he" is not yet).
+            return bool(self._candidate().strip()) or len(self._chunks()) > 1
+        return len(self._candidate()) > len(self._live.shown) or len(self._chunks()) > 1
+
+    async def _until_next_update(self) -> bool:
+        """Wait out the update interval; False if the final text arrived meanwhile."""
+        loop = asyncio.get_running_loop()
+        wait = self._last_shown_at + self._flush_interval - loop.time()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._finishing.wait()
+        return self._final is None
+
+    async def _race_final(self, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run an update, but drop it while it waits for its slot if the final text comes."""
+        task: asyncio.Task[None] = asyncio.create_task(step())
+        finishing = asyncio.create_task(self._finishing.wait())
+        try:
+            await asyncio.wait({task, finishing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finishing.cancel()
+        if not task.done() and not self._sending:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _deliver_final(self) -> None:
+        rescued = False
+        while True:
+            chunks = self._chunks()
+            if not chunks and self._live is None:
+                return
+            await self._record()
+            try:
+                await self._step(Priority.FINAL, final=True)
+            except _Expired:
+                if rescued:
+                    raise DeliveryError(
+                        "the answer could not be finished within the deadline", code="ratelimited"
+                    ) from None
+                # The message could not be finished in time: the rest goes in a new one.
+                logger.warning("deadline passed finishing a message; the rest follows in a new one")
+                rescued = True
+                self._abandon_live()
+                self._deadline = max(
+                    self._deadline, asyncio.get_running_loop().time() + RESCUE_WAIT
+                )
+
+    async def _rewrite(self, text: str) -> None:
+        """The final text replaces the streamed draft: each message of the answer gets its
+        chunk (``chat.update``), extra chunks are posted, messages left over are deleted."""
+        logger.info("the final answer differs from the streamed text; correcting the messages")
+        channel = self._message.channel_id
+        deadline = self._deadline
+        live = self._live
+        if live is not None and live.native:
+            # End the stream as it stands; its message is then rewritten like any other.
+            with contextlib.suppress(_Expired, DeliveryError):
+                await self._call(
+                    "chat.stopStream", lambda: {"channel": channel, "ts": live.ts},
+                    Priority.FINAL, deadline,
+                )  # fmt: skip
+            self._budget_stream_closed()
+        self._live = None
+        # Nothing is noted for a restart while rewriting: the held text is the final one, and
+        # a resume posts it whole rather than guess which draft message holds what.
+        if self._journal is not None:
+            self._start, self._head, self._waste = 0, "", 0
+            await self._record()
+        chunks = chunk_markdown(normalise(text) or EMPTY_ANSWER, limit=self._limit)
+        posted = list(self._posted)
+
+        def arguments(**values: Any) -> Callable[[], dict[str, Any]]:
+            return lambda: {"channel": channel, **values}
+
+        try:
+            for index, chunk in enumerate(chunks):
+                payload = message_payload(chunk.text)
+                if index < len(posted):
+                    await self._call(
+                        "chat.update", arguments(ts=posted[index], **payload), Priority.FINAL,
+                        deadline,
+                    )  # fmt: skip
+                    continue
+                response = await self._call(
+                    "chat.postMessage",
+                    arguments(
+                        thread_ts=self._message.thread_ts,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                        **payload,
+                    ),
+                    Priority.FINAL,
+                    deadline,
+                    channel=channel,
+                )
+                self._posted.append(str(response["ts"]))
+                self._first_ts = self._first_ts or str(response["ts"])
+            for ts in posted[len(chunks) :]:
+                await self._call("chat.delete", arguments(ts=ts), Priority.FINAL, deadline)
+        except _Expired as exc:
+            raise DeliveryError(
+                "the answer could not be corrected within the deadline", code="ratelimited"
+            ) from exc
+
+    # --- one Slack call --------------------------------------------------------------------
+    def _text(self) -> str:
+        return normalise(self._final if self._final is not None else self._raw)
+
+    def _chunks(self) -> list[Chunk]:
+        keep = len(self._live.shown) - len(self._head) if self._live and self._live.native else 0
+        return chunk_markdown(
+            self._text(),
+            limit=self._limit,
+            start=self._start,
+            head=self._head,
+            waste=self._waste,
+            keep=max(0, keep),
+        )
+
+    def _candidate(self) -> str:
+        """What the open message may show now, while the answer still grows."""
+        text = self._text()
+        chunks = self._chunks()
+        if not chunks:
+            return self._live.shown if self._live else ""
+        if len(chunks) > 1:
+            first = chunks[0]
+            return first.text[: len(first.text) - len(first.closing)]
+        body = text[self._start :]
+        if self._live is None or self._live.native:
+            room = live_room(
+                text, limit=self._limit, start=self._start, head=self._head, waste=self._waste
+            )
+            body = body[:room]
+        body = body[: stream_safe_length(body)]
+        return self._head + body if body.strip() else (self._live.shown if self._live else "")
+
+    async def _step(self, priority: Priority, *, final: bool = False) -> None:
+        """Bring Slack one call closer to the text: open a message, grow it, or close it."""
+        assert self._client is not None
+        deadline = self._deadline if final or priority == Priority.FIRST else None
+        if priority == Priority.FIRST:
+            deadline = asyncio.get_running_loop().time() + self._final_deadline
+        if self._live is None:
+            await self._open(priority, final=final, deadline=deadline)
+        elif final or len(self._chunks()) > 1:
+            await self._finish_live(priority, deadline=deadline)
+        else:
+            await self._grow(priority, deadline=deadline)
+        self._last_shown_at = asyncio.get_running_loop().time()
+
+    async def _open(self, priority: Priority, *, final: bool, deadline: float | None) -> None:
+        budget = self._budget()
+        if not final and self._native_streaming and budget is not None and budget.try_open_stream():
+            text = self._candidate()
+            try:
+                response = await send_now(
+                    self._client_or_fail(),
+                    "chat.startStream",
+                    {
+                        "channel": self._message.channel_id,
+                        "thread_ts": self._message.thread_ts,
+                        "recipient_user_id": self._message.user_id,
+                        "recipient_team_id": self._message.team_id,
+                        **stream_payload(text),
+                    },
+                )
+            except _SLACK_ERRORS as exc:
+                budget.stream_closed()
+                wait = retry_after(exc) if isinstance(exc, SlackApiError) else None
+                if wait is not None:  # over budget after all (another replica?): tell it
+                    budget.pause("chat.startStream", wait)
+                logger.info("native streaming refused (%s); using chat.update", _error_code(exc))
+            else:
+                self._opened(str(response["ts"]), native=True, shown=text)
+                return
+        decided: dict[str, Any] = {}
+
+        def build() -> dict[str, Any]:
+            self._sending = True
+            chunks = self._chunks()
+            closing = self._final is not None or len(chunks) > 1
+            text = chunks[0].text if closing and chunks else self._candidate()
+            decided.update(text=text, chunk=chunks[0] if closing and chunks else None)
+            return {
+                "channel": self._message.channel_id,
+                "thread_ts": self._message.thread_ts,
+                "unfurl_links": False,
+                "unfurl_media": False,
+                **message_payload(text),
+            }
+
+        response = await self._call(
+            "chat.postMessage", build, priority, deadline, channel=self._message.channel_id
+        )
+        self._opened(str(response["ts"]), native=False, shown=decided["text"])
+        if decided["chunk"] is not None:
+            self._advance(decided["chunk"])
+
+    async def _grow(self, priority: Priority, *, deadline: float | None) -> None:
+        live = self._live
+        assert live is not None
+        shown: dict[str, str] = {}
+        if live.native:
+
+            def build_append() -> dict[str, Any]:
+                self._sending = True
+                text = self._candidate()
+                shown["text"] = text
+                return {
+                    "channel": self._message.channel_id,
+                    "ts": live.ts,
+                    **stream_payload(text[len(live.shown) :]),
+                }
+
+            if len(self._candidate()) <= len(live.shown):
+                return
+            await self._call("chat.appendStream", build_append, priority, deadline)
+        else:
+
+            def build_update() -> dict[str, Any]:
+                self._sending = True
+                text = self._candidate()
+                shown["text"] = text
+                return {"channel": self._message.channel_id, "ts": live.ts, **message_payload(text)}
+
+            await self._call("chat.update", build_update, priority, deadline)
+        live.shown = shown["text"]
+
+    async def _finish_live(self, priority: Priority, *, deadline: float | None) -> None:
+        live = self._live
+        assert live is not None
+        chunk = self._chunks()[0] if self._chunks() else None
+        text = chunk.text if chunk else live.shown
+        if live.native and live.shown and text.startswith(live.shown):
+            rest = text[len(live.shown) :]
+
+            def build_stop() -> dict[str, Any]:
+                self._sending = True
+                return {"channel": self._message.channel_id, "ts": live.ts, **stream_payload(rest)}
+
+            await self._call("chat.stopStream", build_stop, priority, deadline)
+            self._budget_stream_closed()
+        elif not live.native and live.shown == text:
+            pass  # the last update already showed exactly this: nothing to send
+        else:
+            if live.native:
+                # Resumed after a restart: what the stream shows is unknown. End it if it is
+                # still open, then give the message its whole chunk.
+                with contextlib.suppress(*_SLACK_ERRORS, DeliveryError, _Expired):
+                    await self._call(
+                        "chat.stopStream",
+                        lambda: {"channel": self._message.channel_id, "ts": live.ts},
+                        priority,
+                        deadline,
+                    )
+            await self._call(
+                "chat.update",
+                lambda: {
+                    "channel": self._message.channel_id,
+                    "ts": live.ts,
+                    **message_payload(text),
+                },
+                priority,
+                deadline,
+            )
+        self._live = None
+        if chunk is not None:
+            self._advance(chunk)
+
+    async def _call(
+        self,
+        method: str,
+        build: Callable[[], dict[str, Any]],
+        priority: Priority,
+        deadline: float | None,
+        *,
+        channel: str | None = None,
+    ) -> Any:
+        self._sending = False
+        try:
+            return await scheduled_call(
+                self._client_or_fail(),
+                method,
+                build,
+                priority=priority,
+                deadline=deadline,
+                channel=channel,
+            )
+        except SlackApiError as exc:
+            code = exc.response.get("error")
+            if code == "message_not_in_streaming_state":
+                raise _Expired from exc
+            if code == "stopped_by_user":
+                raise TurnStopped from exc
+            if exc.response.status_code == 429:
+                raise _TooLate from exc  # the deadline passed waiting out 429s
+            raise _delivery_error(method, exc) from exc
+        except TimeoutError as exc:
+            raise _TooLate from exc
         except _SLACK_ERRORS as exc:
             raise _delivery_error(method, exc) from exc
+        finally:
+            self._sending = False
 
-    def _remember(self, ts: str | None) -> None:
-        if ts is not None and ts not in self._posted:
-            self._posted.append(ts)
+    # --- state -----------------------------------------------------------------------------
+    def _opened(self, ts: str, *, native: bool, shown: str) -> None:
+        self._live = _Live(ts, native, shown)
+        self._messages += 1
+        self._posted.append(ts)
+        self._first_ts = self._first_ts or ts
 
-    async def _flush(self, *, final: bool = False) -> None:
-        candidate = self._live_text + self._pending
-        self._pending = ""
-        while len(candidate) > self._limit:
-            first, candidate = cut_for_message(
-                candidate, limit=self._limit, keep=len(self._live_text)
-            )
-            await self._show(first, close=True)
-        if candidate or final:
-            await self._show(candidate, close=final)
-        # Counted from when Slack answered, so a slow call cannot squeeze two edits together.
-        self._last_flush = self._clock()
+    def _advance(self, chunk: Chunk) -> None:
+        """``chunk`` is in Slack for good: the next message starts after it."""
+        self._live = None
+        self._start, self._head, self._waste = chunk.end, chunk.reopen, chunk.waste
 
-    async def _show(self, text: str, *, close: bool) -> None:
-        if self._live is None:
-            if not text:
-                return
-            self._live = self._new_message()
+    def _abandon_live(self) -> None:
+        """The open message keeps what it shows; the rest continues in a new message."""
+        live = self._live
+        if live is None:
+            return
+        if live.native:
+            self._budget_stream_closed()
+        shown_body = max(0, len(live.shown) - len(self._head))
+        text = self._text()
+        self._waste += self._limit - shown_body
+        self._start += shown_body
+        self._head = reopen_at(text, self._start, limit=self._limit) if shown_body else self._head
+        self._live = None
+
+    def _reconcile(self, text: str, *, correct: bool = False) -> None:
+        """Make sure everything in ``text`` gets shown, once. With ``correct``, a final text
+        that does not extend what was streamed (a relay streamed reasoning as answer text)
+        replaces it: the final response's text wins."""
+        if text.startswith(self._raw):
+            self._raw = text
+        elif text and correct:
+            self._correction = text
+        elif text:
+            logger.warning("the text differs from the streamed text; keeping the stream")
+
+    async def _record(self) -> None:
+        if self._journal is None:
+            return
+        live = self._live
+        state = ResumeState(
+            ts=live.ts if live else None,
+            native=bool(live and live.native),
+            start=self._start,
+            head=self._head,
+            waste=self._waste,
+            first_ts=self._first_ts,
+        )
         try:
-            if close:
-                await self._live.close(text)
-            else:
-                await self._live.show(text)
-        except _StreamUnavailable:
-            logger.info("native streaming refused; using chat.update")
-            self._live = _UpdatedMessage(self._client, self._message)
-            await self._show(text, close=close)
-            return
-        except _StreamExpired as expired:
-            logger.info("native stream expired; continuing in a new message")
-            self._remember(self._live.ts)
-            self._first_ts = self._first_ts or self._live.ts
-            self._live = _UpdatedMessage(self._client, self._message)
-            self._live_text = ""
-            await self._show(text[len(expired.shown) :], close=close)
-            return
-        self._remember(self._live.ts)
-        self._first_ts = self._first_ts or self._live.ts
-        if close:
-            self._live, self._live_text = None, ""
-        else:
-            self._live_text = text
+            await self._journal.record_delivery(
+                team_id=self._message.team_id,
+                channel_id=self._message.channel_id,
+                user_ts=self._message.ts,
+                state=state.to_json(),
+            )
+        except Exception as exc:  # the journal is a safety net; delivery goes on without it
+            logger.warning("could not note delivery progress: %s", type(exc).__name__)
 
-    def _new_message(self) -> _LiveMessage:
-        if self._budget is not None and self._budget.try_reserve(self._message.team_id):
-            return _NativeStream(self._stream_client, self._message)
-        return _UpdatedMessage(self._client, self._message)
+    def _budget(self) -> RateBudget | None:
+        client = self._client
+        return client.budget if isinstance(client, ScheduledWebClient) else None
+
+    def _budget_stream_closed(self) -> None:
+        budget = self._budget()
+        if budget is not None:
+            budget.stream_closed()
+
+    def _client_or_fail(self) -> AsyncWebClient:
+        assert self._client is not None, "set by the pump first"
+        return self._client
+
+    # --- the working indicator ----------------------------------------------------------------
+    async def _indicate(self) -> None:
+        """The thread status (or a reaction where it is refused), unless text came first."""
+        deadline = asyncio.get_running_loop().time() + INDICATOR_WAIT
+        message = self._message
+
+        def status() -> dict[str, Any]:
+            self._sending = True
+            return {
+                "channel_id": message.channel_id,
+                "thread_ts": message.thread_ts,
+                "status": THINKING_STATUS,
+                "loading_messages": LOADING_MESSAGES,
+            }
+
+        def reaction() -> dict[str, Any]:
+            self._sending = True
+            return {
+                "channel": message.channel_id,
+                "timestamp": message.ts,
+                "name": WORKING_REACTION,
+            }
+
+        async def call(method: str, build: Callable[[], dict[str, Any]]) -> None:
+            await scheduled_call(
+                self._client_or_fail(), method, build, priority=Priority.NORMAL, deadline=deadline
+            )
+
+        try:
+            await self._before_text(lambda: call("assistant.threads.setStatus", status))
+        except TimeoutError:
+            return  # busy: the text will show work soon enough
+        except _SLACK_ERRORS as exc:
+            if isinstance(exc, SlackApiError) and exc.response.status_code == 429:
+                return
+            logger.info("thread status refused (%s); using a reaction", _error_code(exc))
+        else:
+            self._status_shown = True
+            return
+        try:
+            await self._before_text(lambda: call("reactions.add", reaction))
+            self._reacted = True
+        except (TimeoutError, *_SLACK_ERRORS) as exc:
+            logger.info("could not show a working reaction either (%s)", _error_code(exc))
+
+    async def _before_text(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``call`` unless text is ready to show first (then it is dropped, unsent)."""
+        self._sending = False
+        task: asyncio.Task[T] = asyncio.create_task(call())
+        changed = asyncio.create_task(self._text_ready.wait())
+        try:
+            await asyncio.wait({task, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+        if not task.done() and not self._sending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise TimeoutError
+        try:
+            return await task
+        finally:
+            self._sending = False
+
+    def _reasoning_pending(self) -> bool:
+        return (
+            self._reasoning
+            and self._status_shown
+            and not self._reasoning_shown
+            and self._messages == 0
+            and self._live is None
+        )
+
+    async def _show_reasoning(self) -> None:
+        """Say the model is reasoning, if a status slot is free right now (a courtesy)."""
+        self._reasoning_shown = True
+        budget = self._budget()
+        if budget is not None and not budget.try_acquire("assistant.threads.setStatus"):
+            return
+        with contextlib.suppress(*_SLACK_ERRORS):
+            await send_now(
+                self._client_or_fail(),
+                "assistant.threads.setStatus",
+                {
+                    "channel_id": self._message.channel_id,
+                    "thread_ts": self._message.thread_ts,
+                    "status": REASONING_STATUS,
+                },
+            )
 
     async def _clear_indicator(self) -> None:
-        if self._reacted:
-            try:
-                await self._client.reactions_remove(
-                    channel=self._message.channel_id,
-                    timestamp=self._message.ts,
-                    name=WORKING_REACTION,
-                )
-            except _SLACK_ERRORS:
-                logger.info("could not remove the working reaction")
+        if not self._reacted or self._client is None:
+            return
+        message = self._message
+        try:
+            await scheduled_call(
+                self._client,
+                "reactions.remove",
+                lambda: {
+                    "channel": message.channel_id,
+                    "timestamp": message.ts,
+                    "name": WORKING_REACTION,
+                },
+                priority=Priority.NORMAL,
+            )
+        except (TimeoutError, *_SLACK_ERRORS):
+            logger.info("could not remove the working reaction")
+
+
+def _reaction_arguments(message: IncomingMessage) -> dict[str, Any]:
+    return {"channel": message.channel_id, "timestamp": message.ts, "name": WORKING_REACTION}
 
 
 class LiveReplySinks:
-    """Opens one ``LiveReplySink`` per turn; each resolves its team's clients (the team's bot
-    token) lazily, on its first Slack call, so ``open()`` stays synchronous."""
+    """Opens one ``LiveReplySink`` per turn; each resolves its team's client (the team's bot
+    token) lazily, in its delivery task, so ``open()`` stays synchronous."""
 
     def __init__(
         self,
@@ -494,15 +834,22 @@ class LiveReplySinks:
         workspaces: WorkspaceClients,
         native_streaming: bool = True,
         flush_interval: float = 1.0,
+        final_deadline: float = 600.0,
+        journal: DeliveryJournal | None = None,
     ) -> None:
         self._workspaces = workspaces
-        self._budget = StreamBudget() if native_streaming else None
+        self._native_streaming = native_streaming
         self._flush_interval = flush_interval
+        self._final_deadline = final_deadline
+        self._journal = journal
 
-    def open(self, message: IncomingMessage) -> LiveReplySink:
+    def open(self, message: IncomingMessage, *, resume: ResumeState | None = None) -> LiveReplySink:
         return LiveReplySink(
             workspaces=self._workspaces,
             message=message,
-            budget=self._budget,
+            native_streaming=self._native_streaming,
             flush_interval=self._flush_interval,
+            final_deadline=self._final_deadline,
+            journal=self._journal,
+            resume=resume,
         )

@@ -1,20 +1,26 @@
 """A model's Markdown answer → Slack message payloads (pure functions, no Slack SDK).
 
 Slack's ``markdown`` block renders real Markdown, but a message's markdown blocks may hold at
-most 12,000 characters in total. ``split_markdown`` cuts a long answer into chunks that each fit
-one message without losing or repeating a character, and without cutting a fenced code block in
-two: a split inside a fence closes it at the end of one chunk and reopens it (same opening line,
-language tag included) at the top of the next. ``message_payload`` wraps a chunk for
-``chat.postMessage`` / ``chat.update``.
+most 12,000 characters in total. ``chunk_markdown`` is the one splitter, used by every path
+that posts or streams (``split_markdown`` is its list-of-strings form): it cuts a long answer
+into chunks that each fit one message without losing or repeating a character, and without
+cutting a fenced code block in two: a split inside a fence closes it at the end of one chunk
+and reopens it (same opening line, language tag included) at the top of the next.
+``message_payload`` and ``stream_payload`` wrap text for the Web API.
 
-The contract of ``split_markdown``, which the tests check exhaustively:
+The contract of the splitter, which the tests check with hypothesis:
 
+* it ends, every chunk makes progress, and ``n`` characters take at most
+  ``ceil(n / limit) + 2`` chunks;
 * every chunk is at most ``limit`` characters, added fence lines included;
-* a chunk that starts inside a code block begins with that block's opening line (repeated);
-* a chunk that ends inside a code block (never the last one) ends with its closing fence,
-  preceded by ``"\\n"`` only when the chunk does not already end with a newline;
+* a chunk that starts inside a code block begins with that block's opening line (repeated),
+  and then the chunk before it ends with the block's closing fence, preceded by ``"\\n"`` only
+  when it does not already end with a newline (past the budget for niceties neither is added);
 * remove those added lines and the chunks concatenate to exactly the input, less its leading
-  blank lines and trailing whitespace (which Slack does not show either).
+  blank lines and trailing whitespace (which Slack does not show either) and less any run of
+  whitespace longer than a message met at a split.
+
+``neutralise_broadcasts`` makes sure nothing the bot posts notifies a whole channel or group.
 """
 
 from __future__ import annotations
@@ -27,9 +33,18 @@ from typing import Any
 __all__ = [
     "MAX_FALLBACK_CHARS",
     "MAX_MARKDOWN_CHARS",
+    "Chunk",
+    "chunk_markdown",
+    "live_room",
     "message_payload",
+    "neutralise_broadcasts",
+    "neutralise_payload",
+    "normalise",
     "plain_text",
+    "reopen_at",
     "split_markdown",
+    "stream_payload",
+    "stream_safe_length",
 ]
 
 MAX_MARKDOWN_CHARS = 12_000
@@ -126,33 +141,105 @@ def _next_fence(fence: _Fence | None, line: str) -> _Fence | None:
     return fence
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One message's worth of a normalised text (see ``chunk_markdown``)."""
+
+    text: str
+    """What the message shows: the repeated fence opener, the body, the added closing fence."""
+    start: int
+    """Offset of the body in the text."""
+    end: int
+    """Offset just past the body: where the next chunk's body starts (whitespace aside)."""
+    waste: int
+    """Room left unused so far, this chunk included: ``limit`` minus each body's length."""
+    reopen: str
+    """The fence opener the next chunk starts with ("" when it starts outside a block)."""
+    closing: str = ""
+    """The closing fence added at the end of ``text`` ("" when none)."""
+
+
+def normalise(text: str) -> str:
+    """The text less its leading blank lines and trailing whitespace (Slack shows neither)."""
+    return _LEADING_BLANK_LINES.sub("", text).rstrip()
+
+
 def split_markdown(text: str, *, limit: int = MAX_MARKDOWN_CHARS) -> list[str]:
     """Split ``text`` into chunks of at most ``limit`` characters (see the module docstring).
 
+    Text with nothing visible gives ``[]``: there is no message to post.
+    """
+    return [chunk.text for chunk in chunk_markdown(normalise(text), limit=limit)]
+
+
+def chunk_markdown(
+    text: str,
+    *,
+    limit: int = MAX_MARKDOWN_CHARS,
+    start: int = 0,
+    head: str = "",
+    waste: int = 0,
+    keep: int = 0,
+) -> list[Chunk]:
+    """The one splitter: cut normalised ``text`` from ``start`` into message-sized chunks.
+
+    ``head``, ``waste``: the previous chunk's ``reopen`` and ``waste`` when continuing a text
+    already partly sent. ``keep``: the first chunk's body holds at least this many characters
+    (a native stream cannot take back what it showed; ``live_room`` says how much it may show).
+
     Splits at the last paragraph boundary that fits (a blank line, or just before or after a
-    code block), else at a line end, else after a space, else anywhere; a boundary is only used
-    if it leaves the chunk at least a third (paragraphs) or half (the rest) full, so an early
-    blank line does not produce a string of tiny messages, and never one that leaves a chunk
-    with nothing visible. Text with nothing visible gives ``[]``: there is no message to post.
+    code block), else at a line end, else after a space, else anywhere; a boundary is used only
+    if it leaves the chunk at least a third (paragraphs) or half (the rest) full, and never one
+    that leaves a chunk with nothing visible.
+
+    Bounded, whatever the text: every chunk ends past its start (progress), and the niceties
+    (a boundary short of the limit, a fence repeated across a split) may leave at most
+    ``2 * limit`` characters of room unused in total, so ``n`` characters never
+    take more than ``ceil(n / limit) + 2`` chunks. Past that budget cuts are hard and fences
+    are no longer repeated. A run of whitespace longer than a whole message is skipped at a
+    split rather than sent as a blank message.
     """
     if limit < 1:
         raise ValueError("limit must be positive")
-    text = _LEADING_BLANK_LINES.sub("", text).rstrip()
-    if not text:
-        return []
     lines = _Lines(text)
-    chunks: list[str] = []
-    position = 0
+    chunks: list[Chunk] = []
+    position = start
     while position < len(text):
-        prefix = _usable(lines.fence_at(position), limit)
-        head = prefix.opener if prefix else ""
+        room = limit - len(head)
+        if not text[position : position + room].strip():
+            # Nothing visible fits: skip the whitespace (normalised text ends visibly).
+            position = len(text) - len(text[position:].lstrip())
+            continue
         if len(head) + len(text) - position <= limit:
-            chunks.append(head + text[position:])
+            chunks.append(Chunk(head + text[position:], position, len(text), waste, ""))
             break
-        end = _choose_end(lines, position, len(head), limit)
-        chunks.append(head + text[position:end] + _suffix(lines, end, limit))
-        position = end
+        end, suffix, reopen = _cut(lines, position, head, limit, waste, keep)
+        waste += limit - (end - position)
+        chunks.append(
+            Chunk(head + text[position:end] + suffix, position, end, waste, reopen, suffix)
+        )
+        position, head, keep = end, reopen, 0
     return chunks
+
+
+def live_room(text: str, *, limit: int, start: int, head: str, waste: int) -> int:
+    """How many characters of ``text[start:]`` a message that may still grow can show, so that
+    ``chunk_markdown(..., keep=that)`` can always close it within ``limit``."""
+    lines = _Lines(text)
+    shown = min(len(text) - start, limit - len(head))
+    while shown > 0:
+        suffix, _ = _repeat(lines, start, start + shown, limit, waste)
+        if len(head) + shown + len(suffix) <= limit:
+            break
+        shown -= 1
+    return shown
+
+
+def reopen_at(text: str, position: int, *, limit: int) -> str:
+    """The fence opener a message continuing ``text`` at ``position`` starts with ("" when no
+    block is open there, or it is too long to repeat)."""
+    fence = _usable(_Lines(text).fence_at(position), limit)
+    return fence.opener if fence is not None else ""
 
 
 def _usable(fence: _Fence | None, limit: int) -> _Fence | None:
@@ -164,25 +251,47 @@ def _usable(fence: _Fence | None, limit: int) -> _Fence | None:
     return fence
 
 
-def _suffix(lines: _Lines, end: int, limit: int) -> str:
+def _nicety_budget(limit: int) -> int:
+    """Room that boundaries short of the limit may leave unused in total: most of the two
+    messages' worth, the last quarter message kept for repeating fences."""
+    return 2 * limit - limit // 4
+
+
+def _repeat(lines: _Lines, position: int, end: int, limit: int, waste: int) -> tuple[str, str]:
+    """(closing suffix, opener for the next chunk) for a cut at ``end``, or ("", "") when no
+    block is open there, it cannot be repeated, or repeating it would overspend the budget."""
     fence = _usable(lines.fence_at(end), limit)
     if fence is None:
-        return ""
-    return fence.closer if lines.text[end - 1] == "\n" else "\n" + fence.closer
+        return "", ""
+    if waste + limit - (end - position) + len(fence.opener) > 2 * limit:
+        return "", ""
+    suffix = fence.closer if lines.text[end - 1] == "\n" else "\n" + fence.closer
+    return suffix, fence.opener
 
 
-def _choose_end(lines: _Lines, position: int, head: int, limit: int) -> int:
+def _cut(
+    lines: _Lines, position: int, head: str, limit: int, waste: int, keep: int
+) -> tuple[int, str, str]:
+    """Where the chunk starting at ``position`` ends: (end, suffix, next head)."""
     text = lines.text
-    room = limit - head
+    room = limit - len(head)
     window_text = text[position : position + room]
     visible = position + len(window_text) - len(window_text.lstrip())
 
     def fits_size(end: int) -> bool:
-        return head + (end - position) + len(_suffix(lines, end, limit)) <= limit
+        suffix, _ = _repeat(lines, position, end, limit, waste)
+        return len(head) + (end - position) + len(suffix) <= limit
 
     def fits(end: int) -> bool:
-        # A split before the first visible character would post a message that shows nothing.
-        return end > visible and fits_size(end)
+        # Niceties may spend only part of the budget (see chunk_markdown; repeated fences
+        # keep the rest); a split before the first visible character would post a message
+        # that shows nothing; a native stream's shown text stays in its message.
+        return (
+            waste + limit - (end - position) <= _nicety_budget(limit)
+            and end > visible
+            and end >= position + keep
+            and fits_size(end)
+        )
 
     # Line indexes whose end falls inside the window, latest first.
     first = bisect.bisect_right(lines.ends, position)
@@ -205,13 +314,17 @@ def _choose_end(lines: _Lines, position: int, head: int, limit: int) -> int:
         # Splitting right after an opening fence would leave an empty code block behind.
         return text[lines.ends[i] - 1] == "\n" and not lines.opens_fence[i]
 
+    def result(end: int) -> tuple[int, str, str]:
+        suffix, reopen = _repeat(lines, position, end, limit, waste)
+        return end, suffix, reopen
+
     for predicate, minimum in ((is_paragraph_end, room // 3), (is_line_end, room // 2)):
         for i in window:
             end = lines.ends[i]
             if end - position < minimum:
                 break
             if predicate(i) and fits(end):
-                return end
+                return result(end)
 
     # One long line: after the last space that fits, else as far as fits.
     end = position + room
@@ -220,14 +333,21 @@ def _choose_end(lines: _Lines, position: int, head: int, limit: int) -> int:
         if space < 0 or space + 1 <= position + room // 2:
             break
         if fits(space + 1):
-            return space + 1
+            return result(space + 1)
         end = space
     end = position + room
-    while end > position + 1 and not fits_size(end):
+    while end > max(position + 1, position + keep) and not fits_size(end):
         end -= 1
-    if end > position + 1 and text[end - 1] == "\r" and end < len(text) and text[end] == "\n":
+    if (
+        end > position + 1
+        and end - 1 >= position + keep
+        and waste + limit - (end - 1 - position) <= 2 * limit
+        and text[end - 1] == "\r"
+        and end < len(text)
+        and text[end] == "\n"
+    ):
         end -= 1  # keep a CRLF together
-    return end
+    return result(end)
 
 
 # --- plain-text fallback -------------------------------------------------------------------
@@ -282,6 +402,77 @@ def _truncate(text: str, limit: int) -> str:
     if entity >= 0 and ";" not in text[entity:cut]:
         cut = entity  # never leave half an "&amp;" behind
     return text[:cut].rstrip() + ELLIPSIS
+
+
+# --- broadcast mentions --------------------------------------------------------------------
+
+# Slack notifies a whole channel or user group for ``<!channel>``, ``<!here>``, ``<!everyone>``,
+# the legacy ``<!group>`` and ``<!subteam^ID>`` (each with an optional ``|label``) in mrkdwn
+# ``text``; the bare ``@channel`` / ``@here`` / ``@everyone`` spellings notify where Slack
+# links names (``link_names``, ``parse=full``, text typed by people). Slack does not document
+# what its ``markdown`` block does with either, so both spellings are neutralised everywhere.
+_ANGLE_BROADCAST = re.compile(
+    r"<!(?P<kind>channel|here|everyone|group|subteam\^[^>|]*)(?:\|(?P<label>[^>]*))?>",
+    re.IGNORECASE,
+)
+_BARE_BROADCAST = re.compile(r"(?<![\w@./:])@(?P<word>channel|here|everyone)\b", re.IGNORECASE)
+_KEYWORDS = ("channel", "here", "everyone", "group")
+HARMLESS_AT = "\uff20"
+"""FULLWIDTH COMMERCIAL AT: reads as "@", never links or notifies, and keeps the length."""
+
+
+def _angle(match: re.Match[str]) -> str:
+    kind = match["kind"]
+    label = (match["label"] or "").lstrip("@\uff20")
+    if not label:
+        label = "group" if kind.lower().startswith("subteam") else kind
+    return HARMLESS_AT + label
+
+
+def neutralise_broadcasts(text: str) -> str:
+    """``text`` with every broadcast mention shown as ``HARMLESS_AT`` + its word (or its
+    label) instead: visible, notifying nobody, the rest unchanged, never longer."""
+    text = _ANGLE_BROADCAST.sub(_angle, text)
+    return _BARE_BROADCAST.sub(lambda m: HARMLESS_AT + m["word"], text)
+
+
+def stream_safe_length(text: str) -> int:
+    """How much of a growing ``text`` can be sent now without splitting a broadcast mention
+    that the next delta could complete: a stream's appends are joined by Slack, so
+    ``"<!chan"`` then ``"nel>"`` would each look harmless on its own."""
+    safe = len(text)
+    opening = text.rfind("<", max(0, len(text) - 256))
+    if opening != -1 and text[opening + 1 : opening + 2] in ("", "!") and ">" not in text[opening:]:
+        safe = opening
+    at = max(text.rfind("@"), text.rfind(HARMLESS_AT))
+    if at != -1:
+        tail = text[at + 1 :].lower()
+        if any(keyword.startswith(tail) for keyword in _KEYWORDS):
+            safe = min(safe, at)
+    return safe
+
+
+_TEXT_KEYS = frozenset({"text", "markdown_text", "fallback", "pretext", "title"})
+
+
+def neutralise_payload(value: Any) -> Any:
+    """A Web API argument with every text field (``text``, ``markdown_text``, block and chunk
+    texts at any depth) passed through ``neutralise_broadcasts``; other fields untouched."""
+    if isinstance(value, dict):
+        return {
+            key: neutralise_broadcasts(item)
+            if key in _TEXT_KEYS and isinstance(item, str)
+            else neutralise_payload(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [neutralise_payload(item) for item in value]
+    return value
+
+
+def stream_payload(text: str) -> dict[str, Any]:
+    """``chat.startStream`` / ``appendStream`` / ``stopStream`` arguments carrying ``text``."""
+    return {"markdown_text": text} if text else {}
 
 
 def message_payload(chunk: str) -> dict[str, Any]:

@@ -3,15 +3,18 @@ at the end, Slack's limits and rate budgets respected, broken streams explained.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import pytest
 
 from bot.slack.live_reply import REASONING_STATUS, THINKING_STATUS
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
+from tests.fakes.responses_server import last_user_text
 
-ANSWER = "The answer grows one piece at a time, so the reader sees it arrive. " * 6
+ANSWER = ("The answer grows one piece at a time, so the reader sees it arrive. " * 6).strip()
 
 
 def _content(text: str) -> str:
@@ -93,18 +96,35 @@ async def test_when_slack_refuses_native_streaming_the_fallback_delivers_it_all(
     assert len(bot.slack.calls_to("chat.startStream")) == 1  # no waiting out Retry-After
 
 
-async def test_when_the_stream_budget_is_spent_later_answers_use_the_fallback(
+async def test_native_streams_are_chosen_from_the_tier_2_budget_and_never_refused(
     bot: BotUnderTest,
 ) -> None:
-    for i in range(10):
-        bot.model.script_reply(f"answer {i}")
-        ts, _ = await bot.mention(f"question {i}")
-        [reply] = await bot.wait_replies("C1", ts, 1)
-        assert shown(reply) == f"answer {i}"
-    # 18 Tier-2 calls a minute: nine streams (start + stop each), then the fallback.
-    assert len(bot.slack.calls_to("chat.startStream")) == 9
-    assert len(bot.slack.calls_to("chat.stopStream")) == 9
-    assert len(bot.slack.calls_to("chat.postMessage")) == 1
+    bot.slack.enforce_tiers()
+    roots = []
+
+    def answer(body: dict[str, object], n: int) -> str:
+        number = last_user_text(body).rsplit(" ", 1)[-1]
+        return (f"answer {number} " * 20).strip()
+
+    bot.model.answerer = answer
+    for _ in range(8):
+        bot.model.script_reply(None, delta_count=10, delay_between_deltas=0.2)
+    for i in range(8):
+        ts, _ = await bot.mention(f"question {i}", user=f"U{i}")
+        roots.append(ts)
+    for ts in roots:
+        await bot.wait_replies("C1", ts, 1, timeout=30)
+    for i, ts in enumerate(roots):
+        assert (
+            "".join(shown(r) for r in bot.slack.bot_replies("C1", ts))
+            == (f"answer {i} " * 20).strip()
+        ), i
+    # Tier 2 (~20 a minute) allows a short burst of streams; the other answers fell back to
+    # chat.postMessage + chat.update rather than be refused.
+    starts = bot.slack.calls_to("chat.startStream")
+    assert 1 <= len(starts) < 8
+    assert len(bot.slack.calls_to("chat.stopStream")) == len(starts)
+    assert [c for c in bot.slack.calls if c.method.endswith("Stream") and c.status == 429] == []
 
 
 async def test_an_expired_native_stream_continues_in_a_new_message(bot: BotUnderTest) -> None:
@@ -178,7 +198,10 @@ async def test_a_broken_stream_keeps_the_text_so_far_and_says_why(
 async def test_a_reasoning_model_shows_a_reasoning_status_and_no_reasoning_text(
     bot: BotUnderTest,
 ) -> None:
-    bot.model.script_reply("Just the answer.", reasoning=True)
+    # The model reasons, and sends nothing visible for a second before its answer.
+    bot.model.script_reply(
+        "\n" * 40 + "Just the answer.", reasoning=True, delta_count=3, delay_between_deltas=0.5
+    )
     ts, _ = await bot.mention("think hard")
     [reply] = await bot.wait_replies("C1", ts, 1)
     assert shown(reply) == "Just the answer."
@@ -219,3 +242,50 @@ async def test_a_user_stop_cancels_the_model_call_and_keeps_the_chain(bot: BotUn
     await bot.reply("next", thread_ts=root)
     await bot.wait_replies("C1", root, 4)
     assert bot.model_bodies()[-1]["previous_response_id"] == bot.model.response_ids[0]
+
+
+def _sse(*events: dict[str, Any]) -> str:
+    return "".join(f"data: {json.dumps(event)}\n\n" for event in events)
+
+
+@pytest.mark.parametrize(
+    ("draft", "final"),
+    [
+        pytest.param("thinking aloud " * 1500, "Short final.", id="long-draft-short-final"),
+        pytest.param(
+            "Short draft.",
+            ("Long final paragraph. " * 40 + "\n\n") * 20,
+            id="short-draft-long-final",
+        ),
+    ],
+)
+@pytest.mark.parametrize("native", [True, False], ids=["native", "fallback"])
+async def test_the_final_text_replaces_a_streamed_draft_across_messages(
+    start_bot: StartBot, draft: str, final: str, native: bool
+) -> None:
+    """A relay streams one text (reasoning flattened into the answer) and finishes with
+    another: the thread ends up showing exactly the final text, in as many messages as it
+    needs, none left over."""
+    bot = await start_bot(slack_native_streaming=native)
+    pieces = [draft[i : i + 2000] for i in range(0, len(draft), 2000)]
+    output = [{"type": "message", "content": [{"type": "output_text", "text": final}]}]
+    bot.model.raw(
+        _sse(
+            {"type": "response.created", "response": {"id": "resp_relay", "status": "in_progress"}},
+            *({"type": "response.output_text.delta", "delta": piece} for piece in pieces),
+            {
+                "type": "response.completed",
+                "response": {"id": "resp_relay", "status": "completed", "output": output},
+            },
+        )
+    )
+    ts, _ = await bot.mention("go")
+    await bot.wait_replies("C1", ts, 1, timeout=20)
+
+    shown_texts = [shown(m) for m in bot.slack.bot_replies("C1", ts)]
+    # (Trailing whitespace is not shown by Slack, and not sent.)
+    assert "".join(shown_texts).replace("\n", "") == final.rstrip().replace("\n", "")
+    assert all(len(text) <= 12_000 for text in shown_texts)
+    assert len(shown_texts) == (1 if len(final) < 12_000 else 2)
+    [turn] = await bot.turns("C1", ts)
+    assert (turn.status, turn.response_id) == ("completed", "resp_relay")

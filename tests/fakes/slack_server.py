@@ -29,6 +29,12 @@ about it:
 * ``slow_next`` makes a method answer late (a slow Slack).
 * Files (``add_file``) are served at ``url_private`` on the API's own origin, as Slack's file
   host does: with a valid bot token the bytes, without one Slack's sign-in page (HTML, 200).
+* Rate limits (opt-in: ``enforce_tiers()``; off by default so other tests need not pace
+  themselves): Slack's documented per-method, per-workspace tiers (see ``TIER_PER_MINUTE``),
+  each at most N calls in any 60 s (so a burst of up to N at once is allowed, as Slack allows
+  bursts), and ``chat.postMessage`` at 1 per second per channel with a short burst
+  (``POST_BURST``). Over a budget the answer is HTTP 429 ``ratelimited`` with ``Retry-After``
+  (whole seconds until a slot frees), and nothing is done.
 * ``GET /socket`` is the Socket Mode WebSocket that ``apps.connections.open`` points to: it
   greets with ``hello`` as Slack does, ``send_envelope`` pushes events and ``acks`` records the
   client's acknowledgements.
@@ -46,6 +52,7 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import secrets
 import time
 import uuid
@@ -58,7 +65,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["FakeSlack", "SlackCall", "Workspace"]
+__all__ = ["POST_BURST", "TIER_PER_MINUTE", "FakeSlack", "SlackCall", "Workspace"]
 
 T = TypeVar("T")
 
@@ -101,6 +108,33 @@ SIGN_IN_PAGE = (
     '<!DOCTYPE html>\n<html lang="en-US"><head><meta charset="utf-8">'
     "<title>Slack</title></head><body><h1>Sign in to Slack</h1></body></html>\n"
 )
+
+# Slack's method tiers (calls per minute, per method, per workspace, per app), from the method
+# reference pages and the rate-limits page. assistant.threads.setStatus and reactions.* say
+# "special" / Tier 3: assumed 50. conversations.replies is Tier 3 for Marketplace and internal
+# apps (1 per minute for other commercially distributed apps: ``replies_per_minute``).
+TIER_PER_MINUTE: dict[str, int] = {
+    "chat.startStream": 20,
+    "chat.stopStream": 20,
+    "users.list": 20,
+    "chat.update": 50,
+    "chat.delete": 50,
+    "conversations.replies": 50,
+    "conversations.history": 50,
+    "assistant.threads.setStatus": 50,
+    "reactions.add": 50,
+    "reactions.remove": 50,
+    "chat.appendStream": 100,
+    "users.info": 100,
+    "views.open": 100,
+    "views.publish": 100,
+    "views.update": 100,
+    "chat.postEphemeral": 100,
+}
+POST_PER_SECOND = 1.0
+"""``chat.postMessage``: about one message per second per channel..."""
+POST_BURST = 5
+"""...with short bursts above it (assumed: 5 at once, then the 1/s pace)."""
 
 # Arguments that are structures: slack_sdk sends them as JSON in JSON bodies but as JSON
 # *strings* in form bodies and query strings, and Slack accepts both.
@@ -252,6 +286,11 @@ class FakeSlack:
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, deque[float]] = {}
         self._response_urls = itertools.count(1)
+        self.tiers_enforced = False
+        """Whether Slack's rate limits are enforced (``enforce_tiers``)."""
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._post_buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._tier_limits: dict[str, int] = dict(TIER_PER_MINUTE)
         self._sockets: list[web.WebSocketResponse] = []
         self._changed = asyncio.Condition()
         self._clock = Decimal("1700000000.000000")
@@ -555,6 +594,20 @@ class FakeSlack:
         """Make the next ``times`` calls of ``method`` wait ``seconds`` before answering."""
         self._delays.setdefault(method, deque()).extend([seconds] * times)
 
+    def enforce_tiers(self, *, replies_per_minute: int | None = None) -> None:
+        """Enforce Slack's rate limits from now on (see the module docstring): calls over a
+        method's budget get HTTP 429 ``ratelimited`` with ``Retry-After``. With
+        ``replies_per_minute`` (e.g. 1, as for commercially distributed non-Marketplace apps)
+        ``conversations.replies`` gets that budget instead of Tier 3."""
+        self.tiers_enforced = True
+        if replies_per_minute is not None:
+            self._tier_limits["conversations.replies"] = replies_per_minute
+
+    @property
+    def rate_limited(self) -> list[SlackCall]:
+        """Every call answered with HTTP 429."""
+        return [c for c in self.calls if c.status == 429]
+
     # A deadline parameter (ASYNC109) is the point of these helpers: a test names how long a
     # condition may take, and a missed deadline fails with the recent calls in the message.
     async def wait_for(
@@ -776,6 +829,13 @@ class FakeSlack:
                 headers["x-oauth-scopes"] = ",".join(self.granted_scopes)
             if parse_error is not None:
                 raise _SlackError(parse_error)
+            retry_after = self._over_budget(method, params) if self.tiers_enforced else None
+            if retry_after is not None:
+                return (
+                    429,
+                    {**headers, "Retry-After": str(retry_after)},
+                    {"ok": False, "error": "ratelimited"},
+                )
             result = handler(params)
         except _SlackError as exc:
             return 200, headers, {"ok": False, "error": exc.code, **exc.extra}
@@ -812,6 +872,32 @@ class FakeSlack:
         self.responses.append({"url": url, **body})
         await self._notify()
         return web.Response(text="ok")
+
+    def _over_budget(self, method: str, params: Mapping[str, Any]) -> int | None:
+        """Count this call against its budget; ``None`` if allowed, else the whole seconds
+        until it would be (Slack's ``Retry-After``). A refused call uses no budget."""
+        team = self._caller.team_id if self._caller is not None else self.team_id
+        now = time.monotonic()
+        if method == "chat.postMessage":
+            # A token bucket per channel: POST_BURST at once, refilled at POST_PER_SECOND.
+            key = (team, str(params.get("channel") or ""))
+            tokens, since = self._post_buckets.get(key, (float(POST_BURST), now))
+            tokens = min(float(POST_BURST), tokens + (now - since) * POST_PER_SECOND)
+            if tokens < 1.0:
+                self._post_buckets[key] = (tokens, now)
+                return max(1, math.ceil((1.0 - tokens) / POST_PER_SECOND))
+            self._post_buckets[key] = (tokens - 1.0, now)
+            return None
+        limit = self._tier_limits.get(method)
+        if limit is None:
+            return None
+        window = self._windows.setdefault((team, method), deque())
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        if len(window) >= limit:
+            return max(1, math.ceil(60.0 - (now - window[0])))
+        window.append(now)
+        return None
 
     def _check_token(self, method: str, token: str | None) -> None:
         if method in ("api.test", "oauth.v2.access"):  # the latter checks client credentials

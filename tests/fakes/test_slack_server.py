@@ -259,6 +259,48 @@ async def test_429_is_retried_by_the_rate_limit_handler(
     assert len(slack.bot_replies(CHANNEL, response["ts"])) == 1
 
 
+async def test_tiers_are_not_enforced_unless_switched_on(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    for i in range(10):
+        await client.chat_postMessage(channel=CHANNEL, text=f"message {i}")
+    assert slack.rate_limited == []
+
+
+async def test_enforced_tiers_allow_a_burst_then_answer_429_with_retry_after(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.enforce_tiers()
+    posted = await client.chat_postMessage(channel=CHANNEL, text="first")
+    for i in range(50):  # Tier 3: 50 chat.update calls in any 60 s, all at once if need be
+        await client.chat_update(channel=CHANNEL, ts=posted["ts"], text=f"edit {i}")
+
+    error = await slack_error(client.chat_update(channel=CHANNEL, ts=posted["ts"], text="more"))
+
+    assert error.response.status_code == 429
+    assert error.response["error"] == "ratelimited"
+    assert 1 <= int(error.response.headers["Retry-After"]) <= 60
+    message = slack.message(CHANNEL, posted["ts"])
+    assert message is not None
+    assert message["text"] == "edit 49"  # the refused call did nothing
+
+
+async def test_enforced_tiers_pace_posts_per_channel(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    slack.enforce_tiers()
+    for i in range(5):  # a burst of five per channel
+        await client.chat_postMessage(channel=CHANNEL, text=f"burst {i}")
+
+    error = await slack_error(client.chat_postMessage(channel=CHANNEL, text="sixth"))
+    other = await client.chat_postMessage(channel="C2", text="another channel")
+
+    assert error.response.status_code == 429
+    assert int(error.response.headers["Retry-After"]) == 1
+    assert other["ok"] is True
+    assert len(slack.rate_limited) == 1
+
+
 async def test_429_without_a_retry_handler_surfaces_retry_after(
     slack: FakeSlack, client: AsyncWebClient
 ) -> None:

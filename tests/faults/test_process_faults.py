@@ -501,24 +501,27 @@ async def test_messages_waiting_when_shutdown_outlasts_its_grace_are_answered_af
     _assert_consistent(db)
 
 
-def _seed_pending_turns(db: Path, count: int) -> list[str]:
-    """``count`` threads whose last turn a crash left pending (as a killed process leaves
-    them); returns their thread ts."""
+def _seed_pending_turns(db: Path, count: int, *, channels: int = 50) -> list[str]:
+    """``count`` threads, spread over ``channels`` channels (Slack lets a bot post about once a
+    second per channel, so 500 notes in one channel would take 500 s however they are sent),
+    whose last turn a crash left pending (as a killed process leaves them); returns their
+    thread ts."""
     now = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime())
     threads = [f"1600000000.{i:06d}" for i in range(count)]
     with sqlite3.connect(db) as connection:
-        for ts in threads:
+        for i, ts in enumerate(threads):
+            channel = f"C9{i % channels:03d}"
             thread_id = connection.execute(
                 "INSERT INTO threads (team_id, channel_id, thread_ts, created_at, updated_at) "
-                "VALUES ('T1', 'C9', ?, ?, ?)",
-                (ts, now, now),
+                "VALUES ('T1', ?, ?, ?, ?)",
+                (channel, ts, now, now),
             ).lastrowid
             connection.execute(
                 "INSERT INTO turns (thread_id, team_id, channel_id, user_id, user_ts, status, "
                 "model, input_tokens, cached_tokens, output_tokens, reasoning_tokens, "
                 "created_at, started_at) VALUES "
-                "(?, 'T1', 'C9', 'U1', ?, 'pending', 'test-model', 0, 0, 0, 0, ?, ?)",
-                (thread_id, ts, now, now),
+                "(?, 'T1', ?, 'U1', ?, 'pending', 'test-model', 0, 0, 0, 0, ?, ?)",
+                (thread_id, channel, ts, now, now),
             )
     return threads
 
