@@ -8,6 +8,8 @@ Where each job lives (one module each, one small class each):
 * ``storage.usage``: token usage and usage reports
 * ``storage.retention``: pruning old history
 * ``storage.claims``: event claims (each Slack event handled once)
+* ``storage.assistant_threads``: conversations in Slack's assistant pane and their context
+* ``storage.feedback``: 👍/👎 on answers and their counts
 * ``storage.health``: ping and schema check
 * ``storage.units``: the units of work they all run in
 * ``storage.records``: the records they return (SQLAlchemy-free)
@@ -23,9 +25,11 @@ from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage.assistant_threads import AssistantThreads
 from storage.channel_settings import ChannelSettingsStore
 from storage.claims import EventClaims
 from storage.errors import TurnNotFoundError as TurnNotFoundError
+from storage.feedback import FeedbackStore
 from storage.health import Health
 from storage.records import AbandonedTurn as AbandonedTurn
 from storage.records import ChannelSettingsRecord as ChannelSettingsRecord
@@ -62,7 +66,11 @@ class Store:
         self.threads = Threads(self.units)
         self.channel_settings = ChannelSettingsStore(self.units)
         self.usage = UsageReports(self.units)
-        self.retention = Retention(self.units, claims=self.claims)
+        self.assistant_threads = AssistantThreads(self.units)
+        self.feedback = FeedbackStore(self.units)
+        self.retention = Retention(
+            self.units, claims=self.claims, assistant_threads=self.assistant_threads
+        )
 
         # The facade: each name is the repository's own bound method (same signature and
         # docstring), so nothing is written twice.
@@ -92,6 +100,7 @@ class Store:
         self.turns_by_user_since = self.usage.turns_by_user_since
         self.usage_since = self.usage.usage_since
         self.top_users = self.usage.top_users
+        self.feedback_since = self.feedback.counts_since
 
         self.prune_history = self.retention.prune_history
 

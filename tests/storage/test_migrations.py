@@ -44,6 +44,8 @@ TABLES = {
     "transcript_entries",
     "endpoint_capabilities",
     "thread_notes",
+    "assistant_threads",
+    "answer_feedback",
 }
 
 
@@ -100,7 +102,7 @@ async def test_revisions_report_whether_the_schema_is_current(
 
     await upgrade_to_head(database_url)
 
-    assert head_revision() == "0004"
+    assert head_revision() == "0006"
     assert await current_revision(engine) == head_revision()
     assert await store.schema_is_current() is True
 
