@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, exists
 
-from storage.claims import EventClaims
 from storage.assistant_threads import AssistantThreads
+from storage.claims import EventClaims
 from storage.models import SettingsAudit, Thread, Turn
 from storage.records import PruneCounts
 from storage.units import UnitsOfWork
