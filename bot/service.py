@@ -28,8 +28,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channel_settings import StoredChannelSettings
-from bot.conversation import ConversationService
+from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
+from bot.conversation import ConversationService, IncomingMessage
 from bot.conversation_state import ChainCheck, EndpointCapabilities
 from bot.errors import ConfigError
 from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
@@ -43,12 +43,16 @@ from bot.settings import Settings
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
+from bot.slack.assistant.context import PaneContext
+from bot.slack.assistant.titles import PaneTitles
 from bot.slack.commands import SettingsCommands
 from bot.slack.context import SlackContext
 from bot.slack.context_guard import GuardedContext
+from bot.slack.feedback import answer_endings
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
+from bot.slack.membership import ChannelMembership
 from bot.slack.oauth import build_oauth_settings
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
@@ -214,6 +218,15 @@ class Service:
             max_files=settings.file_max_count,
         )
         self._cleanup.append(files.aclose)
+        users = UserDirectory(self.workspaces)
+        membership = ChannelMembership(workspaces=self.workspaces)
+
+        async def loading_messages(message: IncomingMessage) -> list[str]:
+            defaults = await channel_settings.effective(
+                team_id=message.team_id, channel_id=WORKSPACE_DEFAULTS
+            )
+            return [str(m) for m in defaults.loading_messages or ()]
+
         self.thread_locks = DistributedThreadLocks(
             settings.database_url, wait_seconds=settings.thread_lock_wait
         )
@@ -231,12 +244,22 @@ class Service:
                 workspaces=self.workspaces,
                 native_streaming=settings.slack_native_streaming,
                 flush_interval=settings.stream_update_interval,
+                # Every finished answer ends with the feedback buttons (bot.slack.feedback).
+                endings=lambda message: answer_endings(message.ts),
+                loading_messages=loading_messages,
             ),
             context=GuardedContext(
-                SlackContext(
+                PaneContext(
+                    SlackContext(
+                        workspaces=self.workspaces,
+                        users=users,
+                        files=files,
+                        history_chars=settings.thread_context_chars,
+                    ),
+                    threads=self.store.assistant_threads,
                     workspaces=self.workspaces,
-                    users=UserDirectory(self.workspaces),
-                    files=files,
+                    membership=membership,
+                    users=users,
                     history_chars=settings.thread_context_chars,
                 )
             ),
@@ -257,6 +280,10 @@ class Service:
             workspaces=self.workspaces,
             metrics=self.metrics,
             tracker=self.tracker,
+            # A pane thread's title, after its first answer (bot.slack.assistant.titles).
+            after_answer=PaneTitles(
+                threads=self.store.assistant_threads, workspaces=self.workspaces
+            ).after_answer,
         )
         bolt = build_slack_app(
             intake=self.event_intake,
@@ -280,6 +307,9 @@ class Service:
             catalogue=catalogue,
             store=self.store,
             verify_requests=not socket_mode,
+            membership=membership,
+            pane_threads=self.store.assistant_threads,
+            feedback=self.store.feedback,
         )
         # What a previous run left: listed now (two quick queries, however many), handled once
         # the service listens, so /healthz and new events never wait for it.

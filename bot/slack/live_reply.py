@@ -13,15 +13,21 @@ Either way updates are coalesced: a message changes at most once per ``flush_int
 keeps what it showed and the rest continues in a fallback message: nothing lost, nothing twice.
 
 Every Slack failure leaves as ``DeliveryError``.
+
+A finished answer's last message carries the answer's *endings* (the feedback buttons, see
+``bot.slack.feedback``): in ``chat.stopStream`` or the final ``chat.update``, so they cost no
+call of their own; where Slack refuses one ending's blocks the next is tried, and the answer
+is never lost to its buttons. The thread status is cleared explicitly whatever the outcome.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -45,6 +51,12 @@ THINKING_STATUS = "is thinking…"
 REASONING_STATUS = "is reasoning…"
 LOADING_MESSAGES = ["Reading the thread…", "Thinking it through…", "Writing an answer…"]
 WORKING_REACTION = "hourglass_flowing_sand"
+# What Slack answers when it will not take a message's blocks: try the next ending.
+_REFUSED_BLOCKS = frozenset({"invalid_blocks", "invalid_blocks_format", "invalid_arguments"})
+
+Blocks = Sequence[dict[str, Any]]
+Endings = Sequence[Blocks]
+"""Blocks to end a finished answer with, best first (see the module docstring)."""
 
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 
@@ -142,8 +154,8 @@ class _LiveMessage(Protocol):
     async def show(self, text: str) -> None:
         """Make the message show ``text`` (which extends what it showed before)."""
 
-    async def close(self, text: str) -> None:
-        """Show ``text`` for good."""
+    async def close(self, text: str, endings: Endings = ()) -> None:
+        """Show ``text`` for good, followed by the first of ``endings`` Slack takes."""
 
 
 class _UpdatedMessage:
@@ -155,9 +167,11 @@ class _UpdatedMessage:
         self.ts: str | None = None
         self._shown = ""
 
-    async def show(self, text: str) -> None:
-        if self.ts is not None and text == self._shown:
+    async def show(self, text: str, ending: Blocks = ()) -> None:
+        if self.ts is not None and text == self._shown and not ending:
             return
+        payload = message_payload(text)
+        payload["blocks"] = [*payload["blocks"], *ending]
         try:
             if self.ts is None:
                 response = await self._client.chat_postMessage(
@@ -165,19 +179,27 @@ class _UpdatedMessage:
                     thread_ts=self._message.thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
-                    **message_payload(text),
+                    **payload,
                 )
                 self.ts = str(response["ts"])
             else:
                 await self._client.chat_update(
-                    channel=self._message.channel_id, ts=self.ts, **message_payload(text)
+                    channel=self._message.channel_id, ts=self.ts, **payload
                 )
         except _SLACK_ERRORS as exc:
             method = "chat.postMessage" if self.ts is None else "chat.update"
             raise _delivery_error(method, exc) from exc
         self._shown = text
 
-    async def close(self, text: str) -> None:
+    async def close(self, text: str, endings: Endings = ()) -> None:
+        for ending in endings:
+            try:
+                await self.show(text, ending)
+                return
+            except DeliveryError as exc:
+                if exc.code not in _REFUSED_BLOCKS:
+                    raise
+                logger.info("Slack refused an answer ending (%s); trying the next", exc.code)
         await self.show(text)
 
 
@@ -223,11 +245,21 @@ class _NativeStream:
             await self._call("chat_appendStream", markdown_text=addition)
         self._shown = text
 
-    async def close(self, text: str) -> None:
+    async def close(self, text: str, endings: Endings = ()) -> None:
         if self.ts is None:
             await self.show(text)
         addition = text[len(self._shown) :]
-        await self._call("chat_stopStream", **({"markdown_text": addition} if addition else {}))
+        arguments: dict[str, Any] = {"markdown_text": addition} if addition else {}
+        for ending in endings:
+            try:
+                await self._call("chat_stopStream", **arguments, blocks=list(ending))
+                self._shown = text
+                return
+            except DeliveryError as exc:
+                if exc.code not in _REFUSED_BLOCKS:
+                    raise
+                logger.info("Slack refused an answer ending (%s); trying the next", exc.code)
+        await self._call("chat_stopStream", **arguments)
         self._shown = text
 
     async def _call(self, method: str, **kwargs: Any) -> None:
@@ -258,8 +290,12 @@ class LiveReplySink:
         flush_interval: float = 1.0,
         limit: int = MESSAGE_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        endings: Endings = (),
+        loading_messages: Callable[[], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
         self._workspaces = workspaces
+        self._endings = endings
+        self._loading_messages = loading_messages
         self._clients: tuple[AsyncWebClient, AsyncWebClient] | None = None
         self._message = message
         self._budget = budget
@@ -306,7 +342,7 @@ class LiveReplySink:
                 channel_id=self._message.channel_id,
                 thread_ts=self._message.thread_ts,
                 status=THINKING_STATUS,
-                loading_messages=LOADING_MESSAGES,
+                loading_messages=await self._loading(),
             )
             self._status_shown = True
             return
@@ -319,6 +355,16 @@ class LiveReplySink:
             self._reacted = True
         except _SLACK_ERRORS as exc:
             raise _delivery_error("reactions.add", exc) from exc
+
+    async def _loading(self) -> list[str]:
+        """The workspace's loading messages (the ``loading_messages`` setting)."""
+        if self._loading_messages is None:
+            return LOADING_MESSAGES
+        try:
+            return list(await self._loading_messages()) or LOADING_MESSAGES
+        except Exception as exc:  # a courtesy: the defaults do as well
+            logger.info("loading messages unavailable (%s); using the defaults", type(exc).__name__)
+            return LOADING_MESSAGES
 
     async def reasoning(self) -> None:
         await self._resolve()
@@ -346,7 +392,7 @@ class LiveReplySink:
         self._reconcile(text)
         if not self._streamed.strip():
             self._pending = EMPTY_ANSWER
-        await self._flush(final=True)
+        await self._flush(final=True, endings=self._endings)
         if self._correction is not None:
             await self._correct(self._correction)
         await self._clear_indicator()
@@ -360,6 +406,7 @@ class LiveReplySink:
             self._live, self._live_text, self._pending = None, "", ""
             self._streamed = partial_text
             await self._show(notice, close=True)
+            await self._clear_indicator()
             return self._first_ts
         self._reconcile(partial_text)
         if self._streamed.strip():
@@ -394,7 +441,8 @@ class LiveReplySink:
         chunks.append(rest)
         posted = list(self._posted)
         for index, chunk in enumerate(chunks):
-            if index < len(posted):
+            endings = self._endings if index == len(chunks) - 1 else ()
+            if index < len(posted) and not endings:
                 await self._call_or_fail(
                     "chat.update",
                     self._client.chat_update,
@@ -404,7 +452,8 @@ class LiveReplySink:
                 )
             else:
                 message = _UpdatedMessage(self._client, self._message)
-                await message.close(chunk)
+                message.ts = posted[index] if index < len(posted) else None
+                await message.close(chunk, endings)
                 if message.ts is not None:
                     self._remember(message.ts)
         for ts in posted[len(chunks) :]:
@@ -424,7 +473,7 @@ class LiveReplySink:
         if ts is not None and ts not in self._posted:
             self._posted.append(ts)
 
-    async def _flush(self, *, final: bool = False) -> None:
+    async def _flush(self, *, final: bool = False, endings: Endings = ()) -> None:
         candidate = self._live_text + self._pending
         self._pending = ""
         while len(candidate) > self._limit:
@@ -433,24 +482,24 @@ class LiveReplySink:
             )
             await self._show(first, close=True)
         if candidate or final:
-            await self._show(candidate, close=final)
+            await self._show(candidate, close=final, endings=endings)
         # Counted from when Slack answered, so a slow call cannot squeeze two edits together.
         self._last_flush = self._clock()
 
-    async def _show(self, text: str, *, close: bool) -> None:
+    async def _show(self, text: str, *, close: bool, endings: Endings = ()) -> None:
         if self._live is None:
             if not text:
                 return
             self._live = self._new_message()
         try:
             if close:
-                await self._live.close(text)
+                await self._live.close(text, endings)
             else:
                 await self._live.show(text)
         except _StreamUnavailable:
             logger.info("native streaming refused; using chat.update")
             self._live = _UpdatedMessage(self._client, self._message)
-            await self._show(text, close=close)
+            await self._show(text, close=close, endings=endings)
             return
         except _StreamExpired as expired:
             logger.info("native stream expired; continuing in a new message")
@@ -458,7 +507,7 @@ class LiveReplySink:
             self._first_ts = self._first_ts or self._live.ts
             self._live = _UpdatedMessage(self._client, self._message)
             self._live_text = ""
-            await self._show(text[len(expired.shown) :], close=close)
+            await self._show(text[len(expired.shown) :], close=close, endings=endings)
             return
         self._remember(self._live.ts)
         self._first_ts = self._first_ts or self._live.ts
@@ -473,6 +522,18 @@ class LiveReplySink:
         return _UpdatedMessage(self._client, self._message)
 
     async def _clear_indicator(self) -> None:
+        if self._status_shown:
+            # Slack clears the status when the bot posts in the thread; said explicitly, it
+            # also clears when nothing new was posted (a stream that ended, a note in place).
+            self._status_shown = False
+            try:
+                await self._client.assistant_threads_setStatus(
+                    channel_id=self._message.channel_id,
+                    thread_ts=self._message.thread_ts,
+                    status="",
+                )
+            except _SLACK_ERRORS:
+                logger.info("could not clear the thread status")
         if self._reacted:
             try:
                 await self._client.reactions_remove(
@@ -494,10 +555,16 @@ class LiveReplySinks:
         workspaces: WorkspaceClients,
         native_streaming: bool = True,
         flush_interval: float = 1.0,
+        endings: Callable[[IncomingMessage], Endings] | None = None,
+        loading_messages: Callable[[IncomingMessage], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
+        """``endings``: the blocks a finished answer to a message ends with (the feedback
+        buttons); ``loading_messages``: the workspace's loading messages for a message."""
         self._workspaces = workspaces
         self._budget = StreamBudget() if native_streaming else None
         self._flush_interval = flush_interval
+        self._endings = endings
+        self._loading_messages = loading_messages
 
     def open(self, message: IncomingMessage) -> LiveReplySink:
         return LiveReplySink(
@@ -505,4 +572,10 @@ class LiveReplySinks:
             message=message,
             budget=self._budget,
             flush_interval=self._flush_interval,
+            endings=self._endings(message) if self._endings else (),
+            loading_messages=(
+                functools.partial(self._loading_messages, message)
+                if self._loading_messages
+                else None
+            ),
         )
