@@ -297,7 +297,8 @@ async def test_a_feedback_click_is_stored_counted_in_usage_and_changed_by_a_seco
 
         async with bot.service.store.reading() as session:
             rows = (await session.execute(select(AnswerFeedback))).scalars().all()
-        assert len(rows) == 1 and rows[0].value == "bad" and rows[0].user_id == ASKER
+        assert len(rows) == 1
+        assert (rows[0].value, rows[0].user_id) == ("bad", ASKER)
         return rows[0].comment
 
     for _ in range(100):
@@ -337,7 +338,8 @@ async def test_a_surface_that_refuses_feedback_buttons_gets_plain_buttons_that_w
 
 async def test_notes_carry_no_feedback_buttons(bot: BotUnderTest) -> None:
     bot.model.script_error(
-        429, {"error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+        429,
+        {"error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}},
     )
     ts, _ = await bot.mention("hello?")
     [note] = await bot.wait_replies("C1", ts, 1)
