@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
             )
 
     usage = commands.add_parser(
-        "usage", help="tokens (and estimated cost) per channel, user or model"
+        "usage",
+        help="tokens (and estimated cost) per channel, user or model; 👍/👎 votes per "
+        "channel or model",
     )
     usage.add_argument(
         "--since", default="30d", help="30d, 12h or a date like 2026-01-31 (default: 30d)"
@@ -245,8 +247,13 @@ async def _usage(args: argparse.Namespace) -> int:
     await upgrade_to_head(storage_settings.database_url)
     engine = create_engine(storage_settings.database_url)
     try:
-        rows = await Store(create_session_factory(engine)).usage_since(
-            since=since, by=args.by, team_id=args.team
+        store = Store(create_session_factory(engine))
+        rows = await store.usage_since(since=since, by=args.by, team_id=args.team)
+        # 👍/👎 per channel or model (a vote is not anyone's usage: none per user).
+        feedback = (
+            await store.feedback_since(since=since, by=args.by, team_id=args.team)
+            if args.by in ("channel", "model")
+            else None
         )
     finally:
         await engine.dispose()
@@ -258,6 +265,7 @@ async def _usage(args: argparse.Namespace) -> int:
             prices=storage_settings.prices,
             fmt=args.format,
             team_id=args.team,
+            feedback=feedback,
         )
     )
     return 0

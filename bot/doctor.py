@@ -9,7 +9,9 @@ from Slack, the model endpoint and the database are quoted as they came.
 
 Checks, in order: the settings load; the database answers and its migrations are current; the
 bot token works (``auth.test``) and holds every bot scope of ``slack-app-manifest.yaml`` (Slack
-lists a token's scopes in the ``x-oauth-scopes`` header of its answers); in Socket Mode, the
+lists a token's scopes in the ``x-oauth-scopes`` header of its answers), and the assistant pane's
+scopes and events (the events from the manifest: Slack lets no bot token read an app's event
+subscriptions); in Socket Mode, the
 app token opens connections; the model endpoint answers ``GET /models`` with the key, and a
 one-token, non-streamed, unstored response with ``DEFAULT_MODEL``; then, for ``DEFAULT_MODEL``
 and each of ``ALLOWED_MODELS`` (the first few), what the endpoint does with it: whether it
@@ -44,7 +46,25 @@ from bot.errors import (
 from bot.redaction import Redactor
 from bot.settings import Settings, load_settings
 
-__all__ = ["MANIFEST_PATH", "manifest_bot_scopes", "run_doctor"]
+__all__ = [
+    "ASSISTANT_EVENTS",
+    "ASSISTANT_SCOPES",
+    "MANIFEST_PATH",
+    "manifest_bot_events",
+    "manifest_bot_scopes",
+    "manifest_flags",
+    "run_doctor",
+]
+
+ASSISTANT_SCOPES = (
+    "assistant:write",  # assistant.threads.setStatus / setSuggestedPrompts / setTitle
+    "im:history",  # the person's messages in the pane (message.im)
+    "channels:read",  # the name of the channel being viewed, and its members
+    "groups:read",
+    "channels:history",  # "summarise this channel"
+    "groups:history",
+)
+ASSISTANT_EVENTS = ("assistant_thread_started", "assistant_thread_context_changed", "message.im")
 
 # Each model costs three tiny calls; a long ALLOWED_MODELS list is checked in part.
 MAX_MODELS_CHECKED = 5
@@ -134,33 +154,55 @@ async def _database(settings: Settings) -> str:
 # ------------------------------------------------------------------------------ Slack
 
 
-def manifest_bot_scopes(path: Path = MANIFEST_PATH) -> list[str]:
-    """``oauth_config.scopes.bot`` of the app manifest, read without a YAML library (the
-    manifest is ours and keeps that list as a plain block sequence)."""
-    wanted = ("oauth_config", "scopes", "bot")
+def _manifest(path: Path) -> tuple[dict[tuple[str, ...], list[str]], dict[tuple[str, ...], str]]:
+    """The manifest's lists of plain items and its scalars, by key path; read without a YAML
+    library (the manifest is ours: block mappings, block sequences, plain scalars). Items that
+    are mappings (``- title: …``) only mark their list as present."""
+    lists: dict[tuple[str, ...], list[str]] = {}
+    scalars: dict[tuple[str, ...], str] = {}
     stack: list[tuple[int, str]] = []  # (indent, key) of the mappings we are inside
-    scopes: list[str] = []
-    in_list_at: int | None = None
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.split(" #", 1)[0].rstrip()
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         indent = len(line) - len(line.lstrip(" "))
         text = line.strip()
-        if in_list_at is not None:
-            if text.startswith("- ") and indent >= in_list_at:
-                scopes.append(text[2:].strip().strip("\"'"))
-                continue
-            in_list_at = None
-            if scopes:
-                break
-        if text.endswith(":") and not text.startswith("- "):
+        if text.startswith("- "):
             while stack and stack[-1][0] >= indent:
                 stack.pop()
-            stack.append((indent, text[:-1].strip()))
-            if tuple(key for _, key in stack) == wanted:
-                in_list_at = indent
-    return scopes
+            items = lists.setdefault(tuple(key for _, key in stack), [])
+            item = text[2:].strip()
+            if ": " not in item and not item.endswith(":"):
+                items.append(item.strip("\"'"))
+            continue
+        key, _, value = text.partition(":")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if value.strip() and not value.strip().startswith((">", "|")):
+            scalars[(*(k for _, k in stack), key.strip())] = value.strip().strip("\"'")
+        else:
+            stack.append((indent, key.strip()))
+    return lists, scalars
+
+
+def manifest_bot_scopes(path: Path = MANIFEST_PATH) -> list[str]:
+    """``oauth_config.scopes.bot`` of the app manifest."""
+    return _manifest(path)[0].get(("oauth_config", "scopes", "bot"), [])
+
+
+def manifest_bot_events(path: Path = MANIFEST_PATH) -> list[str]:
+    """``settings.event_subscriptions.bot_events`` of the app manifest."""
+    return _manifest(path)[0].get(("settings", "event_subscriptions", "bot_events"), [])
+
+
+def manifest_flags(path: Path = MANIFEST_PATH) -> dict[str, bool]:
+    """Whether the manifest turns on the Home tab and the assistant pane (with prompts)."""
+    lists, scalars = _manifest(path)
+    return {
+        "home_tab": scalars.get(("features", "app_home", "home_tab_enabled")) == "true",
+        "assistant_view": bool(scalars.get(("features", "assistant_view", "assistant_description")))
+        and ("features", "assistant_view", "suggested_prompts") in lists,
+    }
 
 
 def _slack_refusal(error: str) -> CheckFailed:
@@ -235,6 +277,41 @@ class _SlackChecks:
                 "the workspace, and set SLACK_BOT_TOKEN to the token it shows",
             )
         return f"the bot token has all {len(wanted)} bot scopes of {MANIFEST_PATH.name}"
+
+    async def assistant(self) -> str:
+        """The assistant pane: its scopes on the token, its view and events in the manifest
+        (Slack lets no bot token read the app's event subscriptions or features: the app has
+        those of the manifest pasted into its App Manifest page)."""
+        if not MANIFEST_PATH.exists():
+            raise CheckWarning(f"{MANIFEST_PATH.name} not found; the assistant pane not checked")
+        flags = manifest_flags()
+        events = manifest_bot_events()
+        missing = [e for e in ASSISTANT_EVENTS if e not in events]
+        if not flags["assistant_view"]:
+            missing.insert(0, "features.assistant_view (with suggested_prompts)")
+        if not flags["home_tab"]:
+            missing.append("features.app_home.home_tab_enabled: true")
+        if missing:
+            raise CheckFailed(
+                f"{MANIFEST_PATH.name} lacks what the assistant pane needs: " + ", ".join(missing),
+                f"use the {MANIFEST_PATH.name} of this release, paste it into the app's App "
+                "Manifest page (https://api.slack.com/apps) and reinstall the app",
+            )
+        if self.scopes_header is None:
+            raise CheckWarning("Slack did not list the token's scopes; the pane's not checked")
+        granted = {s.strip() for s in self.scopes_header.split(",") if s.strip()}
+        lacking = [s for s in ASSISTANT_SCOPES if s not in granted]
+        if lacking:
+            raise CheckFailed(
+                "the bot token lacks the assistant pane's scope(s): " + ", ".join(lacking),
+                f"paste {MANIFEST_PATH.name} into the app's App Manifest page (it adds the "
+                "assistant view, its events and scopes), reinstall the app to the workspace, "
+                "and set SLACK_BOT_TOKEN to the token it shows",
+            )
+        return (
+            f"the token has the pane's {len(ASSISTANT_SCOPES)} scopes; {MANIFEST_PATH.name} "
+            "turns on the assistant view, its events and the Home tab"
+        )
 
     async def app_token(self) -> str:
         token = self.settings.slack_app_token
@@ -483,6 +560,7 @@ async def run_doctor() -> int:
         )
     elif await report.run("slack token", slack.token):
         await report.run("slack scopes", slack.scopes)
+        await report.run("slack assistant pane", slack.assistant)
     if settings.effective_mode == "socket":
         await report.run("slack app token", slack.app_token)
 

@@ -98,6 +98,12 @@ class Metrics:
             ["type"],
             registry=r,
         )
+        self.feedback = Counter(
+            "slackbot_feedback",
+            "Votes on answers (👍 good, 👎 bad), by model; a changed vote counts again.",
+            ["model", "value"],
+            registry=r,
+        )
         self.events_handled = Counter(
             "slackbot_events_handled",
             "Slack message events finished with, by event type and outcome (ignored, "

@@ -25,8 +25,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channel_settings import StoredChannelSettings
-from bot.conversation import ConversationService
+from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
+from bot.conversation import ConversationService, IncomingMessage
 from bot.conversation_state import ChainCheck, EndpointCapabilities
 from bot.errors import ConfigError
 from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
@@ -40,14 +40,18 @@ from bot.settings import Settings
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
+from bot.slack.assistant.context import PaneContext
+from bot.slack.assistant.titles import PaneTitles
 from bot.slack.budget import RateBudgets
 from bot.slack.client import ScheduledWebClient, UnscheduledRateLimitRetry
 from bot.slack.commands import SettingsCommands
 from bot.slack.context import SlackContext
 from bot.slack.context_guard import GuardedContext
+from bot.slack.feedback import answer_endings
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
 from bot.slack.live_reply import LiveReplySinks
+from bot.slack.membership import ChannelMembership
 from bot.slack.oauth import build_oauth_settings
 from bot.slack.resume import resume_held_answers
 from bot.slack.users import UserDirectory
@@ -228,19 +232,31 @@ class Service:
             max_files=settings.file_max_count,
         )
         self._cleanup.append(files.aclose)
+        users = UserDirectory(self.workspaces)  # display names and admin checks share it
+        membership = ChannelMembership(workspaces=self.workspaces)
+
+        async def loading_messages(message: IncomingMessage) -> list[str]:
+            defaults = await channel_settings.effective(
+                team_id=message.team_id, channel_id=WORKSPACE_DEFAULTS
+            )
+            return [str(m) for m in defaults.loading_messages or ()]
+
         self.thread_locks = DistributedThreadLocks(
             settings.database_url, wait_seconds=settings.thread_lock_wait
         )
         self._cleanup.append(self.thread_locks.aclose)
         locks = KeyedLocks(on_wait=self.metrics.lock_waited("process"))
-        users = UserDirectory(self.workspaces)  # display names and admin checks share it
         sinks = LiveReplySinks(
             workspaces=self.workspaces,
             native_streaming=settings.slack_native_streaming,
             flush_interval=settings.stream_update_interval,
             final_deadline=settings.slack_final_deadline,
             journal=self.store,
+            # Every finished answer ends with the feedback buttons (bot.slack.feedback).
+            endings=lambda message: answer_endings(message.ts),
+            loading_messages=loading_messages,
         )
+        self._cleanup.append(sinks.aclose)
         self.conversation = ConversationService(
             intake=self.intake,
             replica_id=self.replica_id,
@@ -252,12 +268,19 @@ class Service:
             model=InstrumentedModelClient(model, self.metrics),
             sinks=sinks,
             context=GuardedContext(
-                SlackContext(
+                PaneContext(
+                    SlackContext(
+                        workspaces=self.workspaces,
+                        users=users,
+                        files=files,
+                        history_chars=settings.thread_context_chars,
+                        max_file_bytes=settings.file_max_bytes,
+                    ),
+                    threads=self.store.assistant_threads,
                     workspaces=self.workspaces,
+                    membership=membership,
                     users=users,
-                    files=files,
                     history_chars=settings.thread_context_chars,
-                    max_file_bytes=settings.file_max_bytes,
                 )
             ),
             identity_salt=settings.identity_salt,
@@ -279,6 +302,10 @@ class Service:
             workspaces=self.workspaces,
             metrics=self.metrics,
             tracker=self.tracker,
+            # A pane thread's title, after its first answer (bot.slack.assistant.titles).
+            after_answer=PaneTitles(
+                threads=self.store.assistant_threads, workspaces=self.workspaces
+            ).after_answer,
         )
         bolt = build_slack_app(
             intake=self.event_intake,
@@ -302,6 +329,9 @@ class Service:
             catalogue=catalogue,
             store=self.store,
             verify_requests=not socket_mode,
+            membership=membership,
+            pane_threads=self.store.assistant_threads,
+            feedback=self.store.feedback,
         )
         # Answers the model finished but Slack did not hold whole: their threads' locks are
         # taken now (before any event, so a follow-up waits for them) and they are finished in

@@ -1,5 +1,6 @@
 """Usage reports for the command line: time spans (``30d``, ``12h``, an ISO date) and the
-table, CSV and JSON renderings of ``Store.usage_since`` rows (pure: no I/O)."""
+table, CSV and JSON renderings of ``Store.usage_since`` rows, with the 👍/👎 votes of
+``Store.feedback_since`` per channel or model (``up``/``down`` columns; pure: no I/O)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bot.pricing import ModelPrices, estimate_cost, format_cost
+from storage.records import FeedbackCount
 from storage.repositories import UsageCounts, UsageRow
 
 __all__ = ["ReportFormat", "parse_since", "render_usage"]
@@ -61,13 +63,20 @@ def render_usage(
     prices: ModelPrices,
     fmt: ReportFormat,
     team_id: str | None = None,
+    feedback: Sequence[FeedbackCount] | None = None,
 ) -> str:
     """The report as text (no trailing newline). Costs appear only when ``prices`` is set;
-    a row with a model that has no price shows no cost."""
+    a row with a model that has no price shows no cost. ``feedback`` (grouped like the rows:
+    by channel or model) adds the ``up`` and ``down`` votes of each row."""
     priced = bool(prices)
+    votes = {(f.team_id, f.key): f for f in feedback} if feedback is not None else None
     records: list[dict[str, Any]] = []
     for row in rows:
         record: dict[str, Any] = {"team": row.team_id, by: row.key, **_values(row.counts)}
+        if votes is not None:
+            count = votes.get((row.team_id, row.key))
+            record["up"] = count.good if count else 0
+            record["down"] = count.bad if count else 0
         if priced:
             cost = estimate_cost(row.by_model, prices)
             record["cost_usd"] = None if cost is None else round(cost, 6)
@@ -85,12 +94,15 @@ def render_usage(
     if fmt == "csv":
         out = io.StringIO()
         header = ["team", by, *_COLUMNS, "total_tokens"] + (["cost_usd"] if priced else [])
+        header += ["up", "down"] if votes is not None else []
         writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
         writer.writeheader()
         for record in records:
             writer.writerow({k: "" if v is None else v for k, v in record.items()})
         return out.getvalue().rstrip("\n")
-    return _table(records, rows, by=by, since=since, prices=prices, team_id=team_id)
+    return _table(
+        records, rows, by=by, since=since, prices=prices, team_id=team_id, votes=votes is not None
+    )
 
 
 def _table(
@@ -101,6 +113,7 @@ def _table(
     since: datetime,
     prices: ModelPrices,
     team_id: str | None,
+    votes: bool = False,
 ) -> str:
     scope = f"workspace {team_id}" if team_id else "all workspaces"
     title = f"usage since {since:%Y-%m-%d %H:%M} UTC by {by} ({scope})"
@@ -109,6 +122,8 @@ def _table(
     headings = ["team", by, "turns", "input", "cached", "output", "reasoning", "total"]
     if prices:
         headings.append("est. cost")
+    if votes:
+        headings += ["up", "down"]
     lines: list[list[str]] = []
     for record in records:
         line = [record["team"], record[by]]
@@ -116,6 +131,8 @@ def _table(
         if prices:
             cost = record["cost_usd"]
             line.append("-" if cost is None else format_cost(cost))
+        if votes:
+            line += [f"{record['up']:,}", f"{record['down']:,}"]
         lines.append(line)
     total = sum((row.counts for row in rows), UsageCounts())
     footer = ["", "total"] + [f"{v:,}" for v in _values(total).values()]
@@ -126,6 +143,8 @@ def _table(
                 merged[model] = merged.get(model, UsageCounts()) + counts
         cost = estimate_cost(merged, prices)
         footer.append("-" if cost is None else format_cost(cost))
+    if votes:
+        footer += [f"{sum(r['up'] for r in records):,}", f"{sum(r['down'] for r in records):,}"]
     widths = [
         max(len(cells[i]) for cells in [headings, *lines, footer]) for i in range(len(headings))
     ]

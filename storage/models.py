@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     DateTime,
     Dialect,
@@ -38,6 +39,8 @@ __all__ = [
     "SETTING_FIELDS",
     "WORKSPACE_DEFAULT_CHANNEL",
     "AcceptedMessage",
+    "AnswerFeedback",
+    "AssistantThread",
     "Base",
     "ChannelSettings",
     "EventClaim",
@@ -237,6 +240,10 @@ class ChannelSettings(Base):
     """Questions one person may ask per hour across the workspace (0: no limit)."""
     conversation_state: Mapped[str | None] = mapped_column(String(16))
     """How turns carry the conversation: "auto", "chain" or "transcript"."""
+    suggested_prompts: Mapped[list[str] | None] = mapped_column(JSON)
+    """Prompts offered when someone opens the assistant pane (workspace row only)."""
+    loading_messages: Mapped[list[str] | None] = mapped_column(JSON)
+    """Messages Slack rotates while the model works (workspace row only)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
     updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)
@@ -354,6 +361,77 @@ class AcceptedMessage(Base):
     adopts it only once that one is gone."""
     accepted_at: Mapped[datetime] = mapped_column(default=utcnow)
     """When Slack's delivery was accepted."""
+
+
+class AssistantThread(Base):
+    """A conversation in Slack's assistant pane (an AI-app thread in the app's DM), and the
+    context the pane last reported: the channel the person is looking at.
+
+    Keyed by (channel, thread ts) as Bolt's thread context store is (Slack's DM channel ids are
+    unique across workspaces); the row marks the thread as a pane thread, so every replica
+    knows it (Bolt's default store keeps the context in a message's metadata instead).
+    """
+
+    __tablename__ = "assistant_threads"
+    __table_args__ = (UniqueConstraint("channel_id", "thread_ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id of the DM ("" when Slack did not say)."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """The app's DM with the person (``D…``)."""
+    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    """The pane thread's root ts."""
+    user_id: Mapped[str | None] = mapped_column(_SLACK_ID)
+    """Who opened the pane."""
+    context: Mapped[str | None] = mapped_column(Text)
+    """JSON: the context Slack reported last (``channel_id``, ``team_id``,
+    ``enterprise_id``), as Bolt hands it over; None until one was reported."""
+    titled_at: Mapped[datetime | None] = mapped_column()
+    """When the thread got its title (after its first answer); set once."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the pane thread started."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    """When the row last changed; retention prunes by it."""
+
+
+class AnswerFeedback(Base):
+    """One person's 👍 or 👎 on one answer (a turn). One row per answer and person: a second
+    click changes the vote. Deleted with its turn (``RETENTION_DAYS``)."""
+
+    __tablename__ = "answer_feedback"
+    __table_args__ = (
+        UniqueConstraint("turn_id", "user_id"),
+        # Usage reports: a workspace's (or channel's) feedback since a time.
+        Index(
+            "ix_answer_feedback_team_id_channel_id_updated_at",
+            "team_id",
+            "channel_id",
+            "updated_at",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key."""
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    """The answer voted on; the vote is pruned with it."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id (denormalised for reports)."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id (denormalised for reports)."""
+    model: Mapped[str] = mapped_column(String(255))
+    """The model that answered (denormalised for reports)."""
+    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Who voted."""
+    value: Mapped[str] = mapped_column(String(8))
+    """``good`` or ``bad``."""
+    comment: Mapped[str | None] = mapped_column(Text)
+    """An optional short comment given with a 👎."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """The first vote."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    """The last change (a changed vote, a comment)."""
 
 
 _SETTINGS_ROW_COLUMNS: Final = frozenset(

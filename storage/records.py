@@ -19,8 +19,13 @@ __all__ = [
     "AbandonedTurn",
     "AcceptResult",
     "Acceptance",
+    "AssistantThreadRecord",
     "CapabilityRecord",
     "ChannelSettingsRecord",
+    "FeedbackCount",
+    "FeedbackGrouping",
+    "FeedbackValue",
+    "FeedbackVote",
     "HeldAnswerRecord",
     "LimitKind",
     "LimitReached",
@@ -264,10 +269,17 @@ class PruneCounts:
     threads: int = 0
     event_claims: int = 0
     settings_audit: int = 0
+    assistant_threads: int = 0
 
     @property
     def total(self) -> int:
-        return self.turns + self.threads + self.event_claims + self.settings_audit
+        return (
+            self.turns
+            + self.threads
+            + self.event_claims
+            + self.settings_audit
+            + self.assistant_threads
+        )
 
 
 # -- intake (storage.intake) ---------------------------------------------------------------
@@ -370,3 +382,54 @@ class ResponseUsage:
     cached_tokens: int
     output_tokens: int
     reasoning_tokens: int
+
+
+# -- the assistant pane (storage.assistant_threads) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantThreadRecord:
+    """A conversation in Slack's assistant pane and the context it reported last."""
+
+    team_id: str
+    channel_id: str
+    thread_ts: str
+    user_id: str | None
+    context: Mapping[str, str] | None
+    """``channel_id`` (the channel the person is viewing), ``team_id``, ``enterprise_id``."""
+    titled: bool
+
+    @property
+    def viewing(self) -> str | None:
+        """The channel the person was last seen viewing, if the pane said."""
+        channel = (self.context or {}).get("channel_id")
+        return channel if isinstance(channel, str) and channel else None
+
+
+# -- feedback on answers (storage.feedback) ---------------------------------------------------
+
+FeedbackValue = Literal["good", "bad"]
+FeedbackGrouping = Literal["channel", "model"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackVote:
+    """A vote as stored: whose, on which answer, and what it was before (None: a first vote)."""
+
+    turn_id: int
+    team_id: str
+    channel_id: str
+    model: str
+    user_id: str
+    value: FeedbackValue
+    previous: FeedbackValue | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackCount:
+    """👍 and 👎 of one channel or model of one workspace."""
+
+    team_id: str
+    key: str
+    good: int
+    bad: int

@@ -9,6 +9,8 @@ Where each job lives (one module each, one small class each):
 * ``storage.retention``: pruning old history
 * ``storage.claims``: event claims (each Slack event handled once)
 * ``storage.held_answers``: finished answers Slack does not hold whole yet
+* ``storage.assistant_threads``: conversations in Slack's assistant pane and their context
+* ``storage.feedback``: 👍/👎 on answers and their counts
 * ``storage.health``: ping and schema check
 * ``storage.units``: the units of work they all run in
 * ``storage.records``: the records they return (SQLAlchemy-free)
@@ -24,9 +26,11 @@ from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage.assistant_threads import AssistantThreads
 from storage.channel_settings import ChannelSettingsStore
 from storage.claims import EventClaims
 from storage.errors import TurnNotFoundError as TurnNotFoundError
+from storage.feedback import FeedbackStore
 from storage.health import Health
 from storage.held_answers import HeldAnswers
 from storage.records import AbandonedTurn as AbandonedTurn
@@ -66,7 +70,11 @@ class Store:
         self.held_answers = HeldAnswers(self.units)
         self.channel_settings = ChannelSettingsStore(self.units)
         self.usage = UsageReports(self.units)
-        self.retention = Retention(self.units, claims=self.claims)
+        self.assistant_threads = AssistantThreads(self.units)
+        self.feedback = FeedbackStore(self.units)
+        self.retention = Retention(
+            self.units, claims=self.claims, assistant_threads=self.assistant_threads
+        )
 
         # The facade: each name is the repository's own bound method (same signature and
         # docstring), so nothing is written twice.
@@ -101,6 +109,7 @@ class Store:
         self.turns_by_user_since = self.usage.turns_by_user_since
         self.usage_since = self.usage.usage_since
         self.top_users = self.usage.top_users
+        self.feedback_since = self.feedback.counts_since
 
         self.prune_history = self.retention.prune_history
 

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, exists
 
+from storage.assistant_threads import AssistantThreads
 from storage.claims import EventClaims
 from storage.models import SettingsAudit, Thread, Turn
 from storage.records import PruneCounts
@@ -18,15 +19,19 @@ __all__ = ["Retention"]
 class Retention:
     """Pruning, one short transaction per table."""
 
-    def __init__(self, units: UnitsOfWork, *, claims: EventClaims) -> None:
+    def __init__(
+        self, units: UnitsOfWork, *, claims: EventClaims, assistant_threads: AssistantThreads
+    ) -> None:
         self._units = units
         self._claims = claims
+        self._assistant_threads = assistant_threads
 
     async def prune_history(self, *, older_than: datetime) -> PruneCounts:
         """Delete what is older than ``older_than`` (aware datetime); returns the counts.
 
-        Turns created before it; then threads left without turns whose ``updated_at`` is
-        before it; event claims and settings-audit rows from before it. One short
+        Turns created before it (and with them their transcript entries and the feedback
+        given on them); then threads left without turns whose ``updated_at`` is before it;
+        event claims, settings-audit rows and assistant-pane threads from before it. One short
         transaction per table, so the service keeps running meanwhile. Channel settings
         themselves are never pruned.
         """
@@ -44,9 +49,11 @@ class Retention:
             audit = await session.execute(
                 delete(SettingsAudit).where(SettingsAudit.changed_at < older_than)
             )
+        panes = await self._assistant_threads.prune(older_than=older_than)
         return PruneCounts(
             turns=int(turns.rowcount),  # type: ignore[attr-defined]
             threads=int(threads.rowcount),  # type: ignore[attr-defined]
             event_claims=claims,
             settings_audit=int(audit.rowcount),  # type: ignore[attr-defined]
+            assistant_threads=panes,
         )

@@ -279,10 +279,15 @@ class TextList(_Plain):
     separator: str = ","
     words: bool = False
     """Items are single words (names): no spaces inside one."""
+    one_line: str | None = None
+    """Also a separator, for lists typed on one line (the slash command cannot always hold a
+    new line): ``|`` between sentences."""
 
     @property
     def valid(self) -> str:
         between = "commas" if self.separator == "," else "new lines"
+        if self.one_line:
+            between += f" (or {_SEPARATOR_NAMES.get(self.one_line, repr(self.one_line))})"
         return (
             f"up to {self.max_items} items of at most {self.max_item_length:,} characters, "
             f"separated by {between}"
@@ -297,7 +302,10 @@ class TextList(_Plain):
         return self.max_items * (self.max_item_length + len(self.separator))
 
     def parse(self, name: str, raw: str) -> tuple[str, ...]:
-        items = tuple(dict.fromkeys(p.strip() for p in raw.split(self.separator) if p.strip()))
+        parts = raw.split(self.separator)
+        if self.one_line:
+            parts = [piece for part in parts for piece in part.split(self.one_line)]
+        items = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
         if not items:
             raise InvalidSetting(f"{name} must list at least one item (use reset to inherit)")
         if len(items) > self.max_items:
@@ -319,6 +327,9 @@ class TextList(_Plain):
 
     def text(self, value: Any) -> str:
         return self.separator.join(str(item) for item in _items(value))
+
+
+_SEPARATOR_NAMES = {"|": "vertical bars", ";": "semicolons"}
 
 
 def _items(value: Any) -> Sequence[Any]:

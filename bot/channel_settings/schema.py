@@ -24,12 +24,15 @@ from bot.channel_settings.kinds import (
     Number,
     OnOff,
     Text,
+    TextList,
     WholeNumber,
 )
 
 __all__ = [
     "BOTH",
     "CHANNEL",
+    "DEFAULT_LOADING_MESSAGES",
+    "DEFAULT_SUGGESTED_PROMPTS",
     "MAX_COUNT",
     "MAX_INSTRUCTIONS_CHARS",
     "SCHEMA",
@@ -173,6 +176,26 @@ class Schema:
         return tuple(dict.fromkeys(s.env for s in self if s.env))
 
 
+MAX_SUGGESTED_PROMPTS: Final = 4
+"""Slack's ``assistant.threads.setSuggestedPrompts`` shows up to four prompts."""
+MAX_PROMPT_CHARS: Final = 150
+"""A prompt is the button's title and the message it sends; a short sentence."""
+DEFAULT_SUGGESTED_PROMPTS: Final = (
+    "Summarise this channel",
+    "Explain a concept to me in simple terms",
+    "Help me write a clear, friendly message",
+    "Brainstorm ideas with me",
+)
+MAX_LOADING_MESSAGES: Final = 10
+"""Slack's ``assistant.threads.setStatus`` rotates at most ten loading messages."""
+MAX_LOADING_MESSAGE_CHARS: Final = 100
+DEFAULT_LOADING_MESSAGES: Final = (
+    "Reading the thread…",
+    "Thinking it through…",
+    "Writing an answer…",
+)
+
+
 def _count(unit: str, zero: str) -> WholeNumber:
     return WholeNumber(0, MAX_COUNT, unit=unit, zero=zero)
 
@@ -270,6 +293,22 @@ SCHEMA: Final = Schema(
             "when the endpoint ignores them)",
             label="Conversation state",
             env="conversation_state",
+        ),
+        Setting(
+            "suggested_prompts",
+            TextList(MAX_SUGGESTED_PROMPTS, MAX_PROMPT_CHARS, separator="\n", one_line="|"),
+            help="prompts offered when someone opens the assistant pane (up to 4)",
+            label="Suggested prompts (one per line)",
+            layers=WORKSPACE_ONLY,
+            default=DEFAULT_SUGGESTED_PROMPTS,
+        ),
+        Setting(
+            "loading_messages",
+            TextList(MAX_LOADING_MESSAGES, MAX_LOADING_MESSAGE_CHARS, separator="\n", one_line="|"),
+            help="what Slack shows, in turn, while the model works (up to 10)",
+            label="Loading messages (one per line)",
+            layers=WORKSPACE_ONLY,
+            default=DEFAULT_LOADING_MESSAGES,
         ),
     ]
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from bot.conversation import ConversationService, IncomingMessage, Ticket, TurnOutcome
@@ -23,7 +23,7 @@ from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
 from bot.turn_tracker import TurnTracker
 from storage.intake import QueuedMessage
 
-__all__ = ["SEEN", "TICKET", "EventIntake", "message_event_type"]
+__all__ = ["SEEN", "TICKET", "AfterAnswer", "EventIntake", "message_event_type"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ _CONVERTERS: Mapping[str, Callable[..., IncomingMessage | None]] = {
     "app_mention": from_app_mention,
     "message": from_message,
 }
+
+
+AfterAnswer = Callable[[IncomingMessage, TurnOutcome], Awaitable[None]]
+"""Called after a message was answered, whatever the outcome (the pane's title)."""
 
 
 def message_event_type(body: Mapping[str, Any]) -> str | None:
@@ -56,8 +60,10 @@ class EventIntake:
         workspaces: WorkspaceClients,
         metrics: Metrics,
         tracker: TurnTracker,
+        after_answer: AfterAnswer | None = None,
     ) -> None:
         self._conversation = conversation
+        self._after_answer = after_answer
         self._workspaces = workspaces
         self._metrics = metrics
         self._tracker = tracker
@@ -95,6 +101,7 @@ class EventIntake:
         self._metrics.event_handled(event_type, outcome)
         if outcome not in (TurnOutcome.IGNORED, TurnOutcome.DUPLICATE):
             self._metrics.turn_seconds.observe(time.monotonic() - started)
+        await self._answered(ticket.message, outcome)
 
     async def resume(self, queued: QueuedMessage) -> TurnOutcome:
         """Answer a message adopted at start-up like an event's: tracked (shutdown waits for
@@ -107,3 +114,11 @@ class EventIntake:
         if outcome not in (TurnOutcome.IGNORED, TurnOutcome.DUPLICATE):
             self._metrics.turn_seconds.observe(time.monotonic() - started)
         return outcome
+
+    async def _answered(self, message: IncomingMessage, outcome: TurnOutcome) -> None:
+        if self._after_answer is None:
+            return
+        try:
+            await self._after_answer(message, outcome)
+        except Exception:  # a courtesy after the answer: it never fails the answer's task
+            logger.warning("after-answer hook failed", exc_info=True)

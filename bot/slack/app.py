@@ -28,6 +28,8 @@ from bot.slack.listeners.deps import SettingsStore
 from bot.slack.membership import ChannelMembership
 from bot.slack.workspaces import WorkspaceClients
 from bot.turn_tracker import TurnTracker
+from storage.assistant_threads import AssistantThreads
+from storage.feedback import FeedbackStore
 
 __all__ = ["build_slack_app"]
 
@@ -69,6 +71,8 @@ def build_slack_app(
     oauth_settings: AsyncOAuthSettings | None = None,
     membership: ChannelMembership | None = None,
     intake: EventIntake | None = None,
+    pane_threads: AssistantThreads | None = None,
+    feedback: FeedbackStore | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
     sends no signature (the WebSocket itself is authenticated by the app token).
@@ -77,7 +81,8 @@ def build_slack_app(
     each request's workspace token in the installation store, serves the install flow, and
     the OAuth ``oauth.v2.access`` call goes through ``client`` (so to ``SLACK_API_URL``).
     ``intake`` (made here when not given) accepts message events before their
-    acknowledgement; the service also resumes adopted messages through it."""
+    acknowledgement; the service also resumes adopted messages through it. ``pane_threads``
+    and ``feedback`` turn on the assistant pane and the feedback buttons' listeners."""
     app = _CountingApp(
         metrics=metrics,
         client=client,
@@ -102,6 +107,8 @@ def build_slack_app(
         store=store,
         membership=membership or ChannelMembership(workspaces=workspaces),
         installations=oauth_settings.installation_store if oauth_settings else None,
+        pane_threads=pane_threads,
+        feedback=feedback,
     )
     register_all(app, deps)
     return app

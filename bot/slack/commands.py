@@ -7,8 +7,10 @@
     /ai reset [FIELD]               back to the defaults (admins)
     /ai reset default [FIELD]       clear workspace defaults (admins)
     /ai history                     who changed what in this channel
-    /ai usage                       tokens (and estimated cost) used in this channel
-    /ai usage workspace             the same for the whole workspace (admins)
+    /ai usage                       tokens (and estimated cost) used in this channel, and the
+                                    👍/👎 its answers got, per model
+    /ai usage workspace             the same for the whole workspace (admins), 👍/👎 per
+                                    channel and per model
     /ai help
 
 Answers are short and ephemeral. Every change is checked against the signed request's user on
@@ -43,6 +45,7 @@ from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
 from bot.slack.escaping import escape, unescape
+from storage.records import FeedbackCount, FeedbackGrouping
 from storage.repositories import (
     SettingsAuditRecord,
     UsageCounts,
@@ -89,6 +92,15 @@ class _Store(Protocol):
         team_id: str | None = None,
         channel_id: str | None = None,
     ) -> list[UsageRow]: ...
+
+    async def feedback_since(
+        self,
+        *,
+        since: datetime,
+        by: FeedbackGrouping,
+        team_id: str | None = None,
+        channel_id: str | None = None,
+    ) -> list[FeedbackCount]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +273,11 @@ class SettingsCommands:
         )
         lines.append(f"• {spans[-1][0]}: {self._amount(users)}")
         lines += self._top("Top users, 30 days", users, mention="@")
+        since = spans[-1][1]
+        by_model = await self._store.feedback_since(
+            since=since, by="model", team_id=team_id, channel_id=channel_id
+        )
+        lines += _feedback("Feedback, 30 days", by_model, None)
         return "\n".join(lines)
 
     async def _workspace_usage(self, team_id: str) -> str:
@@ -274,6 +291,11 @@ class SettingsCommands:
         lines.append(f"• {spans[-1][0]}: {self._amount(channels)}")
         lines += self._top("Top channels, 30 days", channels, mention="#")
         lines += self._top("Top users, 30 days", users, mention="@")
+        since = spans[-1][1]
+        by_channel = await self._store.feedback_since(since=since, by="channel", team_id=team_id)
+        by_model = await self._store.feedback_since(since=since, by="model", team_id=team_id)
+        lines += _feedback("Feedback by channel, 30 days", by_channel, "#")
+        lines += _feedback("Feedback by model, 30 days", by_model, None)
         return "\n".join(lines)
 
     def _usage_refusal(self) -> str:
@@ -313,6 +335,21 @@ class SettingsCommands:
 
 
 _TOP = 5
+
+
+def _votes(good: int, bad: int) -> str:
+    return f"👍 {good:,} · 👎 {bad:,}"
+
+
+def _feedback(title: str, rows: Sequence[FeedbackCount], mention: str | None) -> list[str]:
+    """Votes on answers: the total, then one line per channel (``#``) or model (``None``)."""
+    good = sum(row.good for row in rows)
+    bad = sum(row.bad for row in rows)
+    lines = [f"*{title}*: {_votes(good, bad)}" if rows else f"*{title}*: no votes yet"]
+    for row in rows[: _TOP * 2]:
+        key = f"<{mention}{row.key}>" if mention else f"`{escape(row.key)}`"
+        lines.append(f"• {key}: {_votes(row.good, row.bad)}")
+    return lines
 
 
 def _spans() -> list[tuple[str, datetime]]:

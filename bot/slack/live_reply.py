@@ -30,6 +30,12 @@ While the final text is delivered, the sink notes each message it opens in a
 ``DeliveryJournal`` (the turn's row), so that after a restart ``resume`` can finish the same
 messages instead of posting the answer twice.
 
+A finished answer's last message carries the answer's *endings* (the feedback buttons, see
+``bot.slack.feedback``): in ``chat.stopStream`` or its final ``chat.postMessage`` /
+``chat.update``, so they cost no call of their own; where Slack refuses one ending's blocks
+the next is tried, and the answer is never lost to its buttons. Notes (``fail``) carry none.
+The thread status is cleared explicitly whatever the outcome.
+
 Every Slack failure leaves as ``DeliveryError``.
 """
 
@@ -37,9 +43,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -85,6 +92,12 @@ SHUTDOWN_WAIT = 5.0
 """Seconds a note may take when the turn is being cancelled by shutdown."""
 
 _SLACK_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, OSError)
+# What Slack answers when it will not take a message's blocks: try the next ending.
+_REFUSED_BLOCKS = frozenset({"invalid_blocks", "invalid_blocks_format", "invalid_arguments"})
+
+Blocks = Sequence[dict[str, Any]]
+Endings = Sequence[Blocks]
+"""Blocks to end a finished answer with, best first (see the module docstring)."""
 
 
 class DeliveryJournal(Protocol):
@@ -177,8 +190,17 @@ class LiveReplySink:
         final_deadline: float = 600.0,
         journal: DeliveryJournal | None = None,
         resume: ResumeState | None = None,
+        endings: Endings = (),
+        loading_messages: Callable[[], Awaitable[Sequence[str]]] | None = None,
+        background: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self._workspaces = workspaces
+        self._endings = endings
+        self._with_endings_on = False  # only a finished answer (not a note) carries them
+        self._endings_later: tuple[str, str] | None = None  # (ts, text) still without them
+        self._endings_shown = False
+        self._background = background  # the sinks' courtesy tasks (cancelled at shutdown)
+        self._loading_messages = loading_messages
         self._message = message
         self._native_streaming = native_streaming
         self._flush_interval = flush_interval
@@ -240,6 +262,7 @@ class LiveReplySink:
         if isinstance(self._error, TurnStopped):
             # The user pressed stop as the model finished: the message keeps what it shows.
             raise DeliveryError("the user stopped the answer", code="stopped_by_user")
+        self._with_endings_on = True
         return await self._close()
 
     async def fail(self, notice: str, partial_text: str) -> str | None:
@@ -287,6 +310,10 @@ class LiveReplySink:
             raise
         self._raise_if_failed()
         await self._clear_indicator()
+        if self._endings_later is not None and self._background is not None:
+            task = asyncio.create_task(self._add_endings_later(*self._endings_later))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return self._first_ts
 
     def _raise_if_failed(self) -> None:
@@ -410,25 +437,34 @@ class LiveReplySink:
 
         try:
             for index, chunk in enumerate(chunks):
-                payload = message_payload(chunk.text)
+                last = index == len(chunks) - 1
                 if index < len(posted):
-                    await self._call(
-                        "chat.update", arguments(ts=posted[index], **payload), Priority.FINAL,
-                        deadline,
-                    )  # fmt: skip
+                    ts = posted[index]
+
+                    async def update(ending: Blocks, text: str = chunk.text, ts: str = ts) -> Any:
+                        payload = _with_blocks(message_payload(text), ending)
+                        return await self._call(
+                            "chat.update", arguments(ts=ts, **payload), Priority.FINAL, deadline
+                        )
+
+                    await self._ending_tried(last, update)
                     continue
-                response = await self._call(
-                    "chat.postMessage",
-                    arguments(
-                        thread_ts=self._message.thread_ts,
-                        unfurl_links=False,
-                        unfurl_media=False,
-                        **payload,
-                    ),
-                    Priority.FINAL,
-                    deadline,
-                    channel=channel,
-                )
+
+                async def post(ending: Blocks, text: str = chunk.text) -> Any:
+                    return await self._call(
+                        "chat.postMessage",
+                        arguments(
+                            thread_ts=self._message.thread_ts,
+                            unfurl_links=False,
+                            unfurl_media=False,
+                            **_with_blocks(message_payload(text), ending),
+                        ),
+                        Priority.FINAL,
+                        deadline,
+                        channel=channel,
+                    )
+
+                response = await self._ending_tried(last, post)
                 self._posted.append(str(response["ts"]))
                 self._first_ts = self._first_ts or str(response["ts"])
             for ts in posted[len(chunks) :]:
@@ -511,24 +547,44 @@ class LiveReplySink:
                 self._opened(str(response["ts"]), native=True, shown=text)
                 return
         decided: dict[str, Any] = {}
+        # Which endings to try is decided when the slot comes (the final text may have arrived
+        # while this post waited): a short answer then goes out whole, buttons included, in
+        # one call.
+        choices: list[Blocks] = []
+        attempt = 0
 
         def build() -> dict[str, Any]:
             self._sending = True
             chunks = self._chunks()
             closing = self._final is not None or len(chunks) > 1
             text = chunks[0].text if closing and chunks else self._candidate()
-            decided.update(text=text, chunk=chunks[0] if closing and chunks else None)
+            if not choices:
+                last = self._final is not None and len(chunks) <= 1
+                choices.extend([*self._endings, ()] if last and self._ending_wanted() else [()])
+            ending = choices[attempt]
+            decided.update(
+                text=text, chunk=chunks[0] if closing and chunks else None, ending=bool(ending)
+            )
             return {
                 "channel": self._message.channel_id,
                 "thread_ts": self._message.thread_ts,
                 "unfurl_links": False,
                 "unfurl_media": False,
-                **message_payload(text),
+                **_with_blocks(message_payload(text), ending),
             }
 
-        response = await self._call(
-            "chat.postMessage", build, priority, deadline, channel=self._message.channel_id
-        )
+        while True:
+            try:
+                response = await self._call(
+                    "chat.postMessage", build, priority, deadline, channel=self._message.channel_id
+                )
+                break
+            except DeliveryError as exc:
+                if attempt + 1 >= len(choices) or exc.code not in _REFUSED_BLOCKS:
+                    raise
+                logger.info("Slack refused an answer ending (%s); trying the next", exc.code)
+                attempt += 1
+        self._endings_shown = self._endings_shown or decided["ending"]
         self._opened(str(response["ts"]), native=False, shown=decided["text"])
         if decided["chunk"] is not None:
             self._advance(decided["chunk"])
@@ -568,17 +624,26 @@ class LiveReplySink:
         assert live is not None
         chunk = self._chunks()[0] if self._chunks() else None
         text = chunk.text if chunk else live.shown
+        last = self._final is not None and self._is_last_chunk()
         if live.native and live.shown and text.startswith(live.shown):
             rest = text[len(live.shown) :]
 
-            def build_stop() -> dict[str, Any]:
-                self._sending = True
-                return {"channel": self._message.channel_id, "ts": live.ts, **stream_payload(rest)}
+            async def stop(ending: Blocks) -> Any:
+                def build_stop() -> dict[str, Any]:
+                    self._sending = True
+                    arguments = {"channel": self._message.channel_id, "ts": live.ts}
+                    return {**arguments, **stream_payload(rest), **_blocks_argument(ending)}
 
-            await self._call("chat.stopStream", build_stop, priority, deadline)
+                return await self._call("chat.stopStream", build_stop, priority, deadline)
+
+            await self._ending_tried(last, stop)
             self._budget_stream_closed()
         elif not live.native and live.shown == text:
-            pass  # the last update already showed exactly this: nothing to send
+            # The last update already showed exactly this: nothing to send for the text. The
+            # buttons alone are not worth a Tier-3 update ahead of other answers' text: they
+            # follow later, at the lowest priority (see ``_add_endings_later``).
+            if last and self._ending_wanted() and not self._endings_shown:
+                self._endings_later = (live.ts, text)
         else:
             if live.native:
                 # Resumed after a restart: what the stream shows is unknown. End it if it is
@@ -590,19 +655,69 @@ class LiveReplySink:
                         priority,
                         deadline,
                     )
-            await self._call(
-                "chat.update",
-                lambda: {
-                    "channel": self._message.channel_id,
-                    "ts": live.ts,
-                    **message_payload(text),
-                },
-                priority,
-                deadline,
-            )
+
+            async def update(ending: Blocks) -> Any:
+                return await self._call(
+                    "chat.update",
+                    lambda: {
+                        "channel": self._message.channel_id,
+                        "ts": live.ts,
+                        **_with_blocks(message_payload(text), ending),
+                    },
+                    priority,
+                    deadline,
+                )
+
+            await self._ending_tried(last, update)
         self._live = None
         if chunk is not None:
             self._advance(chunk)
+
+    # --- the answer's endings (feedback buttons) -----------------------------------------
+    async def _add_endings_later(self, ts: str, text: str) -> None:
+        """Give a finished message (whose text Slack already holds whole) its endings, when
+        the workspace's ``chat.update`` budget has room: a courtesy, never at the expense of
+        another answer's text."""
+        deadline = asyncio.get_running_loop().time() + self._final_deadline
+
+        async def update(ending: Blocks) -> Any:
+            return await self._call(
+                "chat.update",
+                lambda: {
+                    "channel": self._message.channel_id,
+                    "ts": ts,
+                    **_with_blocks(message_payload(text), ending),
+                },
+                Priority.UPDATE,
+                deadline,
+            )
+
+        try:
+            await self._ending_tried(True, update)
+        except (DeliveryError, TurnStopped, _Expired) as exc:
+            logger.info("could not add the feedback buttons: %s", type(exc).__name__)
+
+    def _is_last_chunk(self) -> bool:
+        return len(self._chunks()) <= 1
+
+    def _ending_wanted(self) -> bool:
+        return self._with_endings_on and bool(self._endings)
+
+    async def _ending_tried(self, last: bool, send: Callable[[Blocks], Awaitable[T]]) -> T:
+        """``send`` with the first ending Slack takes (only for the answer's last message),
+        else with none: an answer is never lost to its buttons."""
+        choices: list[Blocks] = [*self._endings, ()] if last and self._ending_wanted() else [()]
+        for ending in choices[:-1]:
+            try:
+                result = await send(ending)
+            except DeliveryError as exc:
+                if exc.code not in _REFUSED_BLOCKS:
+                    raise
+                logger.info("Slack refused an answer ending (%s); trying the next", exc.code)
+            else:
+                self._endings_shown = True
+                return result
+        return await send(choices[-1])
 
     async def _call(
         self,
@@ -716,6 +831,7 @@ class LiveReplySink:
         """The thread status (or a reaction where it is refused), unless text came first."""
         deadline = asyncio.get_running_loop().time() + INDICATOR_WAIT
         message = self._message
+        loading = await self._loading()
 
         def status() -> dict[str, Any]:
             self._sending = True
@@ -723,7 +839,7 @@ class LiveReplySink:
                 "channel_id": message.channel_id,
                 "thread_ts": message.thread_ts,
                 "status": THINKING_STATUS,
-                "loading_messages": LOADING_MESSAGES,
+                "loading_messages": loading,
             }
 
         def reaction() -> dict[str, Any]:
@@ -801,10 +917,39 @@ class LiveReplySink:
                 },
             )
 
+    async def _loading(self) -> list[str]:
+        """The workspace's loading messages (the ``loading_messages`` setting)."""
+        if self._loading_messages is None:
+            return LOADING_MESSAGES
+        try:
+            return list(await self._loading_messages()) or LOADING_MESSAGES
+        except Exception as exc:  # a courtesy: the defaults do as well
+            logger.info("loading messages unavailable (%s); using the defaults", type(exc).__name__)
+            return LOADING_MESSAGES
+
     async def _clear_indicator(self) -> None:
-        if not self._reacted or self._client is None:
+        if self._client is None:
             return
         message = self._message
+        if self._status_shown:
+            # Slack clears the status when the bot posts in the thread; said explicitly, it
+            # also clears when nothing new was posted (a stream that ended, a note in place).
+            self._status_shown = False
+            try:
+                await scheduled_call(
+                    self._client,
+                    "assistant.threads.setStatus",
+                    lambda: {
+                        "channel_id": message.channel_id,
+                        "thread_ts": message.thread_ts,
+                        "status": "",
+                    },
+                    priority=Priority.NORMAL,
+                )
+            except (TimeoutError, *_SLACK_ERRORS):
+                logger.info("could not clear the thread status")
+        if not self._reacted:
+            return
         try:
             await scheduled_call(
                 self._client,
@@ -818,6 +963,17 @@ class LiveReplySink:
             )
         except (TimeoutError, *_SLACK_ERRORS):
             logger.info("could not remove the working reaction")
+
+
+def _with_blocks(payload: dict[str, Any], ending: Blocks) -> dict[str, Any]:
+    """A message payload with ``ending``'s blocks after its own."""
+    if not ending:
+        return payload
+    return {**payload, "blocks": [*payload["blocks"], *ending]}
+
+
+def _blocks_argument(ending: Blocks) -> dict[str, Any]:
+    return {"blocks": list(ending)} if ending else {}
 
 
 def _reaction_arguments(message: IncomingMessage) -> dict[str, Any]:
@@ -836,12 +992,27 @@ class LiveReplySinks:
         flush_interval: float = 1.0,
         final_deadline: float = 600.0,
         journal: DeliveryJournal | None = None,
+        endings: Callable[[IncomingMessage], Endings] | None = None,
+        loading_messages: Callable[[IncomingMessage], Awaitable[Sequence[str]]] | None = None,
     ) -> None:
+        """``endings``: the blocks a finished answer to a message ends with (the feedback
+        buttons); ``loading_messages``: the workspace's loading messages for a message."""
         self._workspaces = workspaces
         self._native_streaming = native_streaming
         self._flush_interval = flush_interval
         self._final_deadline = final_deadline
         self._journal = journal
+        self._endings = endings
+        self._loading_messages = loading_messages
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        """Cancel the courtesy work still waiting for a slot (buttons added after the text)."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def open(self, message: IncomingMessage, *, resume: ResumeState | None = None) -> LiveReplySink:
         return LiveReplySink(
@@ -852,4 +1023,11 @@ class LiveReplySinks:
             final_deadline=self._final_deadline,
             journal=self._journal,
             resume=resume,
+            endings=self._endings(message) if self._endings else (),
+            loading_messages=(
+                functools.partial(self._loading_messages, message)
+                if self._loading_messages
+                else None
+            ),
+            background=self._background,
         )

@@ -111,6 +111,8 @@ SAMPLES: dict[str, object] = {
     "workspace_daily_token_budget": MAX_COUNT,
     "user_hourly_requests": 7,
     "conversation_state": "transcript",
+    "suggested_prompts": ("Summarise this channel, briefly", "What's new?"),
+    "loading_messages": ("Reading…", "Thinking, hard…"),
 }
 
 
@@ -241,3 +243,26 @@ def test_every_setting_gets_a_cli_flag_named_after_it() -> None:
     flags = {a.option_strings[0] for a in real._actions if a.option_strings[0].startswith("--")}
     assert {s.flag for s in SCHEMA} <= flags
     assert "--workspace-daily-token-budget" in flags
+
+
+def test_prompts_and_loading_messages_are_workspace_lists_typed_on_one_line_or_several() -> None:
+    prompts = SCHEMA["suggested_prompts"]
+    assert prompts.workspace_only
+    assert prompts.parse("Summarise this channel | What changed, and why?") == (
+        "Summarise this channel",
+        "What changed, and why?",
+    )
+    assert prompts.parse("One\nTwo | Three") == ("One", "Two", "Three")
+    with pytest.raises(InvalidSetting, match="at most 4 items"):
+        prompts.parse("a|b|c|d|e")
+    with pytest.raises(InvalidSetting, match="at most 150 characters"):
+        prompts.parse("x" * 151)
+    loading = SCHEMA["loading_messages"]
+    assert loading.workspace_only
+    with pytest.raises(InvalidSetting, match="at most 10 items"):
+        loading.parse("|".join(str(n) for n in range(11)))
+    defaults = SCHEMA.defaults(
+        {"default_model": "m", "default_instructions": "i", "conversation_state": "auto"}
+    )
+    assert 1 <= len(defaults["suggested_prompts"]) <= 4
+    assert 1 <= len(defaults["loading_messages"]) <= 10

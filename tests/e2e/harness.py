@@ -109,8 +109,10 @@ class BotUnderTest:
         *,
         event_id: str | None = None,
         retry_num: int | None = None,
+        counted: bool = True,
     ) -> str:
-        """Send one signed Events API callback; returns its event id."""
+        """Send one signed Events API callback; returns its event id. ``counted=False`` for an
+        event that is no message (the assistant pane's): ``wait_idle`` does not wait for it."""
         event_id = event_id or f"Ev{next(_event_ids):08d}"
         envelope = {
             "token": "legacy-verification-token",
@@ -131,8 +133,16 @@ class BotUnderTest:
             headers["X-Slack-Retry-Reason"] = "http_timeout"
         status, text = await self.post_raw(body, headers)
         assert status == 200, f"Slack event refused: {status} {text}"
-        self.sent.append(envelope)
+        if counted:
+            self.sent.append(envelope)
         return event_id
+
+    async def interact(self, payload: dict[str, Any]) -> tuple[int, str]:
+        """A signed interactivity request (a button click, a form submission)."""
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        return await self.post_raw(
+            body, {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+        )
 
     # --- what a person does in Slack ------------------------------------------------------
     async def mention(

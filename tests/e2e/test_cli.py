@@ -253,3 +253,44 @@ async def test_config_default_layer_and_history(
     assert "not set -> 0.9" in lines[1]
     code, out, _ = await _run(["config", "history", "--default", "--team", "T1"], env, tmp_path)
     assert "ws-model" in out
+
+
+async def test_suggested_prompts_and_loading_messages_are_set_for_the_workspace_only(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> None:
+    env = _service_env(tmp_path, fake_slack, fake_model)
+    code, out, err = await _run(
+        [
+            "config",
+            "set",
+            "--default",
+            "--team",
+            "T1",
+            "--suggested-prompts",
+            "Summarise this channel | What changed, and why?",
+            "--loading-messages",
+            "Brewing…",
+        ],
+        env,
+        tmp_path,
+    )
+    assert code == 0, err
+    assert "suggested_prompts=Summarise this channel, What changed, and why?" in out
+    # A workspace-only list cannot be set on a channel; five prompts are one too many.
+    code, _, err = await _run(
+        ["config", "set", "--channel", "C3", "--team", "T1", "--suggested-prompts", "Hi"],
+        env,
+        tmp_path,
+    )
+    assert code == 2
+    assert "--default" in err
+    code, _, err = await _run(
+        ["config", "set", "--default", "--team", "T1", "--suggested-prompts", "a|b|c|d|e"],
+        env,
+        tmp_path,
+    )
+    assert code == 2
+    assert "at most 4 items" in err
+    code, out, _ = await _run(["config", "history", "--default", "--team", "T1"], env, tmp_path)
+    assert "suggested_prompts" in out
+    assert "loading_messages" in out

@@ -86,6 +86,7 @@ async def test_all_good_every_line_ok_and_exit_0(
         "database",
         "slack token",
         "slack scopes",
+        "slack assistant pane",
         "model endpoint",
         "default model",
         "model test-model",
@@ -139,6 +140,11 @@ async def test_missing_scopes_are_named(
     assert "chat:write" not in line
     assert "reinstall" in line
     assert _line(out, "slack token").startswith("ok")
+    # The assistant pane's own check names what the pane misses, and only that.
+    pane = _line(out, "slack assistant pane")
+    assert pane.startswith("FAIL slack assistant pane: the bot token lacks the assistant pane's")
+    assert "assistant:write" in pane
+    assert "reactions:write" not in pane
 
 
 async def test_no_scope_header_is_a_warning_not_a_failure(

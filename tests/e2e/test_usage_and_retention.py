@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import Store, TokenUsage, create_engine, create_session_factory, upgrade_to_head
@@ -54,6 +54,14 @@ async def test_the_usage_command_reports_tokens_and_cost_as_table_csv_and_json(
 ) -> None:
     bot = await start_bot()
     await _converse(bot)
+    # Someone finds the other model's answer unhelpful (a 👎, stored as the buttons store it).
+    async with bot.service.store.reading() as session:
+        other = (await session.execute(select(Turn).where(Turn.channel_id == "C2"))).scalar_one()
+    vote = await bot.service.store.feedback.vote(
+        team_id="T1", channel_id="C2", user_ts=other.user_ts, user_id="U9", value="bad"
+    )
+    assert vote is not None
+    assert vote.model == "other-model"
     # Only the database and the prices: no Slack or model settings at all.
     env = _env(tmp_path, DATABASE_URL=_db(tmp_path), MODEL_PRICES=PRICES)
 
@@ -73,10 +81,25 @@ async def test_the_usage_command_reports_tokens_and_cost_as_table_csv_and_json(
         "total",
         "est.",
         "cost",
+        "up",
+        "down",
     ]
-    assert lines[3].split() == ["T1", "C1", "2", "3,000", "400", "800", "100", "3,800", "$0.0136"]
-    assert lines[4].split() == ["T1", "C2", "1", "100", "0", "50", "0", "150", "-"]
-    assert lines[6].split() == ["total", "3", "3,100", "400", "850", "100", "3,950", "-"]
+    # up/down: 👍/👎 votes on the channel's answers.
+    assert lines[3].split() == [
+        "T1",
+        "C1",
+        "2",
+        "3,000",
+        "400",
+        "800",
+        "100",
+        "3,800",
+        "$0.0136",
+        "0",
+        "0",
+    ]
+    assert lines[4].split() == ["T1", "C2", "1", "100", "0", "50", "0", "150", "-", "0", "1"]
+    assert lines[6].split() == ["total", "3", "3,100", "400", "850", "100", "3,950", "-", "0", "1"]
 
     code, out, err = await _run(
         ["usage", "--by", "user", "--format", "csv", "--since", "1d"], env, tmp_path
@@ -94,15 +117,17 @@ async def test_the_usage_command_reports_tokens_and_cost_as_table_csv_and_json(
     report = json.loads(out)
     assert report["by"] == "model"
     assert report["team"] is None
-    assert [(r["model"], r["turns"], r["cost_usd"]) for r in report["rows"]] == [
-        ("test-model", 2, 0.0136),
-        ("other-model", 1, None),
+    assert [
+        (r["model"], r["turns"], r["cost_usd"], r["up"], r["down"]) for r in report["rows"]
+    ] == [
+        ("test-model", 2, 0.0136, 0, 0),
+        ("other-model", 1, None, 0, 1),
     ]
 
     # Without prices there is no cost column; a future start shows nothing.
     plain = _env(tmp_path, DATABASE_URL=_db(tmp_path))
     code, out, _ = await _run(["usage", "--format", "csv"], plain, tmp_path)
-    assert out.splitlines()[0].endswith("total_tokens")
+    assert out.splitlines()[0].endswith("total_tokens,up,down")
     code, out, _ = await _run(["usage", "--since", "2999-01-01"], plain, tmp_path)
     assert out.splitlines()[-1] == "no turns recorded"
 
@@ -199,9 +224,11 @@ async def test_ai_usage_shows_the_channels_tokens_top_users_and_cost(priced: Bot
     assert lines[0] == "*Usage in <#C1>*"
     for span in ("today", "7 days", "30 days"):
         assert f"• {span}: 3,800 tokens (2 turns) · ~$0.0136" in lines
-    assert lines[lines.index("*Top users, 30 days*") + 1 :] == [
+    top = lines.index("*Top users, 30 days*")
+    assert lines[top + 1 :] == [
         "1. <@U2>: 2,500 tokens (1 turn) · ~$0.0090",
         "2. <@U1>: 1,300 tokens (1 turn) · ~$0.0046",
+        "*Feedback, 30 days*: no votes yet",
     ]
     # A channel whose model has no price shows tokens only.
     other = await command(bot, "usage", user=MEMBER, channel="C2")
@@ -228,5 +255,7 @@ async def test_ai_usage_workspace_is_for_admins(priced: BotUnderTest) -> None:
     assert lines[users + 1 :] == [
         "1. <@U2>: 2,500 tokens (1 turn) · ~$0.0090",
         "2. <@U1>: 1,450 tokens (2 turns)",
+        "*Feedback by channel, 30 days*: no votes yet",
+        "*Feedback by model, 30 days*: no votes yet",
     ]
     assert "usage workspace" in await command(bot, "help", user=MEMBER)

@@ -230,6 +230,7 @@ class _Reply:
     text_in_done_only: bool = False
     body_as: str | None = None
     end_with_done: bool = False
+    delay_before_end: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,6 +597,7 @@ class FakeResponsesServer:
         text_in_done_only: bool = False,
         body_as: str | None = None,
         end_with_done: bool = False,
+        delay_before_end: float = 0.0,
     ) -> None:
         """Answer the next call with ``text`` (default: the answerer's), streamed as
         ``delta_count`` deltas ``delay_between_deltas`` seconds apart, after waiting ``delay``
@@ -613,7 +615,8 @@ class FakeResponsesServer:
         deltas, the text only in ``output_text.done``, and ``response.completed`` with an empty
         ``output``; ``body_as`` answers a stream request with the whole JSON response under that
         content-type (e.g. ``text/plain``); ``end_with_done`` sends every event but
-        ``response.completed`` and ends with ``data: [DONE]``.
+        ``response.completed`` and ends with ``data: [DONE]``. ``delay_before_end``: seconds
+        between the last delta and the end of the response (a model that finishes slowly).
         """
         self._scripts.append(
             _Reply(
@@ -629,6 +632,7 @@ class FakeResponsesServer:
                 text_in_done_only,
                 body_as,
                 end_with_done,
+                delay_before_end,
             )
         )
 
@@ -1052,6 +1056,8 @@ class FakeResponsesServer:
             await response.write(answer.delta(piece))
         if cut is not None:  # fewer deltas than the cut point: cut after all of them
             return await self._cut(request, response, cut)
+        if variant is not None and variant.delay_before_end:
+            await asyncio.sleep(variant.delay_before_end)  # a slow model, not synchronising
         if failure is not None:
             error = {"code": failure.code, "message": failure.message, "param": failure.param}
             # Nested as OpenAI recorded it (with the error's own ``type``), or flat as the SDK

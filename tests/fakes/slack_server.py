@@ -27,6 +27,19 @@ about it:
   channels, and private ones only where the bot is a member too, as Slack does for a bot
   token; it needs the ``channels:read`` / ``groups:read`` scopes.
 * ``slow_next`` makes a method answer late (a slow Slack).
+* The assistant pane (Slack's AI-app surface): ``start_assistant_thread`` makes a pane thread
+  (its root message, as Slack makes it) and the ``assistant_thread_started`` /
+  ``assistant_thread_context_changed`` event helpers say what Slack sends;
+  ``assistant.threads.setSuggestedPrompts`` (at most 4) and ``setTitle`` are recorded in
+  ``suggested_prompts`` and ``titles``.
+* Blocks are checked as Slack checks them: unknown block or element types are refused
+  (``invalid_blocks``), ``context_actions`` takes only ``feedback_buttons`` and
+  ``icon_button``; ``unsupported_blocks`` makes a surface refuse a block type it would
+  otherwise take (a client too old for feedback buttons). ``feedback_click`` builds the
+  interactivity payload of a click on a message's feedback buttons, from the blocks stored.
+* ``conversations.info`` and ``conversations.history`` answer for channels given with
+  ``add_channel`` (private ones only where the bot is a member; ``not_in_channel`` where it
+  is not).
 * Files (``add_file``) are served at ``url_private`` on the API's own origin, as Slack's file
   host does: with a valid bot token the bytes, without one Slack's sign-in page (HTML, 200).
 * Rate limits (opt-in: ``enforce_tiers()``; off by default so other tests need not pace
@@ -57,7 +70,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
@@ -135,11 +148,60 @@ POST_PER_SECOND = 1.0
 """``chat.postMessage``: about one message per second per channel..."""
 POST_BURST = 5
 """...with short bursts above it (assumed: 5 at once, then the 1/s pace)."""
+MAX_SUGGESTED_PROMPTS = 4
+MAX_FEEDBACK_TEXT_CHARS = 75
+MAX_BUTTON_VALUE_CHARS = 2_000
+MAX_CONTEXT_ACTIONS = 5
+# Block and element types Slack's messages take (those the bot uses and their neighbours).
+KNOWN_BLOCKS = frozenset(
+    {
+        "actions",
+        "context",
+        "context_actions",
+        "divider",
+        "file",
+        "header",
+        "image",
+        "input",
+        "markdown",
+        "rich_text",
+        "section",
+        "table",
+        "video",
+    }
+)
+KNOWN_ACTION_ELEMENTS = frozenset(
+    {
+        "button",
+        "checkboxes",
+        "datepicker",
+        "datetimepicker",
+        "overflow",
+        "radio_buttons",
+        "static_select",
+        "external_select",
+        "users_select",
+        "conversations_select",
+        "channels_select",
+        "timepicker",
+        "workflow_button",
+    }
+)
+CONTEXT_ACTION_ELEMENTS = frozenset({"feedback_buttons", "icon_button"})
 
 # Arguments that are structures: slack_sdk sends them as JSON in JSON bodies but as JSON
 # *strings* in form bodies and query strings, and Slack accepts both.
 _STRUCTURED_ARGS = frozenset(
-    {"blocks", "attachments", "chunks", "metadata", "view", "loading_messages", "user_auth_blocks"}
+    {
+        "blocks",
+        "attachments",
+        "chunks",
+        "metadata",
+        "view",
+        "loading_messages",
+        "user_auth_blocks",
+        "prompts",
+    }
 )
 
 
@@ -250,6 +312,13 @@ class FakeSlack:
         self.statuses: list[dict[str, Any]] = []
         """Every accepted ``assistant.threads.setStatus``: channel_id, thread_ts, status,
         loading_messages."""
+        self.suggested_prompts: list[dict[str, Any]] = []
+        """Every accepted ``assistant.threads.setSuggestedPrompts``: channel_id, thread_ts,
+        title, prompts."""
+        self.titles: dict[tuple[str, str], str] = {}
+        """Pane thread titles by (channel, thread_ts), as ``assistant.threads.setTitle`` set."""
+        self.unsupported_blocks: set[str] = set()
+        """Block types this surface refuses (``invalid_blocks``) although Slack knows them."""
         self.ephemerals: list[dict[str, Any]] = []
         """Every accepted ``chat.postEphemeral``: channel, user, text, blocks, thread_ts, ts."""
         self.views: dict[str, dict[str, Any]] = {}
@@ -303,6 +372,10 @@ class FakeSlack:
             "oauth.v2.access": self._oauth_v2_access,
             "apps.connections.open": self._apps_connections_open,
             "assistant.threads.setStatus": self._assistant_threads_set_status,
+            "assistant.threads.setSuggestedPrompts": self._assistant_threads_set_prompts,
+            "assistant.threads.setTitle": self._assistant_threads_set_title,
+            "conversations.info": self._conversations_info,
+            "conversations.history": self._conversations_history,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -641,6 +714,90 @@ class FakeSlack:
     async def wait_connected(self, timeout: float = 5.0) -> None:
         """Wait until a Socket Mode client is connected and has been sent ``hello``."""
         await self.wait_for(lambda: self.connected, timeout)
+
+    def start_assistant_thread(self, channel: str, *, user: str) -> str:
+        """A person opens the assistant pane: Slack makes the thread's root message (subtype
+        ``assistant_app_thread``, written as the person) in the app's DM; returns its ts."""
+        ts = self._next_ts()
+        self._channels.setdefault(channel, {})[ts] = _Message(
+            ts=ts, text="New chat", user=user, subtype="assistant_app_thread"
+        )
+        return ts
+
+    @staticmethod
+    def assistant_thread_event(
+        kind: str, *, channel: str, thread_ts: str, user: str, viewing: str | None, team: str
+    ) -> dict[str, Any]:
+        """``assistant_thread_started`` or ``assistant_thread_context_changed`` as Slack sends
+        it; ``viewing`` is the channel the person has open (None: none, e.g. a search)."""
+        if kind not in ("assistant_thread_started", "assistant_thread_context_changed"):
+            raise ValueError(kind)
+        context: dict[str, Any] = {}
+        if viewing is not None:
+            context = {"channel_id": viewing, "team_id": team, "enterprise_id": None}
+        return {
+            "type": kind,
+            "assistant_thread": {
+                "user_id": user,
+                "context": context,
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "event_ts": f"{time.time():.6f}",
+        }
+
+    def feedback_click(
+        self, channel: str, ts: str, *, user: str, positive: bool, team: str | None = None
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` clicks 👍 (``positive``) or
+        👎 on the bot message ``ts``: its ``feedback_buttons``, else its plain buttons whose
+        ``action_id`` ends in ``_good``/``_bad``. Fails when the message has neither."""
+        message = self._channels[channel][ts]
+        team = team or self.team_id
+        for block in message.blocks or []:
+            for element in block.get("elements") or []:
+                if not isinstance(element, dict):
+                    continue
+                if element.get("type") == "feedback_buttons":
+                    button = element["positive_button" if positive else "negative_button"]
+                    action = {
+                        "type": "feedback_buttons",
+                        "action_id": element.get("action_id"),
+                        "block_id": block.get("block_id", "b"),
+                        "text": button["text"],
+                        "value": button["value"],
+                        "action_ts": f"{time.time():.6f}",
+                    }
+                elif element.get("type") == "button" and str(element.get("action_id", "")).endswith(
+                    "_good" if positive else "_bad"
+                ):
+                    action = {
+                        "type": "button",
+                        "action_id": element["action_id"],
+                        "block_id": block.get("block_id", "b"),
+                        "text": element["text"],
+                        "value": element.get("value", ""),
+                        "action_ts": f"{time.time():.6f}",
+                    }
+                else:
+                    continue
+                return {
+                    "type": "block_actions",
+                    "team": {"id": team, "domain": self.team_domain},
+                    "user": {"id": user, "team_id": team},
+                    "api_app_id": self.app_id,
+                    "trigger_id": f"trigger-{secrets.token_hex(4)}",
+                    "container": {
+                        "type": "message",
+                        "message_ts": ts,
+                        "channel_id": channel,
+                        "is_ephemeral": False,
+                    },
+                    "channel": {"id": channel, "name": channel.lower()},
+                    "message": self._public(channel, message),
+                    "actions": [action],
+                }
+        raise AssertionError(f"message {ts} in {channel} has no feedback buttons")
 
     async def send_envelope(
         self,
@@ -1134,7 +1291,7 @@ class FakeSlack:
 
     def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = _channel(params)
-        text, blocks = _message_content(params)
+        text, blocks = _message_content(params, self.unsupported_blocks)
         message = self._post(
             channel, text=text, blocks=blocks, thread_ts=_opt_str(params, "thread_ts")
         )
@@ -1145,7 +1302,7 @@ class FakeSlack:
         message = self._find(channel, _required(params, "ts"))
         if message.bot_id != self._bot_ids()[1]:
             raise _SlackError("cant_update_message")
-        text, blocks = _message_content(params)
+        text, blocks = _message_content(params, self.unsupported_blocks)
         # Slack keeps what an update leaves out: omitted blocks stay, omitted text stays.
         if "text" in params or "markdown_text" in params:
             message.text = text
@@ -1178,7 +1335,7 @@ class FakeSlack:
     def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = _channel(params)
         user = _required(params, "user", error="user_not_in_channel")
-        text, blocks = _message_content(params)
+        text, blocks = _message_content(params, self.unsupported_blocks)
         ts = self._next_ts()
         self.ephemerals.append(
             {
@@ -1216,6 +1373,94 @@ class FakeSlack:
         self._thread_status[(channel, thread_ts)] = status
         return {}
 
+    def _assistant_threads_set_prompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(params, "channel_id", error="channel_not_found")
+        prompts = params.get("prompts")
+        if (
+            not isinstance(prompts, list)
+            or not 1 <= len(prompts) <= MAX_SUGGESTED_PROMPTS
+            or not all(
+                isinstance(p, dict)
+                and isinstance(p.get("title"), str)
+                and p["title"]
+                and isinstance(p.get("message"), str)
+                and p["message"]
+                for p in prompts
+            )
+        ):
+            raise _SlackError("invalid_arguments")  # assumed code for a bad list
+        thread_ts = _opt_str(params, "thread_ts")
+        if thread_ts is not None and thread_ts not in self._channels.get(channel, {}):
+            raise _SlackError("invalid_thread_ts")
+        self.suggested_prompts.append(
+            {
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+                "title": _opt_str(params, "title"),
+                "prompts": copy.deepcopy(prompts),
+            }
+        )
+        return {}
+
+    def _assistant_threads_set_title(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(params, "channel_id", error="channel_not_found")
+        thread_ts = _required(params, "thread_ts", error="invalid_thread_ts")
+        title = _required(params, "title", error="invalid_arguments")
+        if thread_ts not in self._channels.get(channel, {}):
+            raise _SlackError("invalid_thread_ts")
+        self.titles[(channel, thread_ts)] = title
+        return {}
+
+    def _visible_channel(self, channel: str) -> dict[str, Any]:
+        """``conversations.info``'s channel object as the bot token sees it."""
+        granted = self.granted_scopes if self.granted_scopes is not None else DEFAULT_BOT_SCOPES
+        private = channel in self.private_channels
+        needed = "groups:read" if private else "channels:read"
+        if _channel_type(channel) == "channel" and needed not in granted:
+            raise _SlackError("missing_scope", needed=needed)
+        members = self.members.get(channel)
+        if members is None and channel not in self._channels:
+            raise _SlackError("channel_not_found")
+        is_member = members is not None and self._bot_ids()[0] in members
+        if private and not is_member:
+            raise _SlackError("channel_not_found")  # Slack hides private channels from outsiders
+        return {
+            "id": channel,
+            "name": channel.lower(),
+            "is_channel": not private and _channel_type(channel) == "channel",
+            "is_private": private,
+            "is_im": _channel_type(channel) == "im",
+            "is_member": is_member,
+        }
+
+    def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": self._visible_channel(_channel(params))}
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = _channel(params)
+        info = self._visible_channel(channel)
+        if _channel_type(channel) == "channel" and not info["is_member"]:
+            raise _SlackError("not_in_channel")
+        top = sorted(
+            (m for m in self._channels.get(channel, {}).values() if m.thread_ts is None),
+            key=lambda m: Decimal(m.ts),
+            reverse=True,  # newest first, as Slack answers
+        )
+        limit = max(1, min(_int_param(params, "limit", DEFAULT_REPLIES_LIMIT), MAX_REPLIES_LIMIT))
+        start = 0
+        cursor = params.get("cursor")
+        if cursor:
+            start = _decode_cursor(str(cursor), top)
+        page = top[start : start + limit]
+        has_more = start + limit < len(top)
+        return {
+            "messages": [self._public(channel, m) for m in page],
+            "has_more": has_more,
+            "response_metadata": {
+                "next_cursor": _encode_cursor(top[start + limit].ts) if has_more else ""
+            },
+        }
+
     def _chat_start_stream(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = _channel(params)
         thread_ts = _required(params, "thread_ts")
@@ -1252,9 +1497,11 @@ class FakeSlack:
 
     def _chat_stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, message = self._streaming_message(params)
+        # Checked before anything changes: a refused stop leaves the stream as it was.
+        blocks = _blocks(params["blocks"], self.unsupported_blocks) if "blocks" in params else None
         self._append_stream_text(message, _stream_text(params))
-        if "blocks" in params:
-            message.blocks = _blocks(params["blocks"])
+        if blocks is not None:
+            message.blocks = blocks
         message.streaming = False
         return {"channel": channel, "ts": message.ts, "message": self._public(channel, message)}
 
@@ -1483,7 +1730,7 @@ def _invalid_blocks(reason: str) -> _SlackError:
     return _SlackError("invalid_blocks", errors=[reason])
 
 
-def _blocks(raw: Any) -> list[dict[str, Any]]:
+def _blocks(raw: Any, unsupported: Collection[str] = ()) -> list[dict[str, Any]]:
     """Validate blocks against the limits Slack documents; return them decoded."""
     if not isinstance(raw, list) or not all(
         isinstance(b, dict) and isinstance(b.get("type"), str) for b in raw
@@ -1497,6 +1744,10 @@ def _blocks(raw: Any) -> list[dict[str, Any]]:
     for index, block in enumerate(raw):
         pointer = f"[json-pointer:/blocks/{index}/text]"
         kind = block["type"]
+        if kind not in KNOWN_BLOCKS or kind in unsupported:
+            raise _invalid_blocks(f"unsupported type: {kind} [json-pointer:/blocks/{index}/type]")
+        if kind in ("actions", "context_actions"):
+            _check_elements(block, index)
         if kind == "markdown":
             text = block.get("text")
             if not isinstance(text, str) or not text:
@@ -1519,6 +1770,40 @@ def _blocks(raw: Any) -> list[dict[str, Any]]:
             f"total markdown block text must be at most {MAX_MARKDOWN_CHARS} characters"
         )
     return copy.deepcopy(raw)
+
+
+def _check_elements(block: Mapping[str, Any], index: int) -> None:
+    """An ``actions`` or ``context_actions`` block's elements, as Slack checks them."""
+    at = f"[json-pointer:/blocks/{index}/elements]"
+    elements = block.get("elements")
+    context_actions = block["type"] == "context_actions"
+    allowed = CONTEXT_ACTION_ELEMENTS if context_actions else KNOWN_ACTION_ELEMENTS
+    most = MAX_CONTEXT_ACTIONS if context_actions else 25
+    if not isinstance(elements, list) or not 1 <= len(elements) <= most:
+        raise _invalid_blocks(f"must contain between 1 and {most} items {at}")
+    for number, element in enumerate(elements):
+        kind = element.get("type") if isinstance(element, dict) else None
+        if kind not in allowed:
+            raise _invalid_blocks(f"unsupported type: {kind} {at[:-1]}/{number}/type]")
+        if kind == "feedback_buttons":
+            for side in ("positive_button", "negative_button"):
+                button = element.get(side)
+                text = (button or {}).get("text") if isinstance(button, dict) else None
+                value = button.get("value") if isinstance(button, dict) else None
+                if (
+                    not isinstance(text, dict)
+                    or text.get("type") != "plain_text"
+                    or not 0 < len(str(text.get("text", ""))) <= MAX_FEEDBACK_TEXT_CHARS
+                    or not isinstance(value, str)
+                    or not 0 < len(value) <= MAX_BUTTON_VALUE_CHARS
+                ):
+                    raise _invalid_blocks(f"invalid {side} {at[:-1]}/{number}/{side}]")
+        elif kind == "button":
+            text = element.get("text")
+            if not isinstance(text, dict) or text.get("type") != "plain_text":
+                raise _invalid_blocks(f"must provide a text object {at[:-1]}/{number}/text]")
+            if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE_CHARS:
+                raise _invalid_blocks(f"value too long {at[:-1]}/{number}/value]")
 
 
 def _view_problems(view: Mapping[str, Any]) -> list[str]:
@@ -1579,7 +1864,9 @@ def _view_problems(view: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _message_content(params: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+def _message_content(
+    params: Mapping[str, Any], unsupported: Collection[str] = ()
+) -> tuple[str, list[dict[str, Any]] | None]:
     """``(text, blocks)`` of a post or update, checked against Slack's limits."""
     text = params.get("text")
     text = "" if text is None else str(text)
@@ -1592,7 +1879,7 @@ def _message_content(params: Mapping[str, Any]) -> tuple[str, list[dict[str, Any
             raise _SlackError("msg_too_long")
     if len(text) > MAX_TEXT_CHARS:
         raise _SlackError("msg_too_long")
-    blocks = _blocks(params["blocks"]) if params.get("blocks") is not None else None
+    blocks = _blocks(params["blocks"], unsupported) if params.get("blocks") is not None else None
     if not text and not blocks and not params.get("attachments"):
         raise _SlackError("no_text")
     return text, blocks

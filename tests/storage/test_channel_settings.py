@@ -88,6 +88,8 @@ async def test_reset_one_setting_then_all(store: Store) -> None:
             "workspace_daily_token_budget": 1_000_000,
             "user_hourly_requests": 30,
             "conversation_state": "transcript",
+            "suggested_prompts": ["Summarise this channel"],
+            "loading_messages": ["Brewing…"],
         },
         updated_by="U_ADMIN",
     )

@@ -19,6 +19,8 @@ from bot.slack.admins import AdminPolicy
 from bot.slack.commands import SettingsCommands
 from bot.slack.membership import ChannelMembership
 from bot.slack.workspaces import WorkspaceClients
+from storage.assistant_threads import AssistantThreads
+from storage.feedback import FeedbackStore
 
 __all__ = ["Ack", "ListenerDeps", "Respond", "SettingsStore"]
 
@@ -50,6 +52,10 @@ class ListenerDeps:
     membership: ChannelMembership
     installations: AsyncInstallationStore | None = None
     """With a multi-workspace install: where the workspaces' tokens are kept."""
+    pane_threads: AssistantThreads | None = None
+    """Conversations in the assistant pane and their context (``storage.assistant_threads``)."""
+    feedback: FeedbackStore | None = None
+    """Votes on answers (``storage.feedback``)."""
 
     @property
     def default_team(self) -> str:
