@@ -397,7 +397,7 @@ class _ModelChecks:
     ) -> None:
         """Store what was found, for the service (best effort: the database check already
         said whether the database works)."""
-        from bot.conversation_state import endpoint_key
+        from bot.conversation import endpoint_key
         from storage.conversation_state import ConversationStateStore
         from storage.engine import create_engine, create_session_factory
         from storage.repositories import Store

@@ -26,8 +26,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import StoredChannelSettings
-from bot.conversation import ConversationService
-from bot.conversation_state import ChainCheck, EndpointCapabilities
+from bot.conversation import ChainCheck, ConversationService, EndpointCapabilities
 from bot.errors import ConfigError
 from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
 from bot.model.client import ResponsesClient

@@ -10,7 +10,7 @@ import uuid
 from contextlib import aclosing
 from typing import Any
 
-from bot.conversation_state import ChainCheck
+from bot.conversation import ChainCheck
 from bot.errors import ErrorMeaning, ModelError, ModelHTTPError, ResponseIncompleteError
 from bot.model.client import ResponsesClient
 from bot.model.types import Completed, ResponseRequest
