@@ -5,6 +5,10 @@ HTTP server (and the Socket Mode connection), and then, in the background, close
 crash left pending (each thread gets a note) and answers the messages an earlier run accepted
 but never started, in their threads' order. ``stop()`` stops taking events, gives turns in
 flight a grace period, then closes everything.
+
+Everything ``start()`` opens is closed by ``stop()``, and by ``start()`` itself when a later
+step fails (a refused token, a port in use): use it as ``async with Service(settings) as
+service:`` and nothing outlives the block.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import secrets
 import signal
 import socket
 from collections import defaultdict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -137,9 +143,32 @@ class Service:
         """The bot in single-workspace mode; ``None`` with a multi-workspace install."""
         self._runner: web.AppRunner | None = None
         self._socket_handler: AsyncSocketModeHandler | None = None
-        self._cleanup: list[Any] = []
+        self._cleanup: list[Callable[[], Awaitable[object]]] = []
+        """How to close what ``start`` opened, in the order it opened them."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     async def start(self) -> None:
+        """Open and start every part; if a step fails, what the earlier steps opened is
+        closed before the error goes on (nothing is left running, holding a port or the
+        database)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_opened()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         await upgrade_to_head(settings.database_url)
         engine = create_engine(settings.database_url)
@@ -332,6 +361,7 @@ class Service:
         )
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
+        self._cleanup.append(self._runner.cleanup)
         site = web.TCPSite(self._runner, settings.host, settings.port)
         await site.start()
         server = getattr(site, "_server", None)
@@ -342,6 +372,7 @@ class Service:
             self._socket_handler = AsyncSocketModeHandler(
                 bolt, app_token=settings.slack_app_token.get_secret_value(), web_client=slack
             )
+            self._cleanup.append(self._close_socket_mode)
             await self._socket_handler.connect_async()  # type: ignore[no-untyped-call]
         self._cleanup.append(start_daily_prune(self.store, settings.retention_days))
         if settings.conversation_probe and settings.conversation_state == "auto":
@@ -430,9 +461,8 @@ class Service:
 
     async def stop(self) -> None:
         self.tracker.accepting = False
-        if self._socket_handler is not None:
-            await self._socket_handler.disconnect_async()  # type: ignore[no-untyped-call]
-            await self._socket_handler.close_async()  # type: ignore[no-untyped-call]
+        # First, so no new event arrives while the turns in flight finish.
+        await self._close_socket_mode()
         if not await self.tracker.wait_idle(self.shutdown_grace):
             logger.warning(
                 "shutdown grace period ended with turns in flight; closing them with a note",
@@ -444,19 +474,31 @@ class Service:
             # not reach stays stored for the next start.
             self.recovery.cancel()
             await asyncio.gather(self.recovery, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        for close in reversed(self._cleanup):
-            await close()
+        await self._close_opened()
         logger.info("service stopped")
+
+    async def _close_socket_mode(self) -> None:
+        handler, self._socket_handler = self._socket_handler, None
+        if handler is not None:
+            await handler.disconnect_async()  # type: ignore[no-untyped-call]
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    async def _close_opened(self) -> None:
+        """Close what ``start`` opened, newest first (the HTTP server before the clients it
+        uses, the database last); one that fails to close does not keep the others open."""
+        while self._cleanup:
+            close = self._cleanup.pop()
+            try:
+                await close()
+            except Exception:
+                logger.exception("could not close a part of the service")
 
     async def run_forever(self) -> None:
         """Start, wait for SIGTERM or SIGINT, stop."""
-        await self.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-        logger.info("stop signal received")
-        await self.stop()
+        async with self:
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stopping.set)
+            await stopping.wait()
+            logger.info("stop signal received")
