@@ -19,7 +19,6 @@ import os
 import secrets
 import signal
 import socket
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
@@ -57,29 +56,23 @@ from bot.slack.oauth import build_oauth_settings
 from bot.slack.resume import resume_held_answers
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
+from bot.startup_recovery import INTERRUPTED_NOTICE, StartupRecovery
 from bot.thread_locks import KeyedLocks
 from bot.turn_tracker import TurnTracker
 from storage.conversation_state import ConversationStateStore
 from storage.engine import create_engine, create_session_factory
-from storage.intake import Intake, QueuedMessage
+from storage.intake import Intake
 from storage.migrate import upgrade_to_head
 from storage.replicas import ReplicaPresence
-from storage.repositories import AbandonedTurn, Store
+from storage.repositories import Store
 from storage.thread_locks import DistributedThreadLocks
 
-__all__ = ["Service", "make_slack_client"]
+__all__ = ["INTERRUPTED_NOTICE", "Service", "make_slack_client"]
 
 logger = logging.getLogger(__name__)
 
 # A stored chain probe younger than this is trusted at start-up (restarts do not re-probe).
 PROBE_MAX_AGE = 24 * 3600.0
-
-INTERRUPTED_NOTICE = (
-    ":warning: My answer to this message was interrupted because the bot restarted. "
-    "Please send your message again."
-)
-RECOVERY_CONCURRENCY = 8
-"""Threads recovered at once after a restart (notes posted, waiting messages answered)."""
 
 
 def make_slack_client(
@@ -119,9 +112,6 @@ def make_slack_client(
         timeout=30,
         retry_handlers=handlers,
     )
-
-
-ThreadKey = tuple[str, str, str]
 
 
 class Service:
@@ -378,7 +368,14 @@ class Service:
         if settings.conversation_probe and settings.conversation_state == "auto":
             # In the background: a slow or failing endpoint must not delay start-up.
             await self.capabilities.probe_if_stale(settings.default_model, max_age=PROBE_MAX_AGE)
-        self.recovery = asyncio.create_task(self._recover(pending, adopted))
+        recovery = StartupRecovery(
+            store=self.store,
+            thread_locks=self.thread_locks,
+            workspaces=self.workspaces,
+            tracker=self.tracker,
+            resume=self.event_intake.resume,
+        )
+        self.recovery = asyncio.create_task(recovery.run(pending, adopted))
         logger.info(
             "service started",
             extra={
@@ -396,68 +393,6 @@ class Service:
         except Exception as exc:  # readiness must answer, whatever the database does
             return f"database unavailable ({type(exc).__name__})"
         return None
-
-    async def _recover(self, pending: list[AbandonedTurn], adopted: list[QueuedMessage]) -> None:
-        """Close the turns a previous run left pending (telling each thread), then answer the
-        messages it accepted but never started, per thread in order, ``RECOVERY_CONCURRENCY``
-        threads at a time. Tracked like a turn: shutdown waits for it within the grace."""
-        threads: dict[ThreadKey, tuple[list[AbandonedTurn], list[QueuedMessage]]] = defaultdict(
-            lambda: ([], [])
-        )
-        for turn in pending:
-            threads[(turn.team_id, turn.channel_id, turn.thread_ts)][0].append(turn)
-        for queued in adopted:
-            threads[(queued.team_id, queued.channel_id, queued.thread_ts)][1].append(queued)
-        if not threads:
-            return
-        logger.info(
-            "recovering what the previous run left",
-            extra={"pending_turns": len(pending), "waiting_messages": len(adopted)},
-        )
-        slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
-        async with self.tracker.track():
-            await asyncio.gather(
-                *(self._recover_thread(turns, queued, slots) for turns, queued in threads.values())
-            )
-
-    async def _recover_thread(
-        self, turns: list[AbandonedTurn], queued: list[QueuedMessage], slots: asyncio.Semaphore
-    ) -> None:
-        try:
-            async with slots:
-                for turn in turns:
-                    await self._close_interrupted_turn(turn)
-            for message in queued:
-                if not self.tracker.accepting:
-                    return  # shutting down: it stays stored for the next start
-                async with slots:
-                    await self.event_intake.resume(message)
-        except Exception:  # one thread's trouble must not stop the others' recovery
-            logger.exception("could not recover a thread")
-
-    async def _close_interrupted_turn(self, turn: AbandonedTurn) -> None:
-        """Close one turn a crash left pending, and tell its thread. With several replicas on
-        PostgreSQL a pending turn may be running on another replica right now: only a turn
-        whose thread lock is free (its owner is gone) is closed."""
-        if self.thread_locks.distributed and not await self.thread_locks.is_free(
-            team_id=turn.team_id, channel_id=turn.channel_id, thread_ts=turn.thread_ts
-        ):
-            return
-        if not await self.store.fail_turn(
-            turn_id=turn.turn_id, status="failed", error_code="interrupted", only_if_pending=True
-        ):
-            return  # it closed meanwhile: it keeps its real outcome
-        logger.warning(
-            "closed a turn left pending by a previous run",
-            extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
-        )
-        try:
-            slack = await self.workspaces.client(turn.team_id)
-            await slack.chat_postMessage(
-                channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
-            )
-        except Exception as exc:  # telling the thread is best effort; the turn is closed
-            logger.warning("could not tell the thread: %s", type(exc).__name__)
 
     async def stop(self) -> None:
         self.tracker.accepting = False
