@@ -41,6 +41,7 @@ __all__ = [
     "ThreadLockProvider",
     "Ticket",
     "TranscriptStore",
+    "TurnCompletion",
     "TurnInput",
     "TurnOutcome",
     "TurnStopped",
@@ -254,12 +255,9 @@ class MessageIntake(Protocol):
     ) -> TurnStart | LimitReached | None: ...
 
 
-class ConversationStore(Protocol):
-    """Threads and turns (``storage.threads``, ``storage.held_answers``)."""
-
-    async def find_thread(
-        self, *, team_id: str, channel_id: str, thread_ts: str
-    ) -> ThreadRecord | None: ...
+class TurnCompletion(Protocol):
+    """Closing a turn with its answer delivered (``storage.threads``): the chain head moves to
+    ``response_id`` in the same transaction."""
 
     async def complete_turn(
         self,
@@ -270,6 +268,14 @@ class ConversationStore(Protocol):
         usage: TokenUsage,
         first_token_at: datetime | None = None,
     ) -> None: ...
+
+
+class ConversationStore(TurnCompletion, Protocol):
+    """Threads and turns (``storage.threads``, ``storage.held_answers``)."""
+
+    async def find_thread(
+        self, *, team_id: str, channel_id: str, thread_ts: str
+    ) -> ThreadRecord | None: ...
 
     async def fail_turn(
         self,
