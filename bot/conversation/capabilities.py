@@ -15,11 +15,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.model.types import ChainCheck
 from storage.records import CapabilityRecord
 
 __all__ = [
@@ -31,17 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Chains = Literal["kept", "ignored", "unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChainCheck:
-    """What a probe found: ``chains`` and a short plain-words ``detail`` for operators."""
-
-    chains: Chains
-    detail: str
-
 
 ChainProbe = Callable[[str], Awaitable[ChainCheck]]
 """``model -> ChainCheck``: one probe call against the endpoint (``bot.model.probe``)."""
