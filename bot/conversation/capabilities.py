@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from cachetools import TTLCache
+
 from bot.model.types import ChainCheck
 from storage.records import CapabilityRecord
 
@@ -31,6 +33,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_CACHED_MODELS = 256
+"""Models whose capability is cached at once (a channel may name any model)."""
 
 ChainProbe = Callable[[str], Awaitable[ChainCheck]]
 """``model -> ChainCheck``: one probe call against the endpoint (``bot.model.probe``)."""
@@ -82,18 +87,20 @@ class EndpointCapabilities:
         self._store = store
         self.endpoint = endpoint_key(endpoint)
         self._probe = probe
-        self._cache_seconds = cache_seconds
         self._on_switch = on_switch
-        self._clock = clock
-        self._cache: dict[str, tuple[float, CapabilityRecord | None]] = {}
+        # Expiry by cachetools; a model known to have no record is cached too (as None).
+        self._cache: TTLCache[str, CapabilityRecord | None] = TTLCache(
+            maxsize=MAX_CACHED_MODELS, ttl=cache_seconds, timer=clock
+        )
         self._probing: dict[str, asyncio.Task[None]] = {}
 
     async def record(self, model: str) -> CapabilityRecord | None:
-        cached = self._cache.get(model)
-        if cached is not None and self._clock() - cached[0] < self._cache_seconds:
-            return cached[1]
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
         record = await self._store.capability(endpoint=self.endpoint, model=model)
-        self._cache[model] = (self._clock(), record)
+        self._cache[model] = record
         return record
 
     async def chains_ignored(self, model: str) -> bool:
@@ -107,7 +114,7 @@ class EndpointCapabilities:
         record = await self._store.record_capability(
             endpoint=self.endpoint, model=model, chains="ignored", source=source, detail=detail
         )
-        self._cache[model] = (self._clock(), record)
+        self._cache[model] = record
         switched = before is None or before.chains != "ignored"
         if switched:
             logger.warning(
@@ -141,7 +148,7 @@ class EndpointCapabilities:
                 source=source,
                 detail=check.detail,
             )
-            self._cache[model] = (self._clock(), record)
+            self._cache[model] = record
         return check
 
     def probe_soon(self, model: str, *, source: str = "probe") -> None:

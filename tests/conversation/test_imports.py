@@ -30,6 +30,9 @@ ALLOWED = (
 )
 """Project modules the core may import: plain types, pure rules, the one error trees."""
 
+ALLOWED_LIBRARIES = ("cachetools",)
+"""Third-party libraries the core may import: pure, no I/O."""
+
 FORBIDDEN_LIBRARIES = (
     "slack_sdk",
     "slack_bolt",
@@ -49,7 +52,7 @@ FORBIDDEN_MODULES = ("bot.slack", "bot.model.client", "bot.service", "bot.settin
 def _allowed(name: str) -> bool:
     # A relative import ("." first) is refused too: the allow-list reads absolute names.
     top = name.split(".")[0]
-    if top in sys.stdlib_module_names or top == "__future__":
+    if top in sys.stdlib_module_names or top == "__future__" or top in ALLOWED_LIBRARIES:
         return True
     return any(name == ok or name.startswith(ok + ".") for ok in ALLOWED)
 
