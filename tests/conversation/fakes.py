@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -101,7 +101,7 @@ class MemoryStore:
     raise that ``StorageError`` (a database that is gone)."""
 
     def __init__(self) -> None:
-        self.now = lambda: datetime.now(UTC)
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.refuse: StorageError | None = None
         self.claims: set[str] = set()
         self.waiting: dict[int, QueuedMessage] = {}

@@ -56,7 +56,7 @@ async def accept(
 async def admit(
     b: Backend, ts: str, queued_id: int | None, *, user_id: str = "U1", **limits: int
 ) -> TurnStart | LimitReached | None:
-    return await b.intake.admit_turn(
+    admitted: TurnStart | LimitReached | None = await b.intake.admit_turn(
         **KEYS,
         thread_ts="1.0",
         user_id=user_id,
@@ -66,6 +66,7 @@ async def admit(
         limits=TurnLimits(**limits),
         queued_id=queued_id,
     )
+    return admitted
 
 
 async def test_claims_and_threads(backend: Backend) -> None:

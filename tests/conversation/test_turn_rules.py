@@ -17,6 +17,7 @@ from bot.conversation import (
     SHUTDOWN_NOTE,
     STOPPED_NOTE,
     STORAGE_NOTE,
+    IncomingMessage,
     TurnOutcome,
 )
 from bot.errors import (
@@ -40,7 +41,9 @@ WAIT = 1.0
 
 def inputs(core: Core, call: int) -> list[tuple[str, str]]:
     """(role, text) of the input items the model got on call ``call`` (0-based)."""
-    return [(item["role"], item["content"]) for item in core.model.requests[call].input]
+    items = core.model.requests[call].input
+    assert isinstance(items, list)
+    return [(item["role"], item["content"]) for item in items]
 
 
 async def first_turn(core: Core, *, input_tokens: int = 10, output_tokens: int = 5) -> None:
@@ -52,7 +55,7 @@ async def first_turn(core: Core, *, input_tokens: int = 10, output_tokens: int =
     assert core.store.head("1.0") == "resp_1"
 
 
-def follow_up(ts: str, text: str = "next question") -> object:
+def follow_up(ts: str, text: str = "next question") -> IncomingMessage:
     return message(ts, text, thread_ts="1.0", mentions_bot=False)
 
 
