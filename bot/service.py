@@ -5,6 +5,10 @@ HTTP server (and the Socket Mode connection), and then, in the background, close
 crash left pending (each thread gets a note) and answers the messages an earlier run accepted
 but never started, in their threads' order. ``stop()`` stops taking events, gives turns in
 flight a grace period, then closes everything.
+
+Everything ``start()`` opens is closed by ``stop()``, and by ``start()`` itself when a later
+step fails (a refused token, a port in use): use it as ``async with Service(settings) as
+service:`` and nothing outlives the block.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import os
 import secrets
 import signal
 import socket
-from collections import defaultdict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -26,8 +31,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
-from bot.conversation import ConversationService, IncomingMessage
-from bot.conversation_state import ChainCheck, EndpointCapabilities
+from bot.conversation import ChainCheck, ConversationService, EndpointCapabilities, IncomingMessage
 from bot.errors import ConfigError
 from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
 from bot.model.client import ResponsesClient
@@ -56,29 +60,23 @@ from bot.slack.oauth import build_oauth_settings
 from bot.slack.resume import resume_held_answers
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
+from bot.startup_recovery import INTERRUPTED_NOTICE, StartupRecovery
 from bot.thread_locks import KeyedLocks
 from bot.turn_tracker import TurnTracker
 from storage.conversation_state import ConversationStateStore
 from storage.engine import create_engine, create_session_factory
-from storage.intake import Intake, QueuedMessage
+from storage.intake import Intake
 from storage.migrate import upgrade_to_head
 from storage.replicas import ReplicaPresence
-from storage.repositories import AbandonedTurn, Store
+from storage.repositories import Store
 from storage.thread_locks import DistributedThreadLocks
 
-__all__ = ["Service", "make_slack_client"]
+__all__ = ["INTERRUPTED_NOTICE", "Service", "make_slack_client"]
 
 logger = logging.getLogger(__name__)
 
 # A stored chain probe younger than this is trusted at start-up (restarts do not re-probe).
 PROBE_MAX_AGE = 24 * 3600.0
-
-INTERRUPTED_NOTICE = (
-    ":warning: My answer to this message was interrupted because the bot restarted. "
-    "Please send your message again."
-)
-RECOVERY_CONCURRENCY = 8
-"""Threads recovered at once after a restart (notes posted, waiting messages answered)."""
 
 
 def make_slack_client(
@@ -120,9 +118,6 @@ def make_slack_client(
     )
 
 
-ThreadKey = tuple[str, str, str]
-
-
 class Service:
     def __init__(self, settings: Settings, *, shutdown_grace: float | None = None) -> None:
         self.settings = settings
@@ -142,9 +137,32 @@ class Service:
         """The bot in single-workspace mode; ``None`` with a multi-workspace install."""
         self._runner: web.AppRunner | None = None
         self._socket_handler: AsyncSocketModeHandler | None = None
-        self._cleanup: list[Any] = []
+        self._cleanup: list[Callable[[], Awaitable[object]]] = []
+        """How to close what ``start`` opened, in the order it opened them."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     async def start(self) -> None:
+        """Open and start every part; if a step fails, what the earlier steps opened is
+        closed before the error goes on (nothing is left running, holding a port or the
+        database)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close_opened()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         await upgrade_to_head(settings.database_url)
         engine = create_engine(settings.database_url)
@@ -363,6 +381,7 @@ class Service:
         )
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
+        self._cleanup.append(self._runner.cleanup)
         site = web.TCPSite(self._runner, settings.host, settings.port)
         await site.start()
         server = getattr(site, "_server", None)
@@ -373,12 +392,20 @@ class Service:
             self._socket_handler = AsyncSocketModeHandler(
                 bolt, app_token=settings.slack_app_token.get_secret_value(), web_client=slack
             )
+            self._cleanup.append(self._close_socket_mode)
             await self._socket_handler.connect_async()  # type: ignore[no-untyped-call]
         self._cleanup.append(start_daily_prune(self.store, settings.retention_days))
         if settings.conversation_probe and settings.conversation_state == "auto":
             # In the background: a slow or failing endpoint must not delay start-up.
             await self.capabilities.probe_if_stale(settings.default_model, max_age=PROBE_MAX_AGE)
-        self.recovery = asyncio.create_task(self._recover(pending, adopted))
+        recovery = StartupRecovery(
+            store=self.store,
+            thread_locks=self.thread_locks,
+            workspaces=self.workspaces,
+            tracker=self.tracker,
+            resume=self.event_intake.resume,
+        )
+        self.recovery = asyncio.create_task(recovery.run(pending, adopted))
         logger.info(
             "service started",
             extra={
@@ -397,73 +424,10 @@ class Service:
             return f"database unavailable ({type(exc).__name__})"
         return None
 
-    async def _recover(self, pending: list[AbandonedTurn], adopted: list[QueuedMessage]) -> None:
-        """Close the turns a previous run left pending (telling each thread), then answer the
-        messages it accepted but never started, per thread in order, ``RECOVERY_CONCURRENCY``
-        threads at a time. Tracked like a turn: shutdown waits for it within the grace."""
-        threads: dict[ThreadKey, tuple[list[AbandonedTurn], list[QueuedMessage]]] = defaultdict(
-            lambda: ([], [])
-        )
-        for turn in pending:
-            threads[(turn.team_id, turn.channel_id, turn.thread_ts)][0].append(turn)
-        for queued in adopted:
-            threads[(queued.team_id, queued.channel_id, queued.thread_ts)][1].append(queued)
-        if not threads:
-            return
-        logger.info(
-            "recovering what the previous run left",
-            extra={"pending_turns": len(pending), "waiting_messages": len(adopted)},
-        )
-        slots = asyncio.Semaphore(RECOVERY_CONCURRENCY)
-        async with self.tracker.track():
-            await asyncio.gather(
-                *(self._recover_thread(turns, queued, slots) for turns, queued in threads.values())
-            )
-
-    async def _recover_thread(
-        self, turns: list[AbandonedTurn], queued: list[QueuedMessage], slots: asyncio.Semaphore
-    ) -> None:
-        try:
-            async with slots:
-                for turn in turns:
-                    await self._close_interrupted_turn(turn)
-            for message in queued:
-                if not self.tracker.accepting:
-                    return  # shutting down: it stays stored for the next start
-                async with slots:
-                    await self.event_intake.resume(message)
-        except Exception:  # one thread's trouble must not stop the others' recovery
-            logger.exception("could not recover a thread")
-
-    async def _close_interrupted_turn(self, turn: AbandonedTurn) -> None:
-        """Close one turn a crash left pending, and tell its thread. With several replicas on
-        PostgreSQL a pending turn may be running on another replica right now: only a turn
-        whose thread lock is free (its owner is gone) is closed."""
-        if self.thread_locks.distributed and not await self.thread_locks.is_free(
-            team_id=turn.team_id, channel_id=turn.channel_id, thread_ts=turn.thread_ts
-        ):
-            return
-        if not await self.store.fail_turn(
-            turn_id=turn.turn_id, status="failed", error_code="interrupted", only_if_pending=True
-        ):
-            return  # it closed meanwhile: it keeps its real outcome
-        logger.warning(
-            "closed a turn left pending by a previous run",
-            extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
-        )
-        try:
-            slack = await self.workspaces.client(turn.team_id)
-            await slack.chat_postMessage(
-                channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
-            )
-        except Exception as exc:  # telling the thread is best effort; the turn is closed
-            logger.warning("could not tell the thread: %s", type(exc).__name__)
-
     async def stop(self) -> None:
         self.tracker.accepting = False
-        if self._socket_handler is not None:
-            await self._socket_handler.disconnect_async()  # type: ignore[no-untyped-call]
-            await self._socket_handler.close_async()  # type: ignore[no-untyped-call]
+        # First, so no new event arrives while the turns in flight finish.
+        await self._close_socket_mode()
         if not await self.tracker.wait_idle(self.shutdown_grace):
             logger.warning(
                 "shutdown grace period ended with turns in flight; closing them with a note",
@@ -475,19 +439,31 @@ class Service:
             # not reach stays stored for the next start.
             self.recovery.cancel()
             await asyncio.gather(self.recovery, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        for close in reversed(self._cleanup):
-            await close()
+        await self._close_opened()
         logger.info("service stopped")
+
+    async def _close_socket_mode(self) -> None:
+        handler, self._socket_handler = self._socket_handler, None
+        if handler is not None:
+            await handler.disconnect_async()  # type: ignore[no-untyped-call]
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    async def _close_opened(self) -> None:
+        """Close what ``start`` opened, newest first (the HTTP server before the clients it
+        uses, the database last); one that fails to close does not keep the others open."""
+        while self._cleanup:
+            close = self._cleanup.pop()
+            try:
+                await close()
+            except Exception:
+                logger.exception("could not close a part of the service")
 
     async def run_forever(self) -> None:
         """Start, wait for SIGTERM or SIGINT, stop."""
-        await self.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-        logger.info("stop signal received")
-        await self.stop()
+        async with self:
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stopping.set)
+            await stopping.wait()
+            logger.info("stop signal received")

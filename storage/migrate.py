@@ -1,8 +1,11 @@
 """Run Alembic migrations from the service (the ``alembic`` CLI works too).
 
-The Alembic files live at the repository root (``alembic.ini``, ``migrations/``), found from
-this package's location so migrations run from any working directory; this requires the
-project to be installed editable (``pip install -e .``) or run from a checkout.
+The Alembic files live at the repository root (``alembic.ini``, ``migrations/``) and are found
+from this package's own location, never from the working directory: ``python -m bot migrate``
+works from any folder, and a folder's own ``alembic.ini`` or ``migrations/`` is never used
+(``tests/e2e/test_cli.py`` checks it as a real process). The project therefore runs from a
+checkout (the Docker image: ``/app``) or an editable install (``pip install -e .``); a wheel
+does not carry ``migrations/``, which is said plainly if it is missing.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def alembic_config(url: str | None = None) -> Config:
     Logging is left alone: ``env.py`` applies the ini file's logging setup only when the
     ``alembic`` CLI runs it, never inside the service, whose logging is already configured.
     """
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise FileNotFoundError(
+            f"the Alembic migrations are not at {MIGRATIONS_DIR}: run the service from its "
+            "checkout or an editable install (pip install -e .), which carry migrations/"
+        )
     config = Config(str(ALEMBIC_INI))
     # Absolute, so neither the working directory nor the ini's own setting matters.
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -15,6 +15,31 @@ from tests.fakes.slack_server import FakeSlack
 
 StartBot = Callable[..., Awaitable[BotUnderTest]]
 
+SLOW_FOLDERS = ("e2e", "faults", "replicas")
+"""Every test in these folders starts the whole service (or several, or a process) against
+fake servers."""
+
+
+def _slow(item: pytest.Item) -> bool:
+    """Whether ``item`` is left out of the fast lane (``scripts/test -m "not slow"``): the
+    tests of ``SLOW_FOLDERS`` and every PostgreSQL variant (a database created and migrated
+    per test: the fast lane checks storage on SQLite); elsewhere a test marks itself."""
+    parts = item.path.relative_to(Path(__file__).parent).parts
+    if parts and parts[0] in SLOW_FOLDERS:
+        return True
+    if "postgres_url" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgresql" in callspec.params.values()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Marked here rather than file by file, so a new test in these places is never left in
+    # the fast lane by a forgotten mark.
+    for item in items:
+        if _slow(item):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:

@@ -1,7 +1,8 @@
 """Cheap checks of what an endpoint does with a model: keeps chains, accepts tools, streams.
 
 Each is one tiny call (16 output tokens at most, ``store: false``). Used by ``doctor`` and, for
-chains, by the service at start-up and after a suspicious turn (``bot.conversation_state``).
+chains, by the service at start-up and after a suspicious turn
+(``bot.conversation.capabilities``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ import uuid
 from contextlib import aclosing
 from typing import Any
 
-from bot.conversation_state import ChainCheck
 from bot.errors import ErrorMeaning, ModelError, ModelHTTPError, ResponseIncompleteError
 from bot.model.client import ResponsesClient
-from bot.model.types import Completed, ResponseRequest
+from bot.model.types import ChainCheck, Completed, ResponseRequest
 
 __all__ = ["check_chains", "check_streaming", "check_tools", "made_up_response_id"]
 

@@ -6,9 +6,10 @@ No httpx or wire types here: the core builds a ``ResponseRequest`` and consumes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "ChainCheck",
     "Completed",
     "ModelEvent",
     "ModelResult",
@@ -120,3 +121,13 @@ class Completed:
 
 
 ModelEvent = TextDelta | ReasoningDelta | Completed
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """What a chain probe found (``bot.model.probe``): whether the endpoint keeps
+    ``previous_response_id`` chains for a model, and a short plain-words ``detail`` for
+    operators. The core stores it per endpoint+model (``bot.conversation.capabilities``)."""
+
+    chains: Literal["kept", "ignored", "unknown"]
+    detail: str

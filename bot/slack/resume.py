@@ -20,14 +20,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
 from typing import Protocol
 
-from bot.conversation import IncomingMessage
+from bot.conversation import IncomingMessage, ThreadLockProvider, TurnCompletion
 from bot.errors import DeliveryError
 from bot.slack.live_reply import LiveReplySinks, ResumeState
 from bot.thread_locks import KeyedLocks
-from storage.records import HeldAnswerRecord, TokenUsage
+from storage.records import HeldAnswerRecord
 from storage.thread_locks import ThreadLockTimeout
 
 __all__ = ["resume_held_answers"]
@@ -37,30 +36,14 @@ logger = logging.getLogger(__name__)
 CONCURRENCY = 4
 
 
-class HeldAnswerStore(Protocol):
+class HeldAnswerStore(TurnCompletion, Protocol):
     async def list_held_answers(self) -> list[HeldAnswerRecord]: ...
 
     async def is_held(self, *, turn_id: int) -> bool: ...
 
-    async def complete_turn(
-        self,
-        *,
-        turn_id: int,
-        response_id: str,
-        reply_ts: str | None,
-        usage: TokenUsage,
-        first_token_at: datetime | None = None,
-    ) -> None: ...
-
     async def fail_turn(
         self, *, turn_id: int, status: str, error_code: str | None, only_if_pending: bool = False
     ) -> bool: ...
-
-
-class ThreadLockProvider(Protocol):
-    def hold(
-        self, *, team_id: str, channel_id: str, thread_ts: str
-    ) -> AbstractAsyncContextManager[None]: ...
 
 
 async def resume_held_answers(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.channel_settings import SCHEMA, InvalidSetting
-from bot.conversation_state import (
+from bot.conversation import (
     ChainCheck,
     EndpointCapabilities,
     continuity_broken,

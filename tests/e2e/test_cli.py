@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
+from storage.migrate import head_revision
 from tests.conftest import StartBot
 from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET, BotUnderTest, shown, sign
 from tests.e2e.harness import run_cli as _run
@@ -294,3 +295,22 @@ async def test_suggested_prompts_and_loading_messages_are_set_for_the_workspace_
     code, out, _ = await _run(["config", "history", "--default", "--team", "T1"], env, tmp_path)
     assert "suggested_prompts" in out
     assert "loading_messages" in out
+
+
+async def test_migrate_finds_the_packages_migrations_whatever_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    # Run from an unrelated folder holding a decoy alembic.ini and migrations/ (whose env.py
+    # would fail): the installed package's own migrations are applied, never the folder's.
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "migrations").mkdir(parents=True)
+    (elsewhere / "migrations" / "env.py").write_text("raise SystemExit('decoy env.py ran')\n")
+    (elsewhere / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
+    db = tmp_path / "bot.db"
+    env = _env(tmp_path, DATABASE_URL=f"sqlite+aiosqlite:///{db}")
+    del env["PYTHONPATH"]  # the package as installed, not the checkout on the path
+    code, out, err = await _run(["migrate"], env, elsewhere)
+    assert code == 0, err
+    assert "database is at the latest migration" in out
+    (version,) = sqlite3.connect(db).execute("select version_num from alembic_version").fetchone()
+    assert version == head_revision()

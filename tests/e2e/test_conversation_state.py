@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.conversation import RESENT_NOTE
-from bot.conversation_state import endpoint_key
+from bot.conversation import RESENT_NOTE, endpoint_key
 from bot.slack.live_reply import EMPTY_ANSWER
 from storage.conversation_state import ConversationStateStore
 from tests.conftest import StartBot

@@ -215,7 +215,7 @@ async def test_an_unknown_default_model(
 async def test_each_model_is_reported_and_a_relay_that_ignores_chains_is_a_warning(
     tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
 ) -> None:
-    from bot.conversation_state import endpoint_key
+    from bot.conversation import endpoint_key
     from storage import Store, create_engine, create_session_factory
     from storage.conversation_state import ConversationStateStore
 

@@ -61,6 +61,7 @@ async def test_updates_leave_a_reserve_for_first_and_final_texts() -> None:
     await budget.acquire("chat.update", priority=Priority.FINAL)  # still served at once
 
 
+@pytest.mark.slow  # waits out a real Retry-After
 async def test_a_429_pauses_the_method_and_the_call_is_made_again_after_retry_after() -> None:
     budget = RateBudget(rates=FAST)
     attempts: list[float] = []

@@ -324,6 +324,7 @@ def answers(draw: st.DrawFn) -> str:
     return text + draw(st.sampled_from(["", "\n"]))
 
 
+@pytest.mark.slow  # 300 generated answers; the other property tests stay in the fast lane
 @settings(max_examples=300, deadline=None)
 @given(text=answers(), limit=st.integers(min_value=60, max_value=600))
 def test_any_answer_reassembles_exactly_from_chunks_within_the_limit(text: str, limit: int) -> None:

@@ -158,6 +158,7 @@ async def test_readers_do_not_wait_for_a_writer(databases: Databases) -> None:
         await connection.rollback()
 
 
+@pytest.mark.slow  # many writers racing for seconds
 @sqlite_only
 async def test_concurrent_writers_on_two_engines_never_see_database_is_locked(
     databases: Databases,

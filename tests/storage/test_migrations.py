@@ -451,3 +451,12 @@ async def test_0003_keeps_existing_turns_without_a_reservation_and_downgrades_cl
 
     await _migrate(database_url, _downgrade_to, "0002")
     assert await _reflect(database_url) == schema_0002
+
+
+def test_missing_migrations_are_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a plain wheel install: the package is there, migrations/ next to it is not.
+    monkeypatch.setattr("storage.migrate.MIGRATIONS_DIR", tmp_path / "migrations")
+    with pytest.raises(FileNotFoundError, match=r"pip install -e \."):
+        alembic_config()

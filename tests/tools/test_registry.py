@@ -173,6 +173,7 @@ async def test_a_refused_key_is_an_output_for_the_model_not_a_crash() -> None:
         assert fake.calls == []
 
 
+@pytest.mark.slow  # waits out a real timeout
 async def test_a_slow_tool_times_out_into_an_error_output(
     fake_mcp: FakeMcpServer, make_registry: MakeRegistry
 ) -> None:
@@ -196,6 +197,7 @@ async def test_a_slow_tool_times_out_into_an_error_output(
     assert after.status == "ok"
 
 
+@pytest.mark.slow  # waits out a real timeout
 async def test_the_turn_budget_can_shorten_a_call_but_never_lengthen_it(
     fake_mcp: FakeMcpServer, make_registry: MakeRegistry
 ) -> None:
@@ -302,6 +304,7 @@ async def test_a_server_that_goes_down_gives_an_output_and_is_reconnected_later(
     assert again.status == "ok", again.output
 
 
+@pytest.mark.slow  # a server restarted mid-test
 async def test_a_stateful_server_that_forgot_the_session_gets_the_call_again_on_a_new_one(
     fake_mcp: FakeMcpServer, make_registry: MakeRegistry
 ) -> None:

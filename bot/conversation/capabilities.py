@@ -1,18 +1,11 @@
-"""How a thread's conversation reaches the model, whatever the endpoint does with chains.
+"""Whether the model endpoint keeps ``previous_response_id`` chains, per model.
 
-Pure logic and small ports, no Slack, HTTP or SQLAlchemy types (``bot.conversation`` uses it;
-the service wires the adapters):
-
-- **Modes.** ``chain`` sends ``previous_response_id``; ``transcript`` sends the thread's earlier
-  messages itself (from the service's own transcript, newest kept first within the budget);
-  ``auto`` chains until the endpoint is found to ignore chains for that model, then sends
-  transcripts. Set by ``CONVERSATION_STATE`` and per channel (``conversation_state``).
-- **Knowing whether an endpoint keeps chains** (:class:`EndpointCapabilities`): a probe (a tiny
-  call with a made-up ``previous_response_id``, which a conforming server refuses), run by
-  ``doctor``, at start-up in the background and again after a suspicious turn; and a per-turn
-  continuity check (:func:`continuity_broken`) that needs no extra call. Either signal that the
-  chain is ignored switches the endpoint+model to transcripts. Results are stored with their
-  time, so every replica (and the next start) knows.
+Known from a probe (a tiny call with a made-up ``previous_response_id``, which a conforming
+server refuses), run by ``doctor``, at start-up in the background and again after a suspicious
+turn; and from the per-turn continuity check (``bot.conversation.recovery``), which needs no
+extra call. Either signal that the chain is ignored switches the endpoint+model to transcripts
+(``bot.conversation.history``). Results are stored with their time, so every replica (and the
+next start) knows.
 """
 
 from __future__ import annotations
@@ -21,49 +14,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from bot.model.types import Usage
-from storage.conversation_state import CapabilityRecord, ResponseUsage, TranscriptRecord
+from cachetools import TTLCache
+
+from bot.model.types import ChainCheck
+from storage.records import CapabilityRecord
 
 __all__ = [
-    "CONVERSATION_STATES",
     "CapabilityStore",
     "ChainCheck",
     "ChainProbe",
     "EndpointCapabilities",
-    "Mode",
-    "continuity_broken",
     "endpoint_key",
-    "select_transcript",
 ]
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["auto", "chain", "transcript"]
-CONVERSATION_STATES: tuple[Mode, ...] = ("auto", "chain", "transcript")
-Chains = Literal["kept", "ignored", "unknown"]
-
-# A file in a re-sent message costs the model about as much as a page of text.
-FILE_CHARS = 1_000
-
-# Continuity: a chained turn's input normally holds the previous turn's input and visible
-# output. Below these margins it clearly did not get its history.
-_MIN_MISSING_TOKENS = 32
-_MIN_MISSING_SHARE = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class ChainCheck:
-    """What a probe found: ``chains`` and a short plain-words ``detail`` for operators."""
-
-    chains: Chains
-    detail: str
-
+MAX_CACHED_MODELS = 256
+"""Models whose capability is cached at once (a channel may name any model)."""
 
 ChainProbe = Callable[[str], Awaitable[ChainCheck]]
 """``model -> ChainCheck``: one probe call against the endpoint (``bot.model.probe``)."""
@@ -95,63 +67,6 @@ def endpoint_key(base_url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))[:255]
 
 
-def continuity_broken(previous: ResponseUsage | None, usage: Usage, *, model: str) -> bool:
-    """Whether a chained turn clearly did not get its history.
-
-    A conforming endpoint bills a chained turn for the whole conversation: at least the
-    previous turn's input plus its output (reasoning tokens excepted: reasoning items are not
-    carried into later turns). An input clearly smaller than that means the endpoint answered
-    without the chain. Not judged when a figure is unknown (zero) or the model changed (another
-    tokenizer). Some relays count cached tokens apart from ``input_tokens`` (Anthropic-style);
-    cached tokens larger than the input can only mean that, so they are added back.
-    """
-    if previous is None or previous.model != model:
-        return False
-    if previous.input_tokens <= 0 or usage.input_tokens <= 0:
-        return False
-    expected = previous.input_tokens + max(previous.output_tokens - previous.reasoning_tokens, 0)
-    seen = usage.input_tokens
-    if usage.cached_tokens > usage.input_tokens:
-        seen += usage.cached_tokens
-    missing = expected - seen
-    return missing >= max(_MIN_MISSING_TOKENS, _MIN_MISSING_SHARE * expected)
-
-
-def entry_size(entry: TranscriptRecord) -> int:
-    return len(entry.text) + FILE_CHARS * len(entry.files)
-
-
-def select_transcript(entries: Sequence[TranscriptRecord], budget: int) -> list[TranscriptRecord]:
-    """The newest entries that fit in ``budget`` characters, oldest first; the newest one is
-    always kept, and the kept part never starts with an answer whose question was dropped."""
-    kept: list[TranscriptRecord] = []
-    used = 0
-    for entry in reversed(entries):
-        size = entry_size(entry)
-        if kept and used + size > budget:
-            break
-        kept.append(entry)
-        used += size
-    kept.reverse()
-    while len(kept) > 1 and kept[0].role == "assistant":
-        kept.pop(0)
-    return kept
-
-
-def item_text(item: Mapping[str, Any]) -> str:
-    """The text of a Responses input item (string content or its text parts)."""
-    content = item.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text"))
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
 class EndpointCapabilities:
     """Per model at one endpoint: whether chains are kept, from probes and continuity checks.
 
@@ -172,18 +87,20 @@ class EndpointCapabilities:
         self._store = store
         self.endpoint = endpoint_key(endpoint)
         self._probe = probe
-        self._cache_seconds = cache_seconds
         self._on_switch = on_switch
-        self._clock = clock
-        self._cache: dict[str, tuple[float, CapabilityRecord | None]] = {}
+        # Expiry by cachetools; a model known to have no record is cached too (as None).
+        self._cache: TTLCache[str, CapabilityRecord | None] = TTLCache(
+            maxsize=MAX_CACHED_MODELS, ttl=cache_seconds, timer=clock
+        )
         self._probing: dict[str, asyncio.Task[None]] = {}
 
     async def record(self, model: str) -> CapabilityRecord | None:
-        cached = self._cache.get(model)
-        if cached is not None and self._clock() - cached[0] < self._cache_seconds:
-            return cached[1]
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
         record = await self._store.capability(endpoint=self.endpoint, model=model)
-        self._cache[model] = (self._clock(), record)
+        self._cache[model] = record
         return record
 
     async def chains_ignored(self, model: str) -> bool:
@@ -197,7 +114,7 @@ class EndpointCapabilities:
         record = await self._store.record_capability(
             endpoint=self.endpoint, model=model, chains="ignored", source=source, detail=detail
         )
-        self._cache[model] = (self._clock(), record)
+        self._cache[model] = record
         switched = before is None or before.chains != "ignored"
         if switched:
             logger.warning(
@@ -231,7 +148,7 @@ class EndpointCapabilities:
                 source=source,
                 detail=check.detail,
             )
-            self._cache[model] = (self._clock(), record)
+            self._cache[model] = record
         return check
 
     def probe_soon(self, model: str, *, source: str = "probe") -> None:

@@ -1,0 +1,72 @@
+"""What the turn itself tells a thread: the sentences of the core, in one place.
+
+The sentences for a failed model call or an unreadable input live in ``bot.user_messages``;
+these are the ones the turn's own rules produce (the database refused, a busy thread, a
+shutdown, a stop, a re-sent conversation, a limit reached).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from storage.records import LimitReached
+
+__all__ = [
+    "BUSY_NOTE",
+    "RESEND_FAILED_NOTE",
+    "RESENT_NOTE",
+    "SHUTDOWN_NOTE",
+    "STOPPED_NOTE",
+    "STORAGE_NOTE",
+    "limit_notice",
+]
+
+STORAGE_NOTE = (
+    ":warning: I couldn't save this conversation right now, so I can't answer. "
+    "Please try again in a minute; if it keeps happening, tell your Slack admin."
+)
+BUSY_NOTE = (
+    ":warning: This thread was busy for too long and I couldn't get to your message. "
+    "Please send it again."
+)
+SHUTDOWN_NOTE = (
+    ":warning: The bot is restarting and could not finish this answer. "
+    "Please send your message again in a minute."
+)
+STOPPED_NOTE = "_(Stopped. The answer above is incomplete.)_"
+RESENT_NOTE = "The model service did not have this thread's earlier messages, so I sent them again."
+RESEND_FAILED_NOTE = (
+    ":warning: The model service answered without this thread's earlier messages, so this "
+    "answer may miss what was said before. I'll send them along from now on."
+)
+
+
+def limit_notice(limit: LimitReached) -> str:
+    """What the person is told when a budget or limit stops their question."""
+    if limit.kind == "user_hourly_requests":
+        questions = "question" if limit.used == 1 else "questions"
+        return (
+            f":hourglass: You have asked {limit.used} {questions} in the last hour; the limit "
+            f"is {limit.limit}. You can ask again after {_clock(limit.again_at)} UTC; an admin "
+            "can raise the limit (`user_hourly_requests`)."
+        )
+    held = f", {limit.held:,} held by answers in progress" if limit.held else ""
+    if limit.kind == "daily_token_budget":
+        return (
+            f":no_entry: This channel has used its daily budget of {limit.limit:,} tokens "
+            f"({limit.used:,} used today{held}). It resets at 00:00 UTC; an admin can raise it "
+            "with the settings command (`daily_token_budget`)."
+        )
+    return (
+        f":no_entry: This workspace has used its daily budget of {limit.limit:,} tokens "
+        f"({limit.used:,} used today{held}). It resets at 00:00 UTC; an admin can raise it "
+        "(`set default workspace_daily_token_budget`)."
+    )
+
+
+def _clock(moment: datetime) -> str:
+    """HH:MM in UTC, rounded up to the minute (at that minute the person may ask)."""
+    moment = moment.astimezone(UTC)
+    if moment.second or moment.microsecond:
+        moment = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return f"{moment:%H:%M}"
