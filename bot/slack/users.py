@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-
+from bot.errors import DeliveryError, SlackRateLimitedError, SlackRefusedError
 from bot.slack.budget import Priority
 from bot.slack.client import slack_priority
-from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+from bot.slack.failures import slack_failures
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["Allowance", "UserDirectory", "UserLookupFailed"]
 
@@ -162,13 +162,14 @@ class UserDirectory:
     async def _ask(self, user_id: str, team_id: str, wait: float | None) -> Mapping[str, Any]:
         try:
             client = await self._workspaces.client(team_id)
-            with slack_priority(Priority.NORMAL, wait=wait):
+            with slack_priority(Priority.NORMAL, wait=wait), slack_failures("users.info"):
                 response = await client.users_info(user=user_id)
-        except SlackApiError as exc:
-            code = str(exc.response.get("error") or "slack_api_error")
-            raise UserLookupFailed(code, lasting=exc.response.status_code != 429) from exc
-        except (SlackClientError, WorkspaceNotInstalled, TimeoutError, OSError) as exc:
-            raise UserLookupFailed(type(exc).__name__) from exc
+        except SlackRateLimitedError as exc:
+            raise UserLookupFailed(exc.code) from exc
+        except SlackRefusedError as exc:
+            raise UserLookupFailed(exc.code, lasting=True) from exc
+        except DeliveryError as exc:
+            raise UserLookupFailed(exc.code) from exc
         user = response.get("user")
         if not isinstance(user, dict):
             raise UserLookupFailed("no_user")

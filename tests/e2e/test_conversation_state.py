@@ -15,7 +15,7 @@ import pytest
 
 from bot.conversation import RESENT_NOTE
 from bot.conversation_state import endpoint_key
-from bot.slack.live_reply import EMPTY_ANSWER
+from bot.slack.reply import EMPTY_ANSWER
 from storage.conversation_state import ConversationStateStore
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
