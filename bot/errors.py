@@ -288,7 +288,8 @@ class DeliveryError(BotError):
 
     ``code`` is Slack's error string (``channel_not_found``, ``ratelimited``, …) or one of
     ours (``slack_unreachable``, ``timeout``, ``not_installed``); ``method`` the Web API
-    method when known; ``status`` the HTTP status of Slack's answer when there was one.
+    method when known; ``status`` the HTTP status of Slack's answer when there was one;
+    ``retry_after`` the seconds Slack asked to wait (a 429 only).
     """
 
     def __init__(
@@ -298,11 +299,13 @@ class DeliveryError(BotError):
         code: str,
         method: str | None = None,
         status: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.method = method
         self.status = status
+        self.retry_after = retry_after
 
 
 class SlackRefusedError(DeliveryError):
@@ -313,17 +316,7 @@ class SlackRefusedError(DeliveryError):
 class SlackRateLimitedError(SlackRefusedError):
     """HTTP 429: Slack asks to wait ``retry_after`` seconds (its ``Retry-After``, at least 1)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str,
-        retry_after: float,
-        method: str | None = None,
-        status: int | None = 429,
-    ) -> None:
-        super().__init__(message, code=code, method=method, status=status)
-        self.retry_after = retry_after
+    retry_after: float
 
 
 class SlackUnreachableError(DeliveryError):

@@ -109,7 +109,7 @@ def reading_context() -> Iterator[None]:
 def retry_after(exc: BaseException) -> float | None:
     """Seconds Slack asked to wait, for a 429 (ours or slack_sdk's, whose callers include
     Bolt's); ``None`` for any other failure."""
-    if isinstance(exc, SlackRateLimitedError):
+    if isinstance(exc, DeliveryError):
         return exc.retry_after
     if isinstance(exc, SlackApiError):
         return _retry_after(exc.response)

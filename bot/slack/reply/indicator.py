@@ -59,26 +59,10 @@ class WorkingIndicator:
     async def show(self) -> None:
         """The thread status (or a reaction where it is refused), unless text came first."""
         deadline = asyncio.get_running_loop().time() + INDICATOR_WAIT
-        message = self._message
-        loading = await self._loading()
+        status = self._status(THINKING_STATUS, loading_messages=await self._loading())
 
-        def status() -> dict[str, Any]:
-            return {
-                "channel_id": message.channel_id,
-                "thread_ts": message.thread_ts,
-                "status": THINKING_STATUS,
-                "loading_messages": loading,
-            }
-
-        def reaction() -> dict[str, Any]:
-            return {
-                "channel": message.channel_id,
-                "timestamp": message.ts,
-                "name": WORKING_REACTION,
-            }
-
-        async def call(method: str, build: Callable[[], dict[str, Any]]) -> None:
-            await self._calls.call(method, build, Priority.NORMAL, deadline)
+        async def call(method: str, arguments: dict[str, Any]) -> None:
+            await self._calls.call(method, arguments.copy, Priority.NORMAL, deadline)
 
         try:
             await self._calls.unless(
@@ -92,7 +76,9 @@ class WorkingIndicator:
             self.status_shown = True
             return
         try:
-            await self._calls.unless(self._text_ready, lambda: call("reactions.add", reaction))
+            await self._calls.unless(
+                self._text_ready, lambda: call("reactions.add", self._reaction())
+            )
             self._reacted = True
         except (Dropped, DeliveryError, Expired, TurnStopped) as exc:
             logger.info("could not show a working reaction either (%s)", _code(exc))
@@ -105,14 +91,7 @@ class WorkingIndicator:
         if budget is not None and not budget.try_acquire("assistant.threads.setStatus"):
             return
         with contextlib.suppress(DeliveryError):
-            await self._calls.now(
-                "assistant.threads.setStatus",
-                {
-                    "channel_id": self._message.channel_id,
-                    "thread_ts": self._message.thread_ts,
-                    "status": REASONING_STATUS,
-                },
-            )
+            await self._calls.now("assistant.threads.setStatus", self._status(REASONING_STATUS))
 
     def reasoning_pending(self) -> bool:
         """A status is shown and does not say "reasoning" yet."""
@@ -122,39 +101,32 @@ class WorkingIndicator:
         """Take the status and the reaction away, whatever the answer's outcome."""
         if self._calls.client is None:
             return
-        message = self._message
         if self.status_shown:
             # Slack clears the status when the bot posts in the thread; said explicitly, it
             # also clears when nothing new was posted (a stream that ended, a note in place).
             self.status_shown = False
-            try:
-                await self._calls.call(
-                    "assistant.threads.setStatus",
-                    lambda: {
-                        "channel_id": message.channel_id,
-                        "thread_ts": message.thread_ts,
-                        "status": "",
-                    },
-                    Priority.NORMAL,
-                    None,
-                )
-            except (DeliveryError, Expired, TurnStopped):
-                logger.info("could not clear the thread status")
-        if not self._reacted:
-            return
+            await self._undo("assistant.threads.setStatus", self._status(""), "the thread status")
+        if self._reacted:
+            await self._undo("reactions.remove", self._reaction(), "the working reaction")
+
+    async def _undo(self, method: str, arguments: dict[str, Any], what: str) -> None:
         try:
-            await self._calls.call(
-                "reactions.remove",
-                lambda: {
-                    "channel": message.channel_id,
-                    "timestamp": message.ts,
-                    "name": WORKING_REACTION,
-                },
-                Priority.NORMAL,
-                None,
-            )
+            await self._calls.call(method, arguments.copy, Priority.NORMAL, None)
         except (DeliveryError, Expired, TurnStopped):
-            logger.info("could not remove the working reaction")
+            logger.info("could not take away %s", what)
+
+    def _status(self, text: str, **extra: Any) -> dict[str, Any]:
+        message = self._message
+        return {
+            "channel_id": message.channel_id,
+            "thread_ts": message.thread_ts,
+            "status": text,
+            **extra,
+        }
+
+    def _reaction(self) -> dict[str, Any]:
+        message = self._message
+        return {"channel": message.channel_id, "timestamp": message.ts, "name": WORKING_REACTION}
 
     async def _loading(self) -> list[str]:
         """The workspace's loading messages (the ``loading_messages`` setting)."""
