@@ -18,7 +18,8 @@
     │       ├── ResponseFailedError    ``error`` event / ``response.failed``
     │       ├── ResponseIncompleteError ``response.incomplete`` (``reason``)
     │       └── StreamProtocolError    malformed SSE/JSON, stream ended without a terminal event
-    ├── DeliveryError                  a Slack call failed (``code``, ``method``, ``status``)
+    ├── DeliveryError                  a Slack call failed (``code``, ``method``, ``status``,
+    │   │                              ``retry_after``)
     │   ├── SlackRefusedError          Slack answered and said no (``code`` is its error string)
     │   │   └── SlackRateLimitedError  HTTP 429 (``retry_after``)
     │   ├── SlackUnreachableError      no answer: refused, reset, DNS, TLS, a broken body
