@@ -140,16 +140,15 @@ async def _resolve_team(team: str | None) -> str:
     if team:
         return team
     settings: Settings = load_settings()
-    from slack_sdk.errors import SlackApiError
-
-    from bot.service import make_slack_client
+    from bot.errors import SlackRefusedError
+    from bot.slack.client import make_slack_client
     from bot.slack.identity import fetch_identity
 
     try:
         identity = await fetch_identity(make_slack_client(settings))
-    except SlackApiError as exc:
+    except SlackRefusedError as exc:
         raise ConfigError(
-            f"could not ask Slack for the workspace ({exc.response.get('error')}): pass --team"
+            f"could not ask Slack for the workspace ({exc.code}): pass --team"
         ) from None
     return identity.team_id
 

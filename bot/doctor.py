@@ -26,16 +26,16 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.doctor_model import ModelChecks
 from bot.doctor_report import CheckFailed, CheckWarning, Report
 from bot.errors import (
     ConfigError,
+    DeliveryError,
+    SlackRefusedError,
 )
 from bot.redaction import Redactor
 from bot.settings import Settings, load_settings
+from bot.slack.failures import slack_failures
 
 __all__ = [
     "ASSISTANT_EVENTS",
@@ -169,12 +169,14 @@ def _slack_refusal(error: str) -> CheckFailed:
 
 
 def _unreachable(what: str, exc: Exception, fix: str) -> CheckFailed:
+    if isinstance(exc, DeliveryError) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # the network's own words, not our wrapper's
     return CheckFailed(f"could not reach {what} ({type(exc).__name__}: {str(exc)[:200]})", fix)
 
 
 class _SlackChecks:
     def __init__(self, settings: Settings) -> None:
-        from bot.service import make_slack_client
+        from bot.slack.client import make_slack_client
 
         self.settings = settings
         # Without SLACK_BOT_TOKEN (multi-workspace install) the token checks are skipped.
@@ -184,9 +186,10 @@ class _SlackChecks:
 
     async def token(self) -> str:
         try:
-            response = await self.client.auth_test()
-        except SlackApiError as exc:
-            raise _slack_refusal(str(exc.response.get("error") or "unknown error")) from None
+            with slack_failures("auth.test"):
+                response = await self.client.auth_test()
+        except SlackRefusedError as exc:
+            raise _slack_refusal(exc.code) from None
         except Exception as exc:
             raise _unreachable(
                 f"Slack at {self.settings.slack_api_url}",
@@ -258,13 +261,15 @@ class _SlackChecks:
     async def app_token(self) -> str:
         token = self.settings.slack_app_token
         assert token is not None  # only run in Socket Mode, where settings require it
-        client = AsyncWebClient(base_url=self.settings.slack_api_url, timeout=30)
+        from bot.slack.client import plain_client
+
+        client = plain_client(base_url=self.settings.slack_api_url)
         try:
-            await client.apps_connections_open(app_token=token.get_secret_value())
-        except SlackApiError as exc:
-            error = str(exc.response.get("error") or "unknown error")
+            with slack_failures("apps.connections.open"):
+                await client.apps_connections_open(app_token=token.get_secret_value())
+        except SlackRefusedError as exc:
             raise CheckFailed(
-                f"Slack refused the app-level token ({error})",
+                f"Slack refused the app-level token ({exc.code})",
                 "create an App-Level Token with the connections:write scope under Basic "
                 "Information → App-Level Tokens and set it as SLACK_APP_TOKEN (xapp-…); Socket "
                 "Mode must be on in the app's settings",

@@ -18,18 +18,25 @@
     │       ├── ResponseFailedError    ``error`` event / ``response.failed``
     │       ├── ResponseIncompleteError ``response.incomplete`` (``reason``)
     │       └── StreamProtocolError    malformed SSE/JSON, stream ended without a terminal event
-    ├── DeliveryError                  the reply could not be delivered to Slack
+    ├── DeliveryError                  a Slack call failed (``code``, ``method``, ``status``,
+    │   │                              ``retry_after``)
+    │   ├── SlackRefusedError          Slack answered and said no (``code`` is its error string)
+    │   │   └── SlackRateLimitedError  HTTP 429 (``retry_after``)
+    │   ├── SlackUnreachableError      no answer: refused, reset, DNS, TLS, a broken body
+    │   ├── SlackTimeoutError          no answer in time, or no slot in the rate budget in time
     │   └── NotInstalledError          the workspace removed the app: nothing can be delivered
     └── ContextError                   the model input could not be built (Slack refused the
                                        thread's history, the workspace is gone, …)
 
-Foreign exceptions (httpx, SQLAlchemy, slack_sdk) are wrapped where they are caught, with
-``raise X(...) from exc``, so callers only branch on these types. Every ``ModelError`` carries a
-short machine ``code`` that is stored on the turn, and a ``meaning`` (:class:`ErrorMeaning`):
-what the failure means whatever shape it came in. Relays rewrite codes (``"code": "400"``,
-``bad_response_status_code``) and report failures inside a 200 stream, so the type says how
-the failure arrived and ``meaning`` what it means; ``bot.model.error_meaning`` is the one place
-that decides it, and ``bot.user_messages`` picks the user-facing sentence from it.
+Foreign exceptions (httpx, SQLAlchemy, slack_sdk) are wrapped in one place each, with ``raise
+X(...) from exc`` (slack_sdk's, aiohttp's and the OS's in ``bot.slack.failures``), so callers
+only branch on these types and their codes, never on message strings. Every ``ModelError``
+carries a short machine ``code`` that is stored on the turn, and a ``meaning``
+(:class:`ErrorMeaning`): what the failure means whatever shape it came in. Relays rewrite codes
+(``"code": "400"``, ``bad_response_status_code``) and report failures inside a 200 stream, so
+the type says how the failure arrived and ``meaning`` what it means;
+``bot.model.error_meaning`` is the one place that decides it, and ``bot.user_messages`` picks
+the user-facing sentence from it.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ __all__ = [
     "QuotaExceededError",
     "ResponseFailedError",
     "ResponseIncompleteError",
+    "SlackRateLimitedError",
+    "SlackRefusedError",
+    "SlackTimeoutError",
+    "SlackUnreachableError",
     "StreamProtocolError",
 ]
 
@@ -274,11 +285,49 @@ class StreamProtocolError(ModelStreamError):
 
 
 class DeliveryError(BotError):
-    """A reply could not be delivered to Slack. ``code`` is Slack's error string."""
+    """A Slack call failed: a reply could not be delivered, a lookup or a view not made.
 
-    def __init__(self, message: str, *, code: str) -> None:
+    ``code`` is Slack's error string (``channel_not_found``, ``ratelimited``, …) or one of
+    ours (``slack_unreachable``, ``timeout``, ``not_installed``); ``method`` the Web API
+    method when known; ``status`` the HTTP status of Slack's answer when there was one;
+    ``retry_after`` the seconds Slack asked to wait (a 429 only).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        method: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.method = method
+        self.status = status
+        self.retry_after = retry_after
+
+
+class SlackRefusedError(DeliveryError):
+    """Slack answered and refused: ``ok: false`` (or an HTTP error status) with its error
+    string as ``code``."""
+
+
+class SlackRateLimitedError(SlackRefusedError):
+    """HTTP 429: Slack asks to wait ``retry_after`` seconds (its ``Retry-After``, at least 1)."""
+
+    retry_after: float
+
+
+class SlackUnreachableError(DeliveryError):
+    """No answer from Slack: connection refused or reset, DNS, TLS, a body that could not be
+    read (``code`` is ``slack_unreachable``)."""
+
+
+class SlackTimeoutError(DeliveryError):
+    """No answer in time: the request's own timeout, or the call's deadline for its slot in
+    the workspace's rate budget passed (``code`` is ``timeout``)."""
 
 
 class NotInstalledError(DeliveryError):

@@ -4,7 +4,9 @@ Expiry and the size bound are ``cachetools.TTLCache`` (least recently used goes 
 full). The sharing is ours: cachetools is synchronous (its ``cached`` takes thread locks, and
 a coroutine cached by it would store the coroutine object, not its result), so concurrent
 misses of one key are joined here on an ``asyncio`` future: one call to Slack or the model
-endpoint, every waiter gets its answer, its error, or its cancellation.
+endpoint, every waiter gets its answer, its error, or its cancellation (or, with
+``abandoned``, an error of the caller's choosing when the task making the call is cancelled:
+a waiter that was not cancelled itself then goes on).
 """
 
 from __future__ import annotations
@@ -33,12 +35,18 @@ class SharedLookups(Generic[K, V]):
         ttl: float,
         maxsize: int,
         timer: Callable[[], float] = time.monotonic,
+        abandoned: Callable[[], Exception] | None = None,
     ) -> None:
         self._cache: TTLCache[K, V] = TTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
         self._in_flight: dict[K, asyncio.Future[V]] = {}
+        self._abandoned = abandoned
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has a cached value that has not expired."""
+        return key in self._cache
 
     async def get(
         self,
@@ -61,7 +69,12 @@ class SharedLookups(Generic[K, V]):
         try:
             value = await load()
         except asyncio.CancelledError:
-            future.cancel()  # the waiters must not hang
+            # The waiters must not hang: they are cancelled too, or get ``abandoned()``.
+            if self._abandoned is None:
+                future.cancel()
+            else:
+                future.set_exception(self._abandoned())
+                future.exception()  # retrieved here: no waiter is not an error
             raise
         except Exception as exc:
             future.set_exception(exc)

@@ -21,19 +21,16 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
 from bot.conversation import ChainCheck, ConversationService, EndpointCapabilities, IncomingMessage
-from bot.errors import ConfigError
-from bot.metrics import InstrumentedModelClient, Metrics, SlackApiObserver, TimedThreadLocks
+from bot.errors import ConfigError, SlackRefusedError
+from bot.metrics import InstrumentedModelClient, Metrics, TimedThreadLocks
 from bot.model.client import ResponsesClient
 from bot.model.probe import check_chains
 from bot.model.retry import RetryPolicy
@@ -47,16 +44,16 @@ from bot.slack.app import build_slack_app
 from bot.slack.assistant.context import PaneContext
 from bot.slack.assistant.titles import PaneTitles
 from bot.slack.budget import RateBudgets
-from bot.slack.client import ScheduledWebClient, UnscheduledRateLimitRetry
+from bot.slack.client import make_slack_client
 from bot.slack.commands import SettingsCommands
 from bot.slack.context import SlackContext
 from bot.slack.context_guard import GuardedContext
 from bot.slack.feedback import answer_endings
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
-from bot.slack.live_reply import LiveReplySinks
 from bot.slack.membership import ChannelMembership
 from bot.slack.oauth import build_oauth_settings
+from bot.slack.reply import LiveReplySinks
 from bot.slack.resume import resume_held_answers
 from bot.slack.users import UserDirectory
 from bot.slack.workspaces import WorkspaceClients
@@ -71,51 +68,12 @@ from storage.replicas import ReplicaPresence
 from storage.repositories import Store
 from storage.thread_locks import DistributedThreadLocks
 
-__all__ = ["INTERRUPTED_NOTICE", "Service", "make_slack_client"]
+__all__ = ["INTERRUPTED_NOTICE", "Service"]
 
 logger = logging.getLogger(__name__)
 
 # A stored chain probe younger than this is trusted at start-up (restarts do not re-probe).
 PROBE_MAX_AGE = 24 * 3600.0
-
-
-def make_slack_client(
-    settings: Settings,
-    *,
-    token: str | None = None,
-    anonymous: bool = False,
-    retry_rate_limits: bool = True,
-    metrics: Metrics | None = None,
-    budgets: RateBudgets | None = None,
-) -> AsyncWebClient:
-    """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
-    every text it posts cleared of broadcast mentions (``ScheduledWebClient``). With
-    ``budgets`` (the service's), every call is scheduled in its workspace's rate budget and
-    429s go back to that budget; without, 429s are retried after ``Retry-After`` unless
-    ``retry_rate_limits`` is off. With ``metrics``, every request and 429 is counted by
-    method (the observer goes first).
-
-    The token is ``token`` (a workspace's installation), else ``SLACK_BOT_TOKEN``;
-    ``anonymous`` makes a client with no token (Bolt's in a multi-workspace install)."""
-    if token is None and not anonymous:
-        if settings.slack_bot_token is None:
-            raise ConfigError(
-                "SLACK_BOT_TOKEN is not set (multi-workspace install): name the workspace "
-                "with --team"
-            )
-        token = settings.slack_bot_token.get_secret_value()
-    handlers: list[Any] = [SlackApiObserver(metrics)] if metrics is not None else []
-    handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=2))
-    if retry_rate_limits or budgets is not None:
-        # Only requests outside any budget use it (Bolt's per-request clients copy it).
-        handlers.append(UnscheduledRateLimitRetry(max_retry_count=3))
-    return ScheduledWebClient(
-        budget=budgets.for_token(token) if budgets is not None and token else None,
-        token=token,
-        base_url=settings.slack_api_url,
-        timeout=30,
-        retry_handlers=handlers,
-    )
 
 
 class Service:
@@ -203,9 +161,9 @@ class Service:
             slack = make_slack_client(settings, metrics=self.metrics, budgets=self.budgets)
             try:
                 self.identity = await fetch_identity(slack)
-            except SlackApiError as exc:
+            except SlackRefusedError as exc:
                 raise ConfigError(
-                    f"SLACK_BOT_TOKEN was refused by Slack ({exc.response.get('error')}): "
+                    f"SLACK_BOT_TOKEN was refused by Slack ({exc.code}): "
                     "check the token and SLACK_API_URL"
                 ) from None
             assert settings.slack_bot_token is not None  # settings require it without OAuth

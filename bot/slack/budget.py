@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from slack_sdk.errors import SlackApiError
+from bot.slack.failures import retry_after
 
 __all__ = [
     "DEADLINES",
@@ -40,7 +40,6 @@ __all__ = [
     "Rate",
     "RateBudget",
     "RateBudgets",
-    "retry_after",
 ]
 
 T = TypeVar("T")
@@ -109,19 +108,6 @@ SLACK_RATES: dict[str, Rate] = {
 }
 """Budgets by Slack method (from the method reference pages and the rate-limits page).
 Methods not listed are not scheduled (a 429 on them is still waited out)."""
-
-
-def retry_after(exc: SlackApiError) -> float | None:
-    """Seconds Slack asked to wait, for a 429; ``None`` for any other failure."""
-    response = exc.response
-    if getattr(response, "status_code", None) != 429:
-        return None
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return max(1.0, float(value)) if value is not None else 1.0
-    except (TypeError, ValueError):
-        return 1.0
 
 
 WaitObserver = Callable[[str, Priority, float], None]
@@ -300,7 +286,7 @@ class RateBudget:
             await self.acquire(method, channel=channel, priority=priority, deadline=deadline)
             try:
                 return await send()
-            except SlackApiError as exc:
+            except Exception as exc:  # a 429 (ours or slack_sdk's: see bot.slack.failures)
                 wait = retry_after(exc)
                 if wait is None:
                     raise

@@ -1,4 +1,8 @@
-"""The Slack Web API client every part of the bot posts through.
+"""The Slack Web API clients: built here, and nowhere else.
+
+``make_slack_client`` builds the client every part of the bot posts through (the bot token,
+``SLACK_API_URL``, connection resets retried, calls counted, the workspace's rate budget);
+``plain_client`` the bare one ``doctor`` checks an app-level token with.
 
 ``ScheduledWebClient`` is slack_sdk's ``AsyncWebClient`` with two guarantees added at the one
 place every request passes (``api_call``):
@@ -11,7 +15,10 @@ place every request passes (``api_call``):
   waited out (``Retry-After``) until the priority's deadline instead of being retried blind.
 
 ``scheduled_call`` is for callers that want to build the payload only when the slot is theirs
-(a growing answer sends its latest text, not the text it had when it asked).
+(a growing answer sends its latest text, not the text it had when it asked). It and
+``send_now`` fail only as ``bot.errors.DeliveryError`` (``bot.slack.failures``); the client's
+own methods raise slack_sdk's errors, which Bolt and Socket Mode expect, so our code calls
+them inside ``slack_failures``.
 """
 
 from __future__ import annotations
@@ -19,25 +26,85 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.slack.budget import Priority, RateBudget
+from bot.errors import ConfigError
+from bot.metrics import Metrics, SlackApiObserver
+from bot.slack.budget import Priority, RateBudget, RateBudgets
+from bot.slack.failures import slack_failures
 from bot.slack.render import neutralise_payload
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 __all__ = [
     "ScheduledWebClient",
     "UnscheduledRateLimitRetry",
+    "make_slack_client",
+    "plain_client",
     "scheduled_call",
     "send_now",
     "slack_priority",
 ]
+
+REQUEST_TIMEOUT = 30
+"""Seconds one Web API request may take (slack_sdk's own default)."""
+
+
+def make_slack_client(
+    settings: Settings,
+    *,
+    token: str | None = None,
+    anonymous: bool = False,
+    retry_rate_limits: bool = True,
+    metrics: Metrics | None = None,
+    budgets: RateBudgets | None = None,
+) -> AsyncWebClient:
+    """A Slack Web API client: bot token, ``SLACK_API_URL``, connection resets retried, and
+    every text it posts cleared of broadcast mentions (``ScheduledWebClient``). With
+    ``budgets`` (the service's), every call is scheduled in its workspace's rate budget and
+    429s go back to that budget; without, 429s are retried after ``Retry-After`` unless
+    ``retry_rate_limits`` is off. With ``metrics``, every request and 429 is counted by
+    method (the observer goes first).
+
+    The token is ``token`` (a workspace's installation), else ``SLACK_BOT_TOKEN``;
+    ``anonymous`` makes a client with no token (Bolt's in a multi-workspace install)."""
+    if token is None and not anonymous:
+        if settings.slack_bot_token is None:
+            raise ConfigError(
+                "SLACK_BOT_TOKEN is not set (multi-workspace install): name the workspace "
+                "with --team"
+            )
+        token = settings.slack_bot_token.get_secret_value()
+    handlers: list[Any] = [SlackApiObserver(metrics)] if metrics is not None else []
+    handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=2))
+    if retry_rate_limits or budgets is not None:
+        # Only requests outside any budget use it (Bolt's per-request clients copy it).
+        handlers.append(UnscheduledRateLimitRetry(max_retry_count=3))
+    return ScheduledWebClient(
+        budget=budgets.for_token(token) if budgets is not None and token else None,
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=REQUEST_TIMEOUT,
+        retry_handlers=handlers,
+    )
+
+
+def plain_client(*, base_url: str) -> AsyncWebClient:
+    """A client with no token, no retries and no schedule: for a call that carries its own
+    token once (``doctor``'s check of the app-level token)."""
+    return AsyncWebClient(base_url=base_url, timeout=REQUEST_TIMEOUT)
+
 
 _PRIORITY: ContextVar[Priority] = ContextVar("slack_priority", default=Priority.NORMAL)
 _WAIT: ContextVar[float | None] = ContextVar("slack_wait", default=None)
@@ -123,7 +190,9 @@ async def scheduled_call(
 ) -> AsyncSlackResponse:
     """Call ``method`` with the arguments ``build()`` returns once the slot is ours (again
     after each 429), waiting at ``priority`` until ``deadline`` (loop time). ``channel``
-    picks the budget of per-channel methods (``chat.postMessage``)."""
+    picks the budget of per-channel methods (``chat.postMessage``). Fails only as
+    ``DeliveryError``: a 429 past the deadline as ``SlackRateLimitedError``, no slot by
+    then as ``SlackTimeoutError``."""
     budget = client.budget if isinstance(client, ScheduledWebClient) else None
 
     async def send() -> AsyncSlackResponse:
@@ -131,7 +200,8 @@ async def scheduled_call(
 
     if budget is None:
         return await send()
-    return await budget.run(method, send, channel=channel, priority=priority, deadline=deadline)
+    with slack_failures(method):  # the deadline passing while it waits: SlackTimeoutError
+        return await budget.run(method, send, channel=channel, priority=priority, deadline=deadline)
 
 
 async def send_now(
@@ -140,7 +210,8 @@ async def send_now(
     """Call ``method`` at once: the caller already took its slot (``RateBudget.try_acquire``)."""
     token = _SCHEDULED.set(True)
     try:
-        return await client.api_call(method, json=arguments)
+        with slack_failures(method):
+            return await client.api_call(method, json=arguments)
     finally:
         _SCHEDULED.reset(token)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from bot.conversation import IncomingMessage, TurnInput
 from bot.slack.events import HUMAN_SUBTYPES, strip_mention
+from bot.slack.failures import slack_failures
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity
 from bot.slack.markup import mentioned_user_ids, text_from_blocks, to_plain_text
@@ -148,7 +149,8 @@ class SlackContext:
             }
             if cursor:
                 kwargs["cursor"] = cursor
-            page = await client.conversations_replies(**kwargs)
+            with slack_failures("conversations.replies"):
+                page = await client.conversations_replies(**kwargs)
             newest.extend(
                 m
                 for m in page.get("messages") or []

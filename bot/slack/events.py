@@ -22,14 +22,24 @@ __all__ = ["HUMAN_SUBTYPES", "from_app_mention", "from_message", "strip_mention"
 HUMAN_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
 
+def _mention(bot_user_id: str) -> str:
+    """``<@BOT>`` or ``<@BOT|name>``."""
+    return rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>"
+
+
 def strip_mention(text: str, bot_user_id: str) -> str:
     """Remove ``<@BOT>`` and ``<@BOT|name>`` and tidy the whitespace left behind."""
-    stripped = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+    stripped = re.sub(_mention(bot_user_id), " ", text)
     return re.sub(r"[ \t]{2,}", " ", stripped).strip()
 
 
 def mentions(text: str, bot_user_id: str) -> bool:
-    return re.search(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", text) is not None
+    return re.search(_mention(bot_user_id), text) is not None
+
+
+def _from_a_person(event: Mapping[str, Any], kind: str, bot_user_id: str) -> bool:
+    """An event of type ``kind`` carrying a human's new message (never the bot's own)."""
+    return event.get("type") == kind and _is_human(event) and event.get("user") != bot_user_id
 
 
 def _is_human(event: Mapping[str, Any]) -> bool:
@@ -49,10 +59,10 @@ def _is_human(event: Mapping[str, Any]) -> bool:
 
 def _incoming(
     event: Mapping[str, Any],
-    *,
     team_id: str,
     bot_user_id: str,
     event_id: str | None,
+    *,
     mentions_bot: bool,
     is_direct: bool,
 ) -> IncomingMessage:
@@ -85,37 +95,19 @@ def from_app_mention(
     event: Mapping[str, Any], *, team_id: str, bot_user_id: str, event_id: str | None
 ) -> IncomingMessage | None:
     """A mention in a channel: answered in the mention's thread, or in a new one at it."""
-    if event.get("type") != "app_mention" or not _is_human(event):
+    if not _from_a_person(event, "app_mention", bot_user_id):
         return None
-    if event.get("user") == bot_user_id:
-        return None
-    return _incoming(
-        event,
-        team_id=team_id,
-        bot_user_id=bot_user_id,
-        event_id=event_id,
-        mentions_bot=True,
-        is_direct=False,
-    )
+    return _incoming(event, team_id, bot_user_id, event_id, mentions_bot=True, is_direct=False)
 
 
 def from_message(
     event: Mapping[str, Any], *, team_id: str, bot_user_id: str, event_id: str | None
 ) -> IncomingMessage | None:
     """A plain message: a DM to the bot, or a candidate follow-up in a channel thread."""
-    if event.get("type") != "message" or not _is_human(event):
-        return None
-    if event.get("user") == bot_user_id:
+    if not _from_a_person(event, "message", bot_user_id):
         return None
     is_direct = event.get("channel_type") == "im"
     if not is_direct and mentions(str(event.get("text") or ""), bot_user_id):
         # Slack also sends this message as app_mention; that listener answers it.
         return None
-    return _incoming(
-        event,
-        team_id=team_id,
-        bot_user_id=bot_user_id,
-        event_id=event_id,
-        mentions_bot=False,
-        is_direct=is_direct,
-    )
+    return _incoming(event, team_id, bot_user_id, event_id, mentions_bot=False, is_direct=is_direct)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.slack.failures import slack_failures
+
 __all__ = ["BotIdentity", "fetch_identity"]
 
 
@@ -17,8 +19,10 @@ class BotIdentity:
 
 
 async def fetch_identity(client: AsyncWebClient) -> BotIdentity:
-    """Ask Slack who the token belongs to (raises slack_sdk errors: the caller maps them)."""
-    response = await client.auth_test()
+    """Ask Slack who the token belongs to (``SlackRefusedError`` when it refuses the token;
+    any failure as a ``DeliveryError``)."""
+    with slack_failures("auth.test"):
+        response = await client.auth_test()
     return BotIdentity(
         user_id=str(response["user_id"]),
         bot_id=response.get("bot_id"),

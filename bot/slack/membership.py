@@ -15,10 +15,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-
+from bot.errors import DeliveryError
 from bot.lookup_cache import SharedLookups
-from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+from bot.slack.failures import slack_failures
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["MEMBERSHIP_SCOPES", "ChannelMembership"]
 
@@ -66,23 +66,21 @@ class ChannelMembership:
         try:
             client = await self._workspaces.client(team_id)
             for _ in range(self._max_pages):
-                response = await client.users_conversations(
-                    user=user_id,
-                    types="public_channel,private_channel",
-                    exclude_archived=True,
-                    limit=_PAGE_SIZE,
-                    cursor=cursor,
-                )
+                with slack_failures("users.conversations"):
+                    response = await client.users_conversations(
+                        user=user_id,
+                        types="public_channel,private_channel",
+                        exclude_archived=True,
+                        limit=_PAGE_SIZE,
+                        cursor=cursor,
+                    )
                 for channel in response.get("channels") or []:
                     if isinstance(channel, dict) and isinstance(channel.get("id"), str):
                         found.add(channel["id"])
                 cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
                 if cursor is None:
                     break
-        except (SlackApiError, SlackClientError, WorkspaceNotInstalled) as exc:
-            reason = (
-                exc.response.get("error") if isinstance(exc, SlackApiError) else None
-            ) or type(exc).__name__
-            logger.warning("users.conversations failed: %s", reason)
+        except DeliveryError as exc:
+            logger.warning("users.conversations failed: %s", exc.code)
             return None
         return frozenset(found)

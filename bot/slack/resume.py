@@ -24,7 +24,7 @@ from typing import Protocol
 
 from bot.conversation import IncomingMessage, ThreadLockProvider, TurnCompletion
 from bot.errors import DeliveryError
-from bot.slack.live_reply import LiveReplySinks, ResumeState
+from bot.slack.reply import LiveReplySinks, ResumeState
 from bot.thread_locks import KeyedLocks
 from storage.records import HeldAnswerRecord
 from storage.thread_locks import ThreadLockTimeout

@@ -3,10 +3,11 @@ person asked about by many messages at once costs one call.
 
 Display names and admin checks both read through here. ``users.info`` is Tier 4 (~100 calls
 a minute per workspace), so lookups are bounded three ways: answers are cached for ``ttl``
-(failures for a short while too), concurrent lookups of one person share one call, and a
-message or a turn looks up at most a fixed number of people it has not seen (``Allowance``);
-the others are shown by id. A display-name lookup waits at most ``name_wait`` seconds for its
-slot in the rate budget: a name is a courtesy, the answer should not wait for it.
+(Slack's refusals for a short while too), concurrent lookups of one person share one call
+(``bot.lookup_cache``: cachetools' ``TTLCache``, at most ``max_cached`` people), and a message
+or a turn looks up at most a fixed number of people it has not seen (``Allowance``); the
+others are shown by id. A display-name lookup waits at most ``name_wait`` seconds for its slot
+in the rate budget: a name is a courtesy, the answer should not wait for it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
+from cachetools import TTLCache
 
+from bot.errors import DeliveryError, SlackRateLimitedError, SlackRefusedError
+from bot.lookup_cache import SharedLookups
 from bot.slack.budget import Priority
 from bot.slack.client import slack_priority
-from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+from bot.slack.failures import slack_failures
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["Allowance", "UserDirectory", "UserLookupFailed"]
 
@@ -36,11 +40,9 @@ and again; passing failures (rate limit, network) are not remembered."""
 class UserLookupFailed(Exception):
     """Slack did not say who this is (refused, rate-limited past the wait, not installed)."""
 
-    def __init__(self, reason: str, *, lasting: bool = False) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.lasting = lasting
-        """Slack's own answer (remembered a while), not a passing failure."""
 
 
 @dataclass
@@ -63,17 +65,26 @@ class UserDirectory:
         *,
         ttl: float = 300.0,
         name_wait: float = 3.0,
+        max_cached: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._workspaces = workspaces
-        self._ttl = ttl
         self._name_wait = name_wait
-        self._clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, Mapping[str, Any] | None, str]] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Future[Mapping[str, Any]]] = {}
+        # Keyed by (team, user): one workspace's answer is never another's.
+        self._found: SharedLookups[tuple[str, str], Mapping[str, Any]] = SharedLookups(
+            ttl=ttl,
+            maxsize=max_cached,
+            timer=clock,
+            # The turn that asked was cancelled (stopped, shut down): the others go on unnamed.
+            abandoned=lambda: UserLookupFailed("cancelled"),
+        )
+        self._refused: TTLCache[tuple[str, str], str] = TTLCache(
+            maxsize=max_cached, ttl=min(ttl, FAILURE_TTL), timer=clock
+        )
 
     def cached(self, user_id: str, *, team_id: str) -> bool:
-        return self._fresh((team_id, user_id)) is not None
+        key = (team_id, user_id)
+        return key in self._found or key in self._refused
 
     async def info(
         self, user_id: str, *, team_id: str, wait: float | None = None
@@ -81,35 +92,10 @@ class UserDirectory:
         """``user_id``'s ``users.info`` user object, asked with ``team_id``'s bot token;
         ``UserLookupFailed`` when Slack would not say."""
         key = (team_id, user_id)
-        fresh = self._fresh(key)
-        if fresh is not None:
-            user, reason = fresh
-            if user is None:
-                raise UserLookupFailed(reason)
-            return user
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            user = await self._ask(user_id, team_id, wait)
-        except UserLookupFailed as failed:
-            if failed.lasting:
-                self._cache[key] = (self._clock(), None, failed.reason)
-            future.set_exception(failed)
-            future.exception()  # retrieved: waiters re-raise their own copy
-            raise
-        except BaseException as exc:
-            future.set_exception(UserLookupFailed(type(exc).__name__))
-            future.exception()
-            raise
-        else:
-            self._cache[key] = (self._clock(), user, "")
-            future.set_result(user)
-            return user
-        finally:
-            self._inflight.pop(key, None)
+        refused = self._refused.get(key)
+        if refused is not None:
+            raise UserLookupFailed(refused)
+        return await self._found.get(key, lambda: self._ask(key, wait))
 
     async def name(
         self, user_id: str, *, team_id: str, allowance: Allowance | None = None
@@ -148,27 +134,19 @@ class UserDirectory:
         )
         return {u: n for u, n in zip(wanted, found, strict=True) if n}
 
-    def _fresh(self, key: tuple[str, str]) -> tuple[Mapping[str, Any] | None, str] | None:
-        cached = self._cache.get(key)
-        if cached is None:
-            return None
-        at, user, reason = cached
-        ttl = self._ttl if user is not None else min(self._ttl, FAILURE_TTL)
-        if self._clock() - at >= ttl:
-            del self._cache[key]
-            return None
-        return user, reason
-
-    async def _ask(self, user_id: str, team_id: str, wait: float | None) -> Mapping[str, Any]:
+    async def _ask(self, key: tuple[str, str], wait: float | None) -> Mapping[str, Any]:
+        team_id, user_id = key
         try:
             client = await self._workspaces.client(team_id)
-            with slack_priority(Priority.NORMAL, wait=wait):
+            with slack_priority(Priority.NORMAL, wait=wait), slack_failures("users.info"):
                 response = await client.users_info(user=user_id)
-        except SlackApiError as exc:
-            code = str(exc.response.get("error") or "slack_api_error")
-            raise UserLookupFailed(code, lasting=exc.response.status_code != 429) from exc
-        except (SlackClientError, WorkspaceNotInstalled, TimeoutError, OSError) as exc:
-            raise UserLookupFailed(type(exc).__name__) from exc
+        except SlackRateLimitedError as exc:
+            raise UserLookupFailed(exc.code) from exc
+        except SlackRefusedError as exc:
+            self._refused[key] = exc.code  # Slack's own answer: remembered a while
+            raise UserLookupFailed(exc.code) from exc
+        except DeliveryError as exc:
+            raise UserLookupFailed(exc.code) from exc
         user = response.get("user")
         if not isinstance(user, dict):
             raise UserLookupFailed("no_user")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.conversation import RESENT_NOTE, endpoint_key
-from bot.slack.live_reply import EMPTY_ANSWER
+from bot.slack.reply import EMPTY_ANSWER
 from storage.conversation_state import ConversationStateStore
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.slack.live_reply import REASONING_STATUS, THINKING_STATUS
+from bot.slack.reply import REASONING_STATUS, THINKING_STATUS
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
 from tests.fakes.responses_server import last_user_text

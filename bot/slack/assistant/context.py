@@ -29,10 +29,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from slack_sdk.errors import SlackApiError
-
 from bot.conversation import ContextSource, IncomingMessage, TurnInput
+from bot.errors import SlackRefusedError
 from bot.slack.events import HUMAN_SUBTYPES
+from bot.slack.failures import slack_failures
 from bot.slack.markup import mentioned_user_ids, text_from_blocks, to_plain_text
 from bot.slack.membership import ChannelMembership
 from bot.slack.users import UserDirectory
@@ -148,9 +148,10 @@ class PaneContext:
         """``conversations.info``'s channel, or None where Slack will not show it to the bot."""
         client = await self._workspaces.client(team_id)
         try:
-            response = await client.conversations_info(channel=channel)
-        except SlackApiError as exc:
-            if exc.response.get("error") in ("channel_not_found", "not_in_channel"):
+            with slack_failures("conversations.info"):
+                response = await client.conversations_info(channel=channel)
+        except SlackRefusedError as exc:
+            if exc.code in ("channel_not_found", "not_in_channel"):
                 return None
             raise
         found = response.get("channel")
@@ -159,7 +160,8 @@ class PaneContext:
     async def _history(self, channel: str, name: str, *, team_id: str) -> dict[str, Any]:
         """The channel's last messages, oldest first, newest kept first within the budget."""
         client = await self._workspaces.client(team_id)
-        response = await client.conversations_history(channel=channel, limit=HISTORY_LIMIT)
+        with slack_failures("conversations.history"):
+            response = await client.conversations_history(channel=channel, limit=HISTORY_LIMIT)
         raw = [
             m
             for m in response.get("messages") or []

@@ -11,11 +11,10 @@ import logging
 import re
 from typing import Final, Protocol
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackClientError
-
 from bot.conversation import IncomingMessage, TurnOutcome
-from bot.slack.workspaces import WorkspaceClients, WorkspaceNotInstalled
+from bot.errors import DeliveryError
+from bot.slack.failures import slack_failures
+from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["MAX_TITLE_CHARS", "PaneTitles", "title_from"]
 
@@ -67,20 +66,11 @@ class PaneTitles:
             return
         try:
             client = await self._workspaces.client(message.team_id)
-            await client.assistant_threads_setTitle(
-                channel_id=message.channel_id,
-                thread_ts=message.thread_ts,
-                title=title_from(message.text),
-            )
-        except (
-            SlackApiError,
-            SlackClientError,
-            WorkspaceNotInstalled,
-            aiohttp.ClientError,
-            OSError,
-            TimeoutError,
-        ) as exc:
-            reason = (exc.response.get("error") if isinstance(exc, SlackApiError) else None) or (
-                type(exc).__name__
-            )
-            logger.warning("could not set the pane thread's title: %s", reason)
+            with slack_failures("assistant.threads.setTitle"):
+                await client.assistant_threads_setTitle(
+                    channel_id=message.channel_id,
+                    thread_ts=message.thread_ts,
+                    title=title_from(message.text),
+                )
+        except DeliveryError as exc:
+            logger.warning("could not set the pane thread's title: %s", exc.code)

@@ -29,10 +29,11 @@ from slack_bolt.context.set_suggested_prompts.async_set_suggested_prompts import
     AsyncSetSuggestedPrompts,
 )
 from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
-from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.channel_settings import WORKSPACE_DEFAULTS
+from bot.errors import DeliveryError
 from bot.slack.assistant.store import DatabaseThreadContextStore
+from bot.slack.failures import slack_failures
 from bot.slack.listeners.deps import ListenerDeps
 
 __all__ = ["PROMPTS_TITLE", "register"]
@@ -73,14 +74,12 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
         if not prompts:
             return
         try:
-            await set_suggested_prompts(
-                prompts=[{"title": p, "message": p} for p in prompts], title=PROMPTS_TITLE
-            )
-        except (SlackApiError, SlackClientError) as exc:
-            reason = (exc.response.get("error") if isinstance(exc, SlackApiError) else None) or (
-                type(exc).__name__
-            )
-            logger.warning("could not set the suggested prompts: %s", reason)
+            with slack_failures("assistant.threads.setSuggestedPrompts"):
+                await set_suggested_prompts(
+                    prompts=[{"title": p, "message": p} for p in prompts], title=PROMPTS_TITLE
+                )
+        except DeliveryError as exc:
+            logger.warning("could not set the suggested prompts: %s", exc.code)
 
     # Bolt's global middleware run in the order registered: this surface comes before
     # ``messages`` in SURFACES (see the module docstring).

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
@@ -28,6 +27,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import DeliveryError
+from bot.slack.failures import slack_failures
 from bot.slack.feedback import FEEDBACK_ACTIONS, Click, read_click
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from storage.feedback import MAX_COMMENT_CHARS
@@ -44,13 +45,6 @@ _COMMENT_INPUT = "text"
 THANKS_GOOD = "Thanks for the 👍: noted. You can change your vote at any time."
 THANKS_BAD = "Thanks for the 👎: noted. You can change your vote at any time."
 GONE = "I no longer have that answer on record, so I couldn't note your vote."
-_SLACK_FAILURES = (SlackApiError, SlackClientError)
-
-
-def _reason(exc: Exception) -> str:
-    return (exc.response.get("error") if isinstance(exc, SlackApiError) else None) or type(
-        exc
-    ).__name__
 
 
 async def _tell(client: AsyncWebClient, click: Click, text: str, *, comment: bool) -> None:
@@ -72,11 +66,12 @@ async def _tell(client: AsyncWebClient, click: Click, text: str, *, comment: boo
             ).to_dict()
         )
     try:
-        await client.chat_postEphemeral(
-            channel=click.channel_id, user=click.user_id, text=text, blocks=blocks
-        )
-    except _SLACK_FAILURES as exc:
-        logger.info("could not confirm a feedback click: %s", _reason(exc))
+        with slack_failures("chat.postEphemeral"):
+            await client.chat_postEphemeral(
+                channel=click.channel_id, user=click.user_id, text=text, blocks=blocks
+            )
+    except DeliveryError as exc:
+        logger.info("could not confirm a feedback click: %s", exc.code)
 
 
 def _comment_form(*, team_id: str, channel_id: str, user_ts: str) -> dict[str, Any]:
@@ -141,12 +136,13 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             return
         team_id = str((body.get("team") or {}).get("id") or deps.default_team)
         try:
-            await client.views_open(
-                trigger_id=str(body.get("trigger_id") or ""),
-                view=_comment_form(team_id=team_id, channel_id=channel_id, user_ts=user_ts),
-            )
-        except _SLACK_FAILURES as exc:
-            logger.info("could not open the feedback comment form: %s", _reason(exc))
+            with slack_failures("views.open"):
+                await client.views_open(
+                    trigger_id=str(body.get("trigger_id") or ""),
+                    view=_comment_form(team_id=team_id, channel_id=channel_id, user_ts=user_ts),
+                )
+        except DeliveryError as exc:
+            logger.info("could not open the feedback comment form: %s", exc.code)
 
     @app.view(COMMENT_CALLBACK)
     async def on_comment(ack: Ack, body: dict[str, Any]) -> None:

@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import Actor, InvalidSettings, NotAllowed
+from bot.errors import DeliveryError
+from bot.slack.failures import slack_failures
 from bot.slack.listeners.ack_window import time_left
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from bot.slack.views import (
@@ -53,12 +54,10 @@ async def open_settings_form(
         schema=deps.editor.schema,
     )
     try:
-        await client.views_open(trigger_id=trigger_id, view=view)
-    except (SlackApiError, SlackClientError) as exc:
-        reason = (exc.response.get("error") if isinstance(exc, SlackApiError) else None) or type(
-            exc
-        ).__name__
-        logger.warning("views.open failed: %s", reason)
+        with slack_failures("views.open"):
+            await client.views_open(trigger_id=trigger_id, view=view)
+    except DeliveryError as exc:
+        logger.warning("views.open failed: %s", exc.code)
         return False
     return True
 
