@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.channel_settings import EffectiveSettings
 from bot.model.types import ModelEvent, ResponseRequest
@@ -30,6 +30,8 @@ from storage.records import (
 )
 
 __all__ = [
+    "ApprovalRequest",
+    "Approvals",
     "ContextSource",
     "ConversationStore",
     "IncomingMessage",
@@ -38,8 +40,11 @@ __all__ = [
     "ReplySink",
     "ReplySinks",
     "SettingsSource",
+    "StepSink",
+    "StepStatus",
     "ThreadLockProvider",
     "Ticket",
+    "ToolStep",
     "TranscriptStore",
     "TurnCompletion",
     "TurnInput",
@@ -158,6 +163,58 @@ class ReplySink(Protocol):
     async def finish(self, text: str) -> str | None: ...
 
     async def fail(self, notice: str, partial_text: str) -> str | None: ...
+
+
+class StepStatus(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    """One step of an answer the user can watch: a tool call, or a reasoning summary.
+
+    A step is reported each time its status changes, under the same ``step_id`` (a tool call's
+    ``call_id``; the reasoning item's id). ``title`` is short and made by the bot from the
+    tool's name and arguments (never from the tool's output); ``sources`` are (title, url)
+    pairs, e.g. from ``url_citation`` annotations."""
+
+    step_id: str
+    title: str
+    status: StepStatus
+    sources: tuple[tuple[str, str], ...] = ()
+    details: str = ""
+
+
+@runtime_checkable
+class StepSink(Protocol):
+    """A reply sink that can show steps (Slack: task cards while streaming natively, a compact
+    context line per step otherwise). Sinks without it simply do not show steps."""
+
+    async def step(self, step: ToolStep) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A tool call that needs the asker's yes before it runs."""
+
+    message: IncomingMessage
+    """The message being answered: its thread gets the question, its ``user_id`` decides."""
+    turn_id: int
+    call_id: str
+    server: str
+    tool: str
+    title: str
+    """What the call will do, short and made by the bot (as ``ToolStep.title``)."""
+
+
+class Approvals(Protocol):
+    """Asks the person who asked whether a tool call may run. Returns ``True`` only for an
+    explicit approval; a denial, no answer within ``timeout`` seconds, or a failure to ask is
+    ``False``. Cancelling the wait (a user stop, shutdown) withdraws the question."""
+
+    async def ask(self, request: ApprovalRequest, *, timeout: float) -> bool: ...
 
 
 class ReplySinks(Protocol):
