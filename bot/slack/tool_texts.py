@@ -21,6 +21,9 @@ __all__ = [
     "APPROVAL_NOT_YOURS",
     "APPROVAL_QUESTION",
     "APPROVAL_WITHDRAWN",
+    "DURATION_MINUTES",
+    "DURATION_ONE_MINUTE",
+    "DURATION_SECONDS",
     "STEPS_EARLIER",
     "STEPS_FALLBACK",
 ]
@@ -39,7 +42,10 @@ APPROVAL_APPROVE_BUTTON: Final = "Approve"
 APPROVAL_DENY_BUTTON: Final = "Deny"
 APPROVAL_APPROVED: Final = "*{title}*: approved by {user}."
 APPROVAL_DENIED: Final = "*{title}*: denied by {user}, so the call was not run."
-APPROVAL_EXPIRED: Final = "*{title}*: no answer within {minutes} minutes, so the call was not run."
+APPROVAL_EXPIRED: Final = "*{title}*: no answer within {duration}, so the call was not run."
+DURATION_MINUTES: Final = "{count} minutes"
+DURATION_ONE_MINUTE: Final = "1 minute"
+DURATION_SECONDS: Final = "{count} seconds"
 APPROVAL_WITHDRAWN: Final = "*{title}*: no longer needed (the answer was stopped)."
 APPROVAL_NOT_YOURS: Final = "Only {user}, who asked, can approve or deny this."
 APPROVAL_ALREADY_DECIDED: Final = "This was already decided."

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_TITLE_CHARS",
     "Batch",
     "Steps",
+    "shorten",
     "with_lead",
 ]
 
