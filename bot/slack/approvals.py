@@ -145,6 +145,10 @@ class SlackApprovals:
         self._store = store
         self._poll_interval = poll_interval
         self._waiting: dict[int, asyncio.Event] = {}
+        self._posted: dict[int, str] = {}
+        """Questions asked here → their message ts, known before the row notes it."""
+        self._posting: dict[int, asyncio.Task[str]] = {}
+        """Questions being posted: a cancelled wait lets the post finish to learn its ts."""
 
     async def ask(self, request: ApprovalRequest, *, timeout: float) -> bool:
         message = request.message
@@ -172,24 +176,18 @@ class SlackApprovals:
             raise
         finally:
             self._waiting.pop(record.id, None)
+            self._posted.pop(record.id, None)
+            self._posting.pop(record.id, None)
 
     async def _ask(self, record: ApprovalRecord, woken: asyncio.Event, *, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # The post is not cancelled with the wait: a withdrawal needs its ts to say so.
+        posting = asyncio.create_task(self._post(record))
+        self._posting[record.id] = posting
         try:
-            client = await self._workspaces.client(record.team_id)
-            with slack_failures("chat.postMessage"):
-                response = await client.chat_postMessage(
-                    channel=record.channel_id,
-                    thread_ts=record.thread_ts,
-                    text=APPROVAL_FALLBACK.format(
-                        user=f"<@{record.user_id}>", title=shorten(record.title, 200)
-                    ),
-                    blocks=question_blocks(record),
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
-            await self._store.set_message(approval_id=record.id, message_ts=str(response["ts"]))
+            ts = await asyncio.shield(posting)
+            await self._store.set_message(approval_id=record.id, message_ts=ts)
         except (DeliveryError, StorageError) as exc:
             logger.warning("could not ask for approval (%s): denied", exc.code)
             await self._close(record, ApprovalStatus.WITHDRAWN, timeout=None)
@@ -210,10 +208,34 @@ class SlackApprovals:
         decided = await self._close(record, ApprovalStatus.EXPIRED, timeout=timeout)
         return decided is not None and decided.status == ApprovalStatus.APPROVED
 
+    async def _post(self, record: ApprovalRecord) -> str:
+        """Post the question in the thread; its ts."""
+        client = await self._workspaces.client(record.team_id)
+        with slack_failures("chat.postMessage"):
+            response = await client.chat_postMessage(
+                channel=record.channel_id,
+                thread_ts=record.thread_ts,
+                text=APPROVAL_FALLBACK.format(
+                    user=f"<@{record.user_id}>", title=shorten(record.title, 200)
+                ),
+                blocks=question_blocks(record),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        ts = str(response["ts"])
+        self._posted[record.id] = ts
+        return ts
+
     async def _withdraw(self, record: ApprovalRecord) -> None:
         # Shielded and bounded: the cancellation goes on once the question says it is over.
         with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(WITHDRAW_WAIT):
+                posting = self._posting.get(record.id)
+                if posting is not None:
+                    # A question being posted as the wait ends: learn its ts first.
+                    await asyncio.wait({posting})
+                    if not posting.cancelled():
+                        posting.exception()  # retrieved: a failed post is simply not shown
                 await asyncio.shield(self._close(record, ApprovalStatus.WITHDRAWN, timeout=None))
 
     async def _close(
@@ -226,7 +248,7 @@ class SlackApprovals:
             logger.warning("could not close an approval question (%s)", exc.code)
             return None
         if won and current is not None:
-            await self._show(current, timeout=timeout)
+            await self._show(current, timeout=timeout, message_ts=self._posted.get(record.id))
         return current
 
     async def decide(
