@@ -350,3 +350,25 @@ async def test_many_steps_fit_one_context_block(
     assert lines[0].startswith("…and ")
     assert lines[-1].startswith(":white_check_mark: tool · call number 39")
     assert all(c.ok for c in slack.calls)
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_the_first_text_after_steps_goes_at_once_later_changes_wait_their_turn(
+    slack: FakeSlack, workspaces: WorkspaceClients, native: bool
+) -> None:
+    message = _message(slack)
+    sink = _sink(workspaces, message, native=native, flush_interval=30.0)
+    await sink.started()
+    await sink.step(_step("a", "tool · x", DONE))
+    await slack.wait_for(lambda: [c for c in slack.calls if c.method.startswith("chat.")])
+    growing = "chat.appendStream" if native else "chat.update"
+
+    await sink.delta("The first words")
+    # Not held back by the 30-second update interval: the message had no text yet.
+    [first] = await slack.wait_for(lambda: slack.calls_to(growing), timeout=5)
+    assert "The first words" in str(first.params)
+    await sink.step(_step("b", "tool · y", RUNNING))
+    await asyncio.sleep(0.2)
+    assert len(slack.calls_to(growing)) == 1  # coalesced until the interval (or the end)
+    await sink.finish("The first words, and the rest.")
+    assert all(c.ok for c in slack.calls)

@@ -203,7 +203,7 @@ class LiveReplySink:
                         await self._changed.wait()
                     continue
                 try:
-                    if draft.messages or draft.live is not None:
+                    if (draft.messages or draft.live is not None) and not self._first_text():
                         if not await self._until_next_update():
                             continue  # the final text arrived meanwhile
                         # An update still waiting for its slot when the final text comes is
@@ -228,6 +228,12 @@ class LiveReplySink:
         except Exception as exc:  # never lose a failure inside the task
             logger.exception("answer delivery failed")
             self._error = DeliveryError(f"delivery failed: {type(exc).__name__}", code="internal")
+
+    def _first_text(self) -> bool:
+        """The open message shows only steps so far, and text is ready: it goes at once, as
+        an answer's first text does."""
+        live = self._draft.live
+        return live is not None and live.known and not live.shown and self._draft.has_news()
 
     def _has_news(self) -> bool:
         return self._draft.has_news() or self._steps.news()
