@@ -57,6 +57,7 @@ __all__ = [
     "POLL_INTERVAL",
     "SlackApprovals",
     "outcome_blocks",
+    "outcome_text",
     "question_blocks",
 ]
 
