@@ -372,3 +372,72 @@ async def test_the_first_text_after_steps_goes_at_once_later_changes_wait_their_
     assert len(slack.calls_to(growing)) == 1  # coalesced until the interval (or the end)
     await sink.finish("The first words, and the rest.")
     assert all(c.ok for c in slack.calls)
+
+
+async def test_a_burst_of_step_changes_costs_a_few_calls_and_ends_at_the_latest_states(
+    slack: FakeSlack, workspaces: WorkspaceClients
+) -> None:
+    message = _message(slack)
+    sink = _sink(workspaces, message, native=True, flush_interval=0.2)
+    await sink.started()
+    for n in range(60):
+        status = RUNNING if n < 59 else DONE
+        await sink.step(_step(f"call_{n % 6}", f"tool · call {n % 6}", status, details=f"{n}"))
+        await asyncio.sleep(0.01)
+    ts = await sink.finish("Done.")
+
+    calls = [c for c in slack.calls if c.method.startswith("chat.")]
+    assert len(calls) <= 8, [c.method for c in calls]  # ~0.6 s of changes, 0.2 s apart
+    tasks = {t["id"]: t for t in slack.stream_tasks("C1", str(ts))}
+    assert sorted(tasks) == [f"call_{n}" for n in range(6)]
+    assert tasks["call_5"]["status"] == "complete"
+    assert tasks["call_5"]["details"] == "59"
+    assert all(c.ok for c in slack.calls)
+
+
+async def test_a_stream_that_expires_while_a_step_waits_goes_on_in_a_new_message(
+    slack: FakeSlack, workspaces: WorkspaceClients
+) -> None:
+    # A call waiting for approval can outlast a stream (Slack ends one after ~5 minutes).
+    message = _message(slack)
+    sink = _sink(workspaces, message, native=True)
+    await sink.started()
+    await sink.step(_step("call_1", "orders · cancel order 42", RUNNING, details="approval?"))
+    [start] = await slack.wait_for(lambda: slack.calls_to("chat.startStream"), timeout=5)
+    slack.expire_stream("C1", start.response["ts"])
+
+    await sink.step(_step("call_1", "orders · cancel order 42", DONE))
+    await sink.delta("Cancelled.")
+    await slack.wait_for(lambda: len(slack.calls_to("chat.startStream")) == 2, timeout=5)
+    await sink.finish("Cancelled.")
+
+    replies = slack.bot_replies("C1", message.thread_ts)
+    assert len(replies) == 2
+    assert slack.stream_tasks("C1", start.response["ts"])[0]["status"] == "in_progress"
+    # The rest went on in a new stream (the budget allows one), the card at its latest state.
+    second = replies[1]
+    assert [t["status"] for t in slack.stream_tasks("C1", second["ts"])] == ["complete"]
+    assert second["text"] == "Cancelled."
+
+
+async def test_a_corrected_final_text_keeps_the_step_lines(
+    slack: FakeSlack, workspaces: WorkspaceClients
+) -> None:
+    message = _message(slack)
+    sink = _sink(workspaces, message, native=False)
+    await sink.started()
+    await sink.step(_step("a", "web · search", DONE))
+    await sink.delta("Let me think about the question first. ")
+    await slack.wait_for(
+        lambda: (
+            [c for c in slack.calls_to("chat.update") if "Let me" in str(c.params)]
+            or [c for c in slack.calls_to("chat.postMessage") if "Let me" in str(c.params)]
+        )
+    )
+    # The finished response's text is not what was streamed (a relay streamed reasoning).
+    ts = await sink.finish("The answer is 42.")
+
+    reply = slack.message("C1", str(ts))
+    assert reply is not None
+    assert _lines(reply) == [":white_check_mark: web · search"]
+    assert _markdown(reply) == "The answer is 42."
