@@ -441,3 +441,27 @@ async def test_a_corrected_final_text_keeps_the_step_lines(
     assert reply is not None
     assert _lines(reply) == [":white_check_mark: web · search"]
     assert _markdown(reply) == "The answer is 42."
+
+
+async def test_a_final_text_waits_for_a_stream_being_started_and_never_doubles_it(
+    slack: FakeSlack, workspaces: WorkspaceClients
+) -> None:
+    # (Without steps: the same pump path.) A stream expires mid-answer; the rest starts a new
+    # one, and the final text arrives while Slack is still answering that start.
+    message = _message(slack)
+    sink = _sink(workspaces, message, native=True)
+    await sink.started()
+    await sink.delta("Part one. ")
+    [first] = await slack.wait_for(lambda: slack.calls_to("chat.startStream"), timeout=5)
+    slack.expire_stream("C1", first.response["ts"])
+    slack.slow_next("chat.startStream", 0.3)
+
+    await sink.delta("Part two.")
+    await slack.wait_for(lambda: len(slack.calls_to("chat.startStream")) == 2, timeout=5)
+    await sink.finish("Part one. Part two.")
+
+    replies = slack.bot_replies("C1", message.thread_ts)
+    assert "".join(r["text"] for r in replies) == "Part one. Part two."
+    assert len(replies) == 2
+    assert len(slack.calls_to("chat.stopStream")) == 1  # the second stream, closed
+    assert slack.calls_to("chat.postMessage") == []
