@@ -41,6 +41,7 @@ from bot.settings import Settings
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
+from bot.slack.approvals import SlackApprovals
 from bot.slack.assistant.context import PaneContext
 from bot.slack.assistant.titles import PaneTitles
 from bot.slack.budget import RateBudgets
@@ -283,6 +284,8 @@ class Service:
                 threads=self.store.assistant_threads, workspaces=self.workspaces
             ).after_answer,
         )
+        # Tool calls that need the asker's yes (bot.slack.approvals); the tool loop asks it.
+        self.approvals = SlackApprovals(workspaces=self.workspaces, store=self.store.tool_approvals)
         bolt = build_slack_app(
             intake=self.event_intake,
             client=slack,
@@ -308,6 +311,7 @@ class Service:
             membership=membership,
             pane_threads=self.store.assistant_threads,
             feedback=self.store.feedback,
+            approvals=self.approvals,
         )
         # Answers the model finished but Slack did not hold whole: their threads' locks are
         # taken now (before any event, so a follow-up waits for them) and they are finished in

@@ -46,6 +46,7 @@ __all__ = [
     "EventClaim",
     "SettingsAudit",
     "Thread",
+    "ToolApproval",
     "Turn",
     "TurnStatus",
     "UTCDateTime",
@@ -432,6 +433,42 @@ class AnswerFeedback(Base):
     """The first vote."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """The last change (a changed vote, a comment)."""
+
+
+class ToolApproval(Base):
+    """A tool call waiting for (or given) the asker's yes: one row per question asked in
+    Slack. Decided once (a conditional update from ``pending``), whichever replica the click
+    lands on. Deleted with its turn (``RETENTION_DAYS``)."""
+
+    __tablename__ = "tool_approvals"
+    __table_args__ = (Index("ix_tool_approvals_turn_id", "turn_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key; the value of the Approve / Deny buttons."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    """The thread the question is asked in."""
+    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """The asker: the only person whose click counts."""
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    """The turn whose tool call waits; the question is pruned with it."""
+    call_id: Mapped[str] = mapped_column(String(255))
+    """The model's ``call_id`` of the function call."""
+    server: Mapped[str] = mapped_column(String(255))
+    """The MCP server's name (as the operator declared it)."""
+    tool: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(Text)
+    """What the call will do, short and made by the bot (never the tool's output)."""
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """``pending``, ``approved``, ``denied``, ``expired`` or ``withdrawn``."""
+    decided_by: Mapped[str | None] = mapped_column(_SLACK_ID)
+    """Who clicked (the asker), for approved and denied."""
+    message_ts: Mapped[str | None] = mapped_column(_SLACK_TS)
+    """The question's Slack message, once posted."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column()
+    """When it stopped being pending."""
 
 
 _SETTINGS_ROW_COLUMNS: Final = frozenset(

@@ -11,6 +11,7 @@ Where each job lives (one module each, one small class each):
 * ``storage.held_answers``: finished answers Slack does not hold whole yet
 * ``storage.assistant_threads``: conversations in Slack's assistant pane and their context
 * ``storage.feedback``: 👍/👎 on answers and their counts
+* ``storage.tool_approvals``: tool calls waiting for the asker's yes
 * ``storage.health``: ping and schema check
 * ``storage.units``: the units of work they all run in
 * ``storage.records``: the records they return (SQLAlchemy-free)
@@ -47,6 +48,7 @@ from storage.records import UsageGrouping as UsageGrouping
 from storage.records import UsageRow as UsageRow
 from storage.retention import Retention
 from storage.threads import Threads
+from storage.tool_approvals import ToolApprovals
 from storage.units import UnitsOfWork
 from storage.usage import UsageReports
 
@@ -72,6 +74,7 @@ class Store:
         self.usage = UsageReports(self.units)
         self.assistant_threads = AssistantThreads(self.units)
         self.feedback = FeedbackStore(self.units)
+        self.tool_approvals = ToolApprovals(self.units)
         self.retention = Retention(
             self.units, claims=self.claims, assistant_threads=self.assistant_threads
         )

@@ -22,6 +22,7 @@ from bot.metrics import Metrics
 from bot.model_catalogue import ModelCatalogue
 from bot.slack.accept import SEEN, EventIntake, message_event_type
 from bot.slack.admins import AdminPolicy
+from bot.slack.approvals import SlackApprovals
 from bot.slack.commands import SettingsCommands
 from bot.slack.listeners import ListenerDeps, register_all
 from bot.slack.listeners.deps import SettingsStore
@@ -73,6 +74,7 @@ def build_slack_app(
     intake: EventIntake | None = None,
     pane_threads: AssistantThreads | None = None,
     feedback: FeedbackStore | None = None,
+    approvals: SlackApprovals | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
     sends no signature (the WebSocket itself is authenticated by the app token).
@@ -82,7 +84,8 @@ def build_slack_app(
     the OAuth ``oauth.v2.access`` call goes through ``client`` (so to ``SLACK_API_URL``).
     ``intake`` (made here when not given) accepts message events before their
     acknowledgement; the service also resumes adopted messages through it. ``pane_threads``
-    and ``feedback`` turn on the assistant pane and the feedback buttons' listeners."""
+    and ``feedback`` turn on the assistant pane and the feedback buttons' listeners,
+    ``approvals`` the Approve / Deny buttons' of tool calls."""
     app = _CountingApp(
         metrics=metrics,
         client=client,
@@ -109,6 +112,7 @@ def build_slack_app(
         installations=oauth_settings.installation_store if oauth_settings else None,
         pane_threads=pane_threads,
         feedback=feedback,
+        approvals=approvals,
     )
     register_all(app, deps)
     return app

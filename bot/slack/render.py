@@ -452,7 +452,10 @@ def stream_safe_length(text: str) -> int:
     return safe
 
 
-_TEXT_KEYS = frozenset({"text", "markdown_text", "fallback", "pretext", "title"})
+# "details" and "output": a stream's task cards (``bot.slack.reply.steps``).
+_TEXT_KEYS = frozenset(
+    {"text", "markdown_text", "fallback", "pretext", "title", "details", "output"}
+)
 
 
 def neutralise_payload(value: Any) -> Any:

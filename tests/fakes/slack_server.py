@@ -36,7 +36,17 @@ about it:
   (``invalid_blocks``), ``context_actions`` takes only ``feedback_buttons`` and
   ``icon_button``; ``unsupported_blocks`` makes a surface refuse a block type it would
   otherwise take (a client too old for feedback buttons). ``feedback_click`` builds the
-  interactivity payload of a click on a message's feedback buttons, from the blocks stored.
+  interactivity payload of a click on a message's feedback buttons, from the blocks stored;
+  ``button_click`` that of a click on any plain button (by its ``action_id``).
+* Stream chunks (``chunks`` on ``chat.startStream`` / ``appendStream`` / ``stopStream``) are
+  checked as slack_sdk's models describe them: ``markdown_text`` (``text``), ``task_update``
+  (``id``, ``title``, ``status`` one of pending / in_progress / complete / error, optional
+  ``details`` and ``output`` of at most 256 characters, ``sources`` of ``{"type": "url",
+  "url", "text"}``), ``plan_update`` (``title``) and ``blocks``; an unknown chunk type, a
+  missing or unknown field is ``invalid_arguments`` (assumed code), as is a
+  ``task_display_mode`` other than ``timeline`` / ``plan``. Each streamed message keeps every
+  chunk it received (``stream_chunks``) and the latest state of each task card by id, in the
+  order they first appeared (``stream_tasks``).
 * ``conversations.info`` and ``conversations.history`` answer for channels given with
   ``add_channel`` (private ones only where the bot is a member; ``not_in_channel`` where it
   is not).
@@ -98,6 +108,21 @@ MAX_PRIVATE_METADATA_CHARS = 3_000
 MAX_VIEW_TITLE_CHARS = 24
 MAX_RESPONSE_URL_USES = 5
 MAX_CONVERSATIONS_LIMIT = 999
+MAX_CONTEXT_ELEMENTS = 10
+MAX_TASK_TEXT_CHARS = 256
+"""A task card's ``details`` and ``output`` (from Slack's SDKs' documentation)."""
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+TASK_DISPLAY_MODES = frozenset({"timeline", "plan"})
+_CHUNK_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # type: (required fields, optional fields), besides "type"
+    "markdown_text": (frozenset({"text"}), frozenset()),
+    "task_update": (
+        frozenset({"id", "title", "status"}),
+        frozenset({"details", "output", "sources"}),
+    ),
+    "plan_update": (frozenset({"title"}), frozenset()),
+    "blocks": (frozenset({"blocks"}), frozenset()),
+}
 # The bot scopes of slack-app-manifest.yaml: what a correctly installed app is granted.
 DEFAULT_BOT_SCOPES = (
     "app_mentions:read",
@@ -278,6 +303,12 @@ class _Message:
     """Between chat.startStream and chat.stopStream (or expiry): appends are accepted."""
     stopped_by_user: bool = False
     """The user pressed stop: later append/stop calls get ``stopped_by_user``."""
+    task_display_mode: str | None = None
+    """As ``chat.startStream`` gave it (Slack's default is ``timeline``)."""
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    """Every stream chunk received, in order."""
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Task cards by id: the latest ``task_update`` of each, in order of first appearance."""
 
 
 class FakeSlack:
@@ -641,6 +672,17 @@ class FakeSlack:
         message.streaming = False
         message.stopped_by_user = True
 
+    def stream_chunks(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """Every chunk the streamed message ``ts`` received, in order."""
+        return copy.deepcopy(self._channels[channel][ts].chunks)
+
+    def stream_tasks(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """The task cards the streamed message ``ts`` shows: each one's latest state."""
+        return copy.deepcopy(list(self._channels[channel][ts].tasks.values()))
+
+    def stream_display_mode(self, channel: str, ts: str) -> str | None:
+        return self._channels[channel][ts].task_display_mode
+
     def calls_to(self, method: str) -> list[SlackCall]:
         return [c for c in self.calls if c.method == method]
 
@@ -798,6 +840,47 @@ class FakeSlack:
                     "actions": [action],
                 }
         raise AssertionError(f"message {ts} in {channel} has no feedback buttons")
+
+    def button_click(
+        self, channel: str, ts: str, *, user: str, action_id: str, team: str | None = None
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` clicks the button
+        ``action_id`` on the message ``ts`` (from the blocks stored). Fails when the message
+        has no such button."""
+        message = self._channels[channel][ts]
+        team = team or self.team_id
+        for block in message.blocks or []:
+            for element in block.get("elements") or []:
+                if not isinstance(element, dict) or element.get("type") != "button":
+                    continue
+                if element.get("action_id") != action_id:
+                    continue
+                return {
+                    "type": "block_actions",
+                    "team": {"id": team, "domain": self.team_domain},
+                    "user": {"id": user, "team_id": team},
+                    "api_app_id": self.app_id,
+                    "trigger_id": f"trigger-{secrets.token_hex(4)}",
+                    "container": {
+                        "type": "message",
+                        "message_ts": ts,
+                        "channel_id": channel,
+                        "is_ephemeral": False,
+                    },
+                    "channel": {"id": channel, "name": channel.lower()},
+                    "message": self._public(channel, message),
+                    "actions": [
+                        {
+                            "type": "button",
+                            "action_id": action_id,
+                            "block_id": block.get("block_id", "b"),
+                            "text": element["text"],
+                            "value": element.get("value", ""),
+                            "action_ts": f"{time.time():.6f}",
+                        }
+                    ],
+                }
+        raise AssertionError(f"message {ts} in {channel} has no button {action_id}")
 
     async def send_envelope(
         self,
@@ -1469,8 +1552,14 @@ class FakeSlack:
                 raise _SlackError("missing_recipient_team_id")
             if not params.get("recipient_user_id"):
                 raise _SlackError("missing_recipient_user_id")
-        text = _stream_text(params)
+        mode = params.get("task_display_mode")
+        if mode is not None and mode not in TASK_DISPLAY_MODES:
+            raise _SlackError("invalid_arguments")  # assumed code
+        chunks = _stream_chunks(params)
+        text = _stream_text(params, chunks)
         message = self._post(channel, text=text, blocks=None, thread_ts=thread_ts, streaming=True)
+        message.task_display_mode = mode
+        _take_chunks(message, chunks)
         return {"channel": channel, "ts": message.ts}
 
     def _streaming_message(self, params: dict[str, Any]) -> tuple[str, _Message]:
@@ -1489,17 +1578,21 @@ class FakeSlack:
 
     def _chat_append_stream(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, message = self._streaming_message(params)
-        text = _stream_text(params)
-        if not text and not params.get("chunks"):
+        chunks = _stream_chunks(params)
+        text = _stream_text(params, chunks)
+        if not text and not chunks:
             raise _SlackError("invalid_arguments")  # markdown_text is required (or chunks)
         self._append_stream_text(message, text)
+        _take_chunks(message, chunks)
         return {"channel": channel, "ts": message.ts}
 
     def _chat_stop_stream(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, message = self._streaming_message(params)
         # Checked before anything changes: a refused stop leaves the stream as it was.
         blocks = _blocks(params["blocks"], self.unsupported_blocks) if "blocks" in params else None
-        self._append_stream_text(message, _stream_text(params))
+        chunks = _stream_chunks(params)
+        self._append_stream_text(message, _stream_text(params, chunks))
+        _take_chunks(message, chunks)
         if blocks is not None:
             message.blocks = blocks
         message.streaming = False
@@ -1748,6 +1841,15 @@ def _blocks(raw: Any, unsupported: Collection[str] = ()) -> list[dict[str, Any]]
             raise _invalid_blocks(f"unsupported type: {kind} [json-pointer:/blocks/{index}/type]")
         if kind in ("actions", "context_actions"):
             _check_elements(block, index)
+        if kind == "context":
+            elements = block.get("elements")
+            at = f"[json-pointer:/blocks/{index}/elements]"
+            if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_CONTEXT_ELEMENTS:
+                raise _invalid_blocks(f"must contain between 1 and {MAX_CONTEXT_ELEMENTS} {at}")
+            for element in elements:
+                text = element.get("text") if isinstance(element, dict) else None
+                if isinstance(text, str) and len(text) > MAX_SECTION_TEXT_CHARS:
+                    raise _invalid_blocks(f"must be less than 3001 characters {at}")
         if kind == "markdown":
             text = block.get("text")
             if not isinstance(text, str) or not text:
@@ -1885,18 +1987,73 @@ def _message_content(
     return text, blocks
 
 
-def _stream_text(params: Mapping[str, Any]) -> str:
+def _stream_chunks(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A stream call's ``chunks``, checked as Slack checks them (see the module docstring)."""
+    chunks = params.get("chunks")
+    if chunks is None:
+        return []
+    if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+        raise _SlackError("invalid_arguments")  # assumed code
+    for chunk in chunks:
+        fields = _CHUNK_FIELDS.get(str(chunk.get("type")))
+        if fields is None:
+            raise _SlackError("invalid_arguments")  # an unknown chunk type (assumed code)
+        required, optional = fields
+        present = chunk.keys() - {"type"}
+        if not required <= present or present - required - optional:
+            raise _SlackError("invalid_arguments")  # a missing or unknown field (assumed)
+        if chunk["type"] == "task_update":
+            _check_task(chunk)
+        elif chunk["type"] == "blocks":
+            _blocks(chunk["blocks"])
+        elif not isinstance(chunk.get("text", chunk.get("title")), str):
+            raise _SlackError("invalid_arguments")
+    return copy.deepcopy(chunks)
+
+
+def _check_task(chunk: Mapping[str, Any]) -> None:
+    for name in ("id", "title"):
+        if not isinstance(chunk[name], str) or not chunk[name].strip():
+            raise _SlackError("invalid_arguments")
+    if chunk["status"] not in TASK_STATUSES:
+        raise _SlackError("invalid_arguments")
+    for name in ("details", "output"):
+        value = chunk.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_TASK_TEXT_CHARS):
+            raise _SlackError("invalid_arguments")
+    sources = chunk.get("sources")
+    if sources is None:
+        return
+    if not isinstance(sources, list):
+        raise _SlackError("invalid_arguments")
+    for source in sources:
+        if (
+            not isinstance(source, dict)
+            or source.keys() != {"type", "url", "text"}
+            or source["type"] != "url"
+            or not isinstance(source["url"], str)
+            or not source["url"].startswith(("http://", "https://"))
+            or not isinstance(source["text"], str)
+        ):
+            raise _SlackError("invalid_arguments")
+
+
+def _take_chunks(message: _Message, chunks: list[dict[str, Any]]) -> None:
+    """The message shows what ``chunks`` carry: each task card at its latest state."""
+    message.chunks.extend(chunks)
+    for chunk in chunks:
+        if chunk["type"] == "task_update":
+            message.tasks[chunk["id"]] = {k: v for k, v in chunk.items() if k != "type"}
+
+
+def _stream_text(params: Mapping[str, Any], chunks: list[dict[str, Any]]) -> str:
     """Markdown carried by a stream call: ``markdown_text`` and ``markdown_text`` chunks
     (slack_sdk's ``chat_stream`` helper sends only chunks)."""
     parts: list[str] = []
     markdown_text = params.get("markdown_text")
     if isinstance(markdown_text, str):
         parts.append(markdown_text)
-    chunks = params.get("chunks")
-    if chunks is not None:
-        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
-            raise _SlackError("invalid_chunks")  # assumed code
-        parts.extend(str(c.get("text", "")) for c in chunks if c.get("type") == "markdown_text")
+    parts.extend(str(c["text"]) for c in chunks if c["type"] == "markdown_text")
     for part in parts:
         if len(part) > MAX_MARKDOWN_CHARS:
             raise _SlackError("msg_too_long")

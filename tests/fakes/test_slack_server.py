@@ -12,6 +12,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.models.messages.chunk import MarkdownTextChunk, TaskUpdateChunk
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -367,6 +368,73 @@ async def test_streaming_rules(slack: FakeSlack, client: AsyncWebClient) -> None
     )
     assert error.response["error"] == "message_not_in_streaming_state"
     assert slack.bot_replies("D1", dm)[0]["text"] == "a"
+
+
+async def test_stream_chunks_are_recorded_and_checked_as_slack_checks_them(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    parent = slack.add_message(CHANNEL, user="U1", text="q")
+    started = await client.chat_startStream(
+        channel=CHANNEL,
+        thread_ts=parent,
+        recipient_user_id="U1",
+        recipient_team_id="T1",
+        task_display_mode="plan",
+        chunks=[{"type": "task_update", "id": "t1", "title": "Look up", "status": "pending"}],
+    )
+    ts = started["ts"]
+    # slack_sdk's own models serialise to what the fake takes.
+    await client.chat_appendStream(
+        channel=CHANNEL,
+        ts=ts,
+        chunks=[
+            TaskUpdateChunk(
+                id="t1",
+                title="Look up",
+                status="complete",
+                sources=[{"type": "url", "url": "https://a.example/", "text": "A"}],
+            ),
+            MarkdownTextChunk(text="Found it."),
+        ],
+    )
+    task = {"type": "task_update", "id": "t2", "title": "x", "status": "error"}
+    for bad in (
+        [{"type": "thinking", "text": "x"}],  # unknown type
+        [{"type": "task_update", "title": "no id", "status": "complete"}],
+        [{"type": "task_update", "id": "t2", "title": "x", "status": "done"}],
+        [{**task, "extra": 1}],
+        [{**task, "details": "d" * 257}],
+        [{**task, "sources": [{"type": "url", "url": "javascript:x", "text": "x"}]}],
+        [{"type": "markdown_text"}],
+    ):  # fmt: skip
+        error = await slack_error(client.chat_appendStream(channel=CHANNEL, ts=ts, chunks=bad))
+        assert error.response["error"] == "invalid_arguments", bad
+    await client.chat_stopStream(
+        channel=CHANNEL, ts=ts, chunks=[{"type": "plan_update", "title": "Done"}]
+    )
+
+    assert slack.stream_display_mode(CHANNEL, ts) == "plan"
+    assert slack.stream_tasks(CHANNEL, ts) == [
+        {
+            "id": "t1",
+            "title": "Look up",
+            "status": "complete",
+            "sources": [{"type": "url", "url": "https://a.example/", "text": "A"}],
+        }
+    ]
+    assert [c["type"] for c in slack.stream_chunks(CHANNEL, ts)] == [
+        "task_update",
+        "task_update",
+        "markdown_text",
+        "plan_update",
+    ]
+    assert slack.bot_replies(CHANNEL, parent)[0]["text"] == "Found it."
+    error = await slack_error(
+        client.chat_startStream(
+            channel="D1", thread_ts=parent, markdown_text="a", task_display_mode="list"
+        )
+    )
+    assert error.response["error"] == "invalid_arguments"
 
 
 async def test_assistant_status_clears_when_the_bot_replies(

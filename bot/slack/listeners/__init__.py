@@ -9,6 +9,7 @@ its one guarantee in its docstring.
 - ``home``: the App Home tab and its Edit buttons (members only)
 - ``installs``: install lifecycle events (tokens deleted and forgotten)
 - ``feedback``: the 👍/👎 buttons every finished answer ends with, and the 👎 comment form
+- ``approvals``: Approve / Deny on a tool call's approval question (the asker's click only)
 
 A new surface is a new module here, added to ``SURFACES``.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.slack.listeners import (
+    approvals,
     assistant,
     command,
     feedback,
@@ -30,7 +32,7 @@ from bot.slack.listeners.deps import ListenerDeps
 
 __all__ = ["SURFACES", "ListenerDeps", "register_all"]
 
-SURFACES = (assistant, messages, command, settings_form, home, installs, feedback)
+SURFACES = (assistant, messages, command, settings_form, home, installs, feedback, approvals)
 
 
 def register_all(app: AsyncApp, deps: ListenerDeps) -> None:

@@ -16,6 +16,7 @@ from bot.metrics import Metrics
 from bot.model_catalogue import ModelCatalogue
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
+from bot.slack.approvals import SlackApprovals
 from bot.slack.commands import SettingsCommands
 from bot.slack.membership import ChannelMembership
 from bot.slack.workspaces import WorkspaceClients
@@ -56,6 +57,8 @@ class ListenerDeps:
     """Conversations in the assistant pane and their context (``storage.assistant_threads``)."""
     feedback: FeedbackStore | None = None
     """Votes on answers (``storage.feedback``)."""
+    approvals: SlackApprovals | None = None
+    """Tool calls waiting for the asker's yes (``bot.slack.approvals``)."""
 
     @property
     def default_team(self) -> str:

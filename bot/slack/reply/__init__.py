@@ -26,6 +26,12 @@ an answer of ``n`` characters takes at most ``ceil(n / limit) + 2`` messages, wh
 model writes. Text is sent only up to where a broadcast mention could still be completed by
 the next delta (``render.stream_safe_length``); the client neutralises the mentions themselves.
 
+The answer's *steps* (tool calls, reasoning summaries: ``StepSink.step``) ride in the same
+calls (``steps``): task cards (``task_update`` chunks) in a native stream, a context block of
+compact lines above the text of a posted message; coalesced like the text, so several changes
+between two calls go as one call with each step's latest state. A message opened for steps
+alone takes the first text at once (``Priority.FIRST``).
+
 While the final text is delivered, the sink notes each message it opens in a
 ``DeliveryJournal`` (the turn's row, ``journal``), so that after a restart
 ``bot.slack.resume`` can finish the same messages instead of posting the answer twice.
@@ -40,7 +46,7 @@ Every Slack failure leaves as ``DeliveryError`` (``calls``, over ``bot.slack.fai
 
 Modules: ``sink`` (the ``ReplySink`` and its pump), ``draft`` (the text and what Slack shows
 of it), ``messages`` (open, grow, finish, rewrite), ``calls`` (one Slack call and what its
-failure means here), ``endings``, ``indicator``, ``journal``.
+failure means here), ``steps``, ``endings``, ``indicator``, ``journal``.
 """
 
 from bot.slack.reply.draft import EMPTY_ANSWER

@@ -90,7 +90,13 @@ class ReplyCalls:
 
     async def now(self, method: str, arguments: dict[str, Any]) -> Any:
         """``method`` at once: the caller took its slot (``DeliveryError`` when it fails)."""
-        return await send_now(self._client(), method, arguments)
+        # Sent, so no longer given up (``unless``): a stream started but forgotten would stay
+        # open in Slack and its text be posted again.
+        self.sending = True
+        try:
+            return await send_now(self._client(), method, arguments)
+        finally:
+            self.sending = False
 
     async def unless(self, event: asyncio.Event, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``call``, but give it up (``Dropped``) if ``event`` is set while it still

@@ -37,6 +37,8 @@ class Live:
     native: bool
     shown: str
     """What it shows (the chunk's head included, before neutralisation)."""
+    known: bool = True
+    """Whether ``shown`` is known (not for a message resumed after a restart)."""
 
 
 class Draft:
@@ -58,7 +60,7 @@ class Draft:
             self.start, self.head, self.waste = resume.start, resume.head, resume.waste
             self.first_ts = resume.first_ts
             if resume.ts is not None:
-                self.live = Live(resume.ts, resume.native, shown="")
+                self.live = Live(resume.ts, resume.native, shown="", known=False)
 
     # --- what there is to show ---------------------------------------------------------------
     def text(self) -> str:

@@ -19,6 +19,7 @@ from bot.errors import DeliveryError
 from bot.slack.budget import Priority
 from bot.slack.render import message_payload
 from bot.slack.reply.calls import Expired, ReplyCalls
+from bot.slack.reply.steps import with_lead
 
 __all__ = [
     "REFUSED_BLOCKS",
@@ -46,20 +47,30 @@ Ending = Callable[[], Blocks]
 """The ending to send with, asked when the call's slot comes (``AnswerEndings.tried``)."""
 
 
-def post_arguments(message: IncomingMessage, text: str, ending: Blocks) -> dict[str, Any]:
-    """``chat.postMessage``'s arguments: ``text`` in ``message``'s thread, then ``ending``."""
+def post_arguments(
+    message: IncomingMessage, text: str, ending: Blocks, *, lead: Blocks = ()
+) -> dict[str, Any]:
+    """``chat.postMessage``'s arguments: ``lead`` (the steps' lines), ``text`` in
+    ``message``'s thread, then ``ending``."""
     return {
         "channel": message.channel_id,
         "thread_ts": message.thread_ts,
         "unfurl_links": False,
         "unfurl_media": False,
-        **_with_blocks(message_payload(text), ending),
+        **with_lead(_with_blocks(message_payload(text), ending), lead),
     }
 
 
-def update_arguments(channel: str, ts: str, text: str, ending: Blocks) -> dict[str, Any]:
-    """``chat.update``'s arguments: message ``ts`` shows ``text``, then ``ending``."""
-    return {"channel": channel, "ts": ts, **_with_blocks(message_payload(text), ending)}
+def update_arguments(
+    channel: str, ts: str, text: str, ending: Blocks, *, lead: Blocks = ()
+) -> dict[str, Any]:
+    """``chat.update``'s arguments: message ``ts`` shows ``lead`` (the steps' lines, which an
+    update must repeat: it replaces every block), ``text``, then ``ending``."""
+    return {
+        "channel": channel,
+        "ts": ts,
+        **with_lead(_with_blocks(message_payload(text), ending), lead),
+    }
 
 
 def blocks_argument(ending: Blocks) -> dict[str, Any]:
@@ -79,8 +90,8 @@ class AnswerEndings:
         self.on = False
         """A finished answer (not a note): its last message carries the endings."""
         self.shown = False
-        self.later: tuple[str, str] | None = None
-        """(ts, text) of a last message Slack holds whole, still without its endings."""
+        self.later: tuple[str, str, Blocks] | None = None
+        """(ts, text, lead) of a last message Slack holds whole, still without its endings."""
 
     def wanted(self) -> bool:
         return self.on and bool(self._endings)
@@ -119,12 +130,12 @@ class AnswerEndings:
         answer's text."""
         if self.later is None:
             return
-        ts, text = self.later
+        ts, text, lead = self.later
 
         async def update(ending: Ending) -> Any:
             return await calls.call(
                 "chat.update",
-                lambda: update_arguments(channel, ts, text, ending()),
+                lambda: update_arguments(channel, ts, text, ending(), lead=lead),
                 Priority.UPDATE,
                 deadline,
             )

@@ -6,6 +6,9 @@ it once Slack holds what was sent. A message is opened natively only when the Ti
 has a start slot now and a stop slot for every stream open (``RateBudget.try_open_stream``);
 a refused stream continues as ``chat.postMessage`` + ``chat.update`` without losing or
 repeating text.
+
+The answer's steps (``steps``) ride in the same calls: task cards in a native stream, lines
+above the text in a posted message.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bot.slack.reply.endings import (
     update_arguments,
 )
 from bot.slack.reply.journal import DeliveryJournal
+from bot.slack.reply.steps import DISPLAY_MODE, Batch, Steps
 
 __all__ = ["AnswerMessages"]
 
@@ -45,9 +49,11 @@ class AnswerMessages:
         message: IncomingMessage,
         native_streaming: bool,
         journal: DeliveryJournal | None,
+        steps: Steps | None = None,
     ) -> None:
         self._calls = calls
         self._draft = draft
+        self._steps = steps if steps is not None else Steps()
         self._endings = endings
         self._message = message
         self._native_streaming = native_streaming
@@ -57,8 +63,10 @@ class AnswerMessages:
         """A new message with the text so far (natively streamed when the budget allows)."""
         draft, message = self._draft, self._message
         budget = self._calls.budget()
+        steps = self._steps
         if not final and self._native_streaming and budget is not None and budget.try_open_stream():
             text = draft.candidate()
+            batch = steps.take()
             try:
                 response = await self._calls.now(
                     "chat.startStream",
@@ -67,7 +75,8 @@ class AnswerMessages:
                         "thread_ts": message.thread_ts,
                         "recipient_user_id": message.user_id,
                         "recipient_team_id": message.team_id,
-                        **stream_payload(text),
+                        "task_display_mode": DISPLAY_MODE,
+                        **_stream_content(text, batch),
                     },
                 )
             except DeliveryError as exc:
@@ -78,6 +87,7 @@ class AnswerMessages:
                 logger.info("native streaming refused (%s); using chat.update", exc.code)
             else:
                 draft.opened(str(response["ts"]), native=True, shown=text)
+                steps.delivered(batch, ts=str(response["ts"]), native=True)
                 return
         # What the post shows, and whether it is the answer's last message, is decided when
         # the slot comes (the final text may have arrived while it waited): a short answer
@@ -88,8 +98,9 @@ class AnswerMessages:
             chunks = draft.chunks()
             closing = draft.final is not None or len(chunks) > 1
             text = chunks[0].text if closing and chunks else draft.candidate()
-            decided.update(text=text, chunk=chunks[0] if closing and chunks else None)
-            return post_arguments(message, text, ending())
+            batch = steps.take()
+            decided.update(text=text, chunk=chunks[0] if closing and chunks else None, batch=batch)
+            return post_arguments(message, text, ending(), lead=steps.lead(None, batch))
 
         async def post(ending: Ending) -> Any:
             return await self._calls.call(
@@ -102,6 +113,7 @@ class AnswerMessages:
 
         response = await self._endings.tried(last, post)
         draft.opened(str(response["ts"]), native=False, shown=decided["text"])
+        steps.delivered(decided["batch"], ts=str(response["ts"]), native=False)
         if decided["chunk"] is not None:
             draft.advance(decided["chunk"])
 
@@ -110,21 +122,27 @@ class AnswerMessages:
         draft, channel = self._draft, self._message.channel_id
         live = draft.live
         assert live is not None
+        steps = self._steps
         shown: dict[str, str] = {}
+        taken: dict[str, Batch] = {}
 
         def latest() -> str:
             shown["text"] = draft.candidate()
             return shown["text"]
 
+        def batch() -> Batch:
+            taken["batch"] = steps.take()
+            return taken["batch"]
+
         if live.native:
-            if len(draft.candidate()) <= len(live.shown):
+            if len(draft.candidate()) <= len(live.shown) and not steps.news():
                 return
             await self._calls.call(
                 "chat.appendStream",
                 lambda: {
                     "channel": channel,
                     "ts": live.ts,
-                    **stream_payload(latest()[len(live.shown) :]),
+                    **_stream_content(latest()[len(live.shown) :], batch()),
                 },
                 priority,
                 deadline,
@@ -132,11 +150,14 @@ class AnswerMessages:
         else:
             await self._calls.call(
                 "chat.update",
-                lambda: update_arguments(channel, live.ts, latest(), ()),
+                lambda: update_arguments(
+                    channel, live.ts, latest(), (), lead=steps.lead(live.ts, batch())
+                ),
                 priority,
                 deadline,
             )
         live.shown = shown["text"]
+        steps.delivered(taken["batch"], ts=live.ts, native=live.native)
 
     async def finish_live(self, priority: Priority, *, deadline: float | None) -> None:
         """The open message gets its whole chunk, for good; the next one starts after it."""
@@ -147,7 +168,14 @@ class AnswerMessages:
         chunk = chunks[0] if chunks else None
         text = chunk.text if chunk else live.shown
         last = draft.final is not None and draft.is_last_chunk()
-        if live.native and live.shown and text.startswith(live.shown):
+        steps = self._steps
+        taken: dict[str, Batch] = {}
+
+        def batch() -> Batch:
+            taken["batch"] = steps.take()
+            return taken["batch"]
+
+        if live.native and live.known and text.startswith(live.shown):
             rest = text[len(live.shown) :]
 
             async def stop(ending: Ending) -> Any:
@@ -156,7 +184,7 @@ class AnswerMessages:
                     lambda: {
                         "channel": channel,
                         "ts": live.ts,
-                        **stream_payload(rest),
+                        **_stream_content(rest, batch()),
                         **blocks_argument(ending()),
                     },
                     priority,
@@ -164,13 +192,14 @@ class AnswerMessages:
                 )
 
             await endings.tried(last, stop)
+            steps.delivered(taken["batch"], ts=live.ts, native=True)
             self._calls.stream_closed()
-        elif not live.native and live.shown == text:
+        elif not live.native and live.shown == text and not steps.news():
             # The last update already showed exactly this: nothing to send for the text. The
             # buttons alone are not worth a Tier-3 update ahead of other answers' text: they
             # follow later, at the lowest priority (``AnswerEndings.add_later``).
             if last and endings.wanted() and not endings.shown:
-                endings.later = (live.ts, text)
+                endings.later = (live.ts, text, steps.lead(live.ts))
         else:
             if live.native:
                 # Resumed after a restart: what the stream shows is unknown. End it if it is
@@ -186,12 +215,15 @@ class AnswerMessages:
             async def update(ending: Ending) -> Any:
                 return await self._calls.call(
                     "chat.update",
-                    lambda: update_arguments(channel, live.ts, text, ending()),
+                    lambda: update_arguments(
+                        channel, live.ts, text, ending(), lead=steps.lead(live.ts, batch())
+                    ),
                     priority,
                     deadline,
                 )
 
             await endings.tried(last, update)
+            steps.delivered(taken["batch"], ts=live.ts, native=False)
         draft.live = None
         if chunk is not None:
             draft.advance(chunk)
@@ -243,10 +275,12 @@ class AnswerMessages:
     ) -> Callable[[Ending], Awaitable[Any]]:
         channel = self._message.channel_id
 
+        lead = self._steps.lead(ts)  # a posted message's step lines stay above its text
+
         async def update(ending: Ending) -> Any:
             return await self._calls.call(
                 "chat.update",
-                lambda: update_arguments(channel, ts, text, ending()),
+                lambda: update_arguments(channel, ts, text, ending(), lead=lead),
                 Priority.FINAL,
                 deadline,
             )
@@ -287,3 +321,14 @@ class AnswerMessages:
             )
         except Exception as exc:  # the journal is a safety net; delivery goes on without it
             logger.warning("could not note delivery progress: %s", type(exc).__name__)
+
+
+def _stream_content(text: str, batch: Batch) -> dict[str, Any]:
+    """A stream call's content: ``text`` alone as ``markdown_text``; with steps, everything as
+    ``chunks``, the task cards first (the text written after them)."""
+    if not batch:
+        return stream_payload(text)
+    chunks = Steps.chunks(batch)
+    if text:
+        chunks.append({"type": "markdown_text", "text": text})
+    return {"chunks": chunks}

@@ -1,6 +1,7 @@
 """One turn's answer as the user watches it (see the package docstring): the ``ReplySink``
-the turn streams into, and the pump, the one delivery task per answer that shows the text,
-one Slack call at a time, at the priority of what it carries."""
+the turn streams into (and its ``StepSink``: the answer's steps, ``steps``), and the pump, the
+one delivery task per answer that shows the text and the steps, one Slack call at a time, at
+the priority of what it carries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bot.conversation import IncomingMessage, TurnStopped
+from bot.conversation import IncomingMessage, ToolStep, TurnStopped
 from bot.errors import DeliveryError
 from bot.slack.budget import Priority
 from bot.slack.render import MAX_MARKDOWN_CHARS, normalise
@@ -20,6 +21,7 @@ from bot.slack.reply.endings import AnswerEndings, Endings
 from bot.slack.reply.indicator import WorkingIndicator
 from bot.slack.reply.journal import DeliveryJournal, ResumeState
 from bot.slack.reply.messages import AnswerMessages
+from bot.slack.reply.steps import Steps
 from bot.slack.workspaces import WorkspaceClients
 
 __all__ = ["LiveReplySink", "LiveReplySinks"]
@@ -57,6 +59,7 @@ class LiveReplySink:
         self._background = background  # the sinks' courtesy tasks (cancelled at shutdown)
         self._calls = ReplyCalls(workspaces=workspaces, team_id=message.team_id)
         self._draft = Draft(limit=limit, resume=resume)
+        self._steps = Steps()
         self._endings = AnswerEndings(endings)
         self._changed = asyncio.Event()
         self._text_ready = asyncio.Event()
@@ -74,6 +77,7 @@ class LiveReplySink:
             message=message,
             native_streaming=native_streaming,
             journal=journal,
+            steps=self._steps,
         )
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -102,10 +106,20 @@ class LiveReplySink:
         self._text_ready.set()
         self._ensure_pump(indicate=False)
 
+    async def step(self, step: ToolStep) -> None:
+        """``StepSink``: show ``step`` (a task card, or a line above the text); changes that
+        come faster than Slack takes them are coalesced (``steps``)."""
+        self._raise_if_failed()
+        if self._draft.final is not None or not self._steps.update(step):
+            return
+        self._changed.set()
+        self._text_ready.set()  # a message is about to be posted: the status must not linger
+        self._ensure_pump(indicate=False)
+
     async def finish(self, text: str) -> str | None:
         draft = self._draft
         draft.reconcile(text, correct=True)
-        if draft.nothing_shown() and not normalise(draft.raw):
+        if (draft.nothing_shown() or self._steps) and not normalise(draft.raw):
             draft.raw = EMPTY_ANSWER
         if isinstance(self._error, TurnStopped):
             # The user pressed stop as the model finished: the message keeps what it shows.
@@ -180,16 +194,16 @@ class LiveReplySink:
             if indicate and not self._resumed:
                 await self._indicator.show()
             while draft.final is None:
-                if not draft.has_news():
+                if not self._has_news():
                     if self._reasoning_pending():
                         await self._indicator.reasoning()
                         continue
                     self._changed.clear()
-                    if draft.final is None and not draft.has_news():
+                    if draft.final is None and not self._has_news():
                         await self._changed.wait()
                     continue
                 try:
-                    if draft.messages or draft.live is not None:
+                    if (draft.messages or draft.live is not None) and not self._first_text():
                         if not await self._until_next_update():
                             continue  # the final text arrived meanwhile
                         # An update still waiting for its slot when the final text comes is
@@ -214,6 +228,15 @@ class LiveReplySink:
         except Exception as exc:  # never lose a failure inside the task
             logger.exception("answer delivery failed")
             self._error = DeliveryError(f"delivery failed: {type(exc).__name__}", code="internal")
+
+    def _first_text(self) -> bool:
+        """The open message shows only steps so far, and text is ready: it goes at once, as
+        an answer's first text does."""
+        live = self._draft.live
+        return live is not None and live.known and not live.shown and self._draft.has_news()
+
+    def _has_news(self) -> bool:
+        return self._draft.has_news() or self._steps.news()
 
     def _reasoning_pending(self) -> bool:
         return (
