@@ -241,6 +241,7 @@ class Service:
             if self.thread_locks.distributed
             else None,
             store=self.store,
+            locales=users,  # the same cached users.info as the display names
             model=InstrumentedModelClient(model, self.metrics),
             sinks=sinks,
             context=GuardedContext(

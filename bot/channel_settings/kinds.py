@@ -232,9 +232,10 @@ class Choice(_Plain):
 
     def parse(self, name: str, raw: str) -> str:
         value = raw.strip().lower()
-        if value not in self.options:
-            raise InvalidSetting(f"{name} must be one of {', '.join(self.options)}")
-        return value
+        for option in self.options:
+            if option.lower() == value:
+                return option  # as the option is spelled (zh-CN)
+        raise InvalidSetting(f"{name} must be one of {', '.join(self.options)}")
 
 
 _ON = frozenset({"on", "true", "yes", "1", "enabled"})

@@ -27,6 +27,7 @@ from bot.channel_settings.kinds import (
     TextList,
     WholeNumber,
 )
+from bot.i18n import AUTO, N_, SUPPORTED
 
 __all__ = [
     "BOTH",
@@ -74,9 +75,10 @@ class Setting:
     name: str
     kind: Kind
     help: str
-    """What it does, in a few words (the slash command's help, the CLI's ``--help``)."""
+    """What it does, in a few words (the slash command's help, the CLI's ``--help``); a text of
+    the catalogue (``bot.i18n``): shown through ``t``."""
     label: str
-    """How the settings form and the Home tab name it."""
+    """How the settings form and the Home tab name it (a catalogue text, like ``help``)."""
     layers: frozenset[Layer] = BOTH
     default: Any = None
     """The value below every layer; ``None``: the model's own default."""
@@ -181,18 +183,20 @@ MAX_SUGGESTED_PROMPTS: Final = 4
 MAX_PROMPT_CHARS: Final = 150
 """A prompt is the button's title and the message it sends; a short sentence."""
 DEFAULT_SUGGESTED_PROMPTS: Final = (
-    "Summarise this channel",
-    "Explain a concept to me in simple terms",
-    "Help me write a clear, friendly message",
-    "Brainstorm ideas with me",
+    N_("Summarise this channel"),
+    N_("Explain a concept to me in simple terms"),
+    N_("Help me write a clear, friendly message"),
+    N_("Brainstorm ideas with me"),
 )
+"""In English here; shown in the reader's language (``bot.i18n.t``) wherever they are the
+value in force, and a prompt an admin typed is shown as typed."""
 MAX_LOADING_MESSAGES: Final = 10
 """Slack's ``assistant.threads.setStatus`` rotates at most ten loading messages."""
 MAX_LOADING_MESSAGE_CHARS: Final = 100
 DEFAULT_LOADING_MESSAGES: Final = (
-    "Reading the thread…",
-    "Thinking it through…",
-    "Writing an answer…",
+    N_("Reading the thread…"),
+    N_("Thinking it through…"),
+    N_("Writing an answer…"),
 )
 
 
@@ -205,110 +209,123 @@ SCHEMA: Final = Schema(
         Setting(
             "model",
             Name(MAX_MODEL_NAME_CHARS, noun="a model name"),
-            help="the model that answers",
-            label="Model",
+            help=N_("the model that answers"),
+            label=N_("Model"),
             env="default_model",
             from_catalogue=True,
         ),
         Setting(
             "instructions",
             Text(MAX_INSTRUCTIONS_CHARS),
-            help="the system instructions, sent on every turn",
-            label="Instructions",
+            help=N_("the system instructions, sent on every turn"),
+            label=N_("Instructions"),
             env="default_instructions",
         ),
         Setting(
             "temperature",
             Number(0, 2),
-            help="sampling temperature",
-            label="Temperature (0 to 2)",
+            help=N_("sampling temperature"),
+            label=N_("Temperature (0 to 2)"),
         ),
-        Setting("top_p", Number(0, 1), help="nucleus sampling", label="Top p (0 to 1)"),
+        Setting("top_p", Number(0, 1), help=N_("nucleus sampling"), label="Top p (0 to 1)"),
         Setting(
             "max_output_tokens",
             WholeNumber(16, MAX_OUTPUT_TOKENS_LIMIT),
-            help="answer length cap",
-            label="Max output tokens",
+            help=N_("answer length cap"),
+            label=N_("Max output tokens"),
         ),
         Setting(
             "reasoning_effort",
             Choice(("low", "medium", "high")),
-            help="reasoning effort, for reasoning models",
-            label="Reasoning effort",
+            help=N_("reasoning effort, for reasoning models"),
+            label=N_("Reasoning effort"),
         ),
         Setting(
             "reasoning_summary",
             OnOff(),
-            help="ask reasoning models for a summary",
-            label="Reasoning summary",
+            help=N_("ask reasoning models for a summary"),
+            label=N_("Reasoning summary"),
         ),
         Setting(
             "truncation",
             Choice(("auto", "disabled")),
-            help="drop the oldest context when a thread outgrows the model",
-            label="Truncation",
+            help=N_("drop the oldest context when a thread outgrows the model"),
+            label=N_("Truncation"),
             default="auto",
         ),
         Setting(
             "require_mention",
             OnOff(),
-            help="thread follow-ups must mention the bot",
-            label="Follow-ups need a mention",
+            help=N_("thread follow-ups must mention the bot"),
+            label=N_("Follow-ups need a mention"),
             default=False,
         ),
         Setting(
             "enabled",
             OnOff(),
-            help="the bot answers in this channel",
-            label="Bot answers in this channel",
+            help=N_("the bot answers in this channel"),
+            label=N_("Bot answers in this channel"),
             default=True,
         ),
         Setting(
             "daily_token_budget",
             _count("tokens", "no budget"),
-            help="tokens per day for this channel (0 = no budget)",
-            label="Daily token budget (0 = none)",
+            help=N_("tokens per day for this channel (0 = no budget)"),
+            label=N_("Daily token budget (0 = none)"),
             default=0,
         ),
         Setting(
             "workspace_daily_token_budget",
             _count("tokens", "no budget"),
-            help="tokens per day for the whole workspace (0 = no budget)",
-            label="Workspace daily token budget (0 = none)",
+            help=N_("tokens per day for the whole workspace (0 = no budget)"),
+            label=N_("Workspace daily token budget (0 = none)"),
             layers=WORKSPACE_ONLY,
             default=0,
         ),
         Setting(
             "user_hourly_requests",
             _count("questions", "no limit"),
-            help="questions one person may ask per hour (0 = no limit)",
-            label="Questions per person per hour (0 = no limit)",
+            help=N_("questions one person may ask per hour (0 = no limit)"),
+            label=N_("Questions per person per hour (0 = no limit)"),
             default=0,
         ),
         Setting(
             "conversation_state",
             Choice(("auto", "chain", "transcript")),
-            help="how follow-ups carry the conversation: chain (previous_response_id), "
-            "transcript (the bot re-sends it) or auto (chains, and switches to transcripts "
-            "when the endpoint ignores them)",
-            label="Conversation state",
+            help=N_(
+                "how follow-ups carry the conversation: chain (previous_response_id), "
+                "transcript (the bot re-sends it) or auto (chains, and switches to transcripts "
+                "when the endpoint ignores them)"
+            ),
+            label=N_("Conversation state"),
             env="conversation_state",
         ),
         Setting(
             "suggested_prompts",
             TextList(MAX_SUGGESTED_PROMPTS, MAX_PROMPT_CHARS, separator="\n", one_line="|"),
-            help="prompts offered when someone opens the assistant pane (up to 4)",
-            label="Suggested prompts (one per line)",
+            help=N_("prompts offered when someone opens the assistant pane (up to 4)"),
+            label=N_("Suggested prompts (one per line)"),
             layers=WORKSPACE_ONLY,
             default=DEFAULT_SUGGESTED_PROMPTS,
         ),
         Setting(
             "loading_messages",
             TextList(MAX_LOADING_MESSAGES, MAX_LOADING_MESSAGE_CHARS, separator="\n", one_line="|"),
-            help="what Slack shows, in turn, while the model works (up to 10)",
-            label="Loading messages (one per line)",
+            help=N_("what Slack shows, in turn, while the model works (up to 10)"),
+            label=N_("Loading messages (one per line)"),
             layers=WORKSPACE_ONLY,
             default=DEFAULT_LOADING_MESSAGES,
+        ),
+        Setting(
+            "language",
+            Choice((AUTO, *SUPPORTED)),
+            help=N_(
+                "the language of the bot's own words (notes, help, forms): auto (each "
+                "person's Slack language) or one for everyone"
+            ),
+            label=N_("Language of the bot's messages"),
+            layers=WORKSPACE_ONLY,
+            default=AUTO,
         ),
     ]
 )
