@@ -51,6 +51,7 @@ from bot.slack.context_guard import GuardedContext
 from bot.slack.feedback import answer_endings
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
+from bot.slack.language import PersonLanguages
 from bot.slack.membership import ChannelMembership
 from bot.slack.oauth import build_oauth_settings
 from bot.slack.reply import LiveReplySinks
@@ -208,14 +209,15 @@ class Service:
             max_files=settings.file_max_count,
         )
         self._cleanup.append(files.aclose)
-        users = UserDirectory(self.workspaces)  # display names and admin checks share it
+        # Display names, admin checks and people's languages share it (one cached users.info).
+        users = UserDirectory(self.workspaces)
         membership = ChannelMembership(workspaces=self.workspaces)
 
         async def loading_messages(message: IncomingMessage) -> list[str]:
             defaults = await channel_settings.effective(
                 team_id=message.team_id, channel_id=WORKSPACE_DEFAULTS
             )
-            return [str(m) for m in defaults.loading_messages or ()]
+            return [str(m) for m in defaults.loading_messages or ()]  # the sink translates
 
         self.thread_locks = DistributedThreadLocks(
             settings.database_url, wait_seconds=settings.thread_lock_wait
@@ -309,6 +311,7 @@ class Service:
             membership=membership,
             pane_threads=self.store.assistant_threads,
             feedback=self.store.feedback,
+            languages=PersonLanguages(locales=users, settings=channel_settings),
         )
         # Answers the model finished but Slack did not hold whole: their threads' locks are
         # taken now (before any event, so a follow-up waits for them) and they are finished in

@@ -27,7 +27,7 @@ from bot.channel_settings.kinds import (
     TextList,
     WholeNumber,
 )
-from bot.i18n import AUTO, N_, SUPPORTED
+from bot.i18n import AUTO, N_, SUPPORTED, t
 
 __all__ = [
     "BOTH",
@@ -60,6 +60,8 @@ MAX_INSTRUCTIONS_CHARS: Final = 3_000
 """Slack's settings form cannot hold more: a ``plain_text_input`` takes at most 3,000
 characters. Every path uses the same limit, so whatever is set can be shown in the form and
 saved back unchanged."""
+NOT_SET: Final = N_("not set")
+"""How a value that inherits is shown."""
 MAX_MODEL_NAME_CHARS: Final = 200
 MAX_OUTPUT_TOKENS_LIMIT: Final = 1_000_000
 MAX_COUNT: Final = 2**31 - 1
@@ -101,9 +103,9 @@ class Setting:
     def valid(self) -> str:
         """The valid values in words, with the layer when it is not both."""
         if self.workspace_only:
-            return f"{self.kind.valid}, workspace default only"
+            return t("{valid}, workspace default only", valid=self.kind.valid)
         if WORKSPACE not in self.layers:
-            return f"{self.kind.valid}, channels only"
+            return t("{valid}, channels only", valid=self.kind.valid)
         return self.kind.valid
 
     def allowed_on(self, layer: Layer) -> bool:
@@ -117,13 +119,17 @@ class Setting:
         value = self.kind.parse(self.name, raw)
         if self.from_catalogue and allowed_models and value not in allowed_models:
             raise InvalidSetting(
-                f"{self.name} must be one of the allowed models: " + ", ".join(allowed_models)
+                t(
+                    "{name} must be one of the allowed models: {models}",
+                    name=self.name,
+                    models=", ".join(allowed_models),
+                )
             )
         return value
 
     def show(self, value: Any) -> str:
         """The value as people read it (``not set`` for inherit)."""
-        return "not set" if value is None else self.kind.show(value)
+        return t(NOT_SET) if value is None else self.kind.show(value)
 
     def text(self, value: Any) -> str:
         """The value as text that parses back to exactly the same value."""
@@ -161,7 +167,11 @@ class Schema:
         name = raw.strip().lower().replace("-", "_")
         if name not in self._settings:
             raise InvalidSetting(
-                f"unknown setting '{raw}': valid settings are {', '.join(self._settings)}"
+                t(
+                    "unknown setting '{raw}': valid settings are {names}",
+                    raw=raw,
+                    names=", ".join(self._settings),
+                )
             )
         return self._settings[name]
 
@@ -208,7 +218,7 @@ SCHEMA: Final = Schema(
     [
         Setting(
             "model",
-            Name(MAX_MODEL_NAME_CHARS, noun="a model name"),
+            Name(MAX_MODEL_NAME_CHARS, noun=N_("a model name")),
             help=N_("the model that answers"),
             label=N_("Model"),
             env="default_model",
@@ -269,14 +279,14 @@ SCHEMA: Final = Schema(
         ),
         Setting(
             "daily_token_budget",
-            _count("tokens", "no budget"),
+            _count(N_("tokens"), N_("no budget")),
             help=N_("tokens per day for this channel (0 = no budget)"),
             label=N_("Daily token budget (0 = none)"),
             default=0,
         ),
         Setting(
             "workspace_daily_token_budget",
-            _count("tokens", "no budget"),
+            _count(N_("tokens"), N_("no budget")),
             help=N_("tokens per day for the whole workspace (0 = no budget)"),
             label=N_("Workspace daily token budget (0 = none)"),
             layers=WORKSPACE_ONLY,
@@ -284,7 +294,7 @@ SCHEMA: Final = Schema(
         ),
         Setting(
             "user_hourly_requests",
-            _count("questions", "no limit"),
+            _count(N_("questions"), N_("no limit")),
             help=N_("questions one person may ask per hour (0 = no limit)"),
             label=N_("Questions per person per hour (0 = no limit)"),
             default=0,
@@ -337,7 +347,7 @@ def show_value(name: str, value: Any, *, schema: Schema = SCHEMA) -> str:
     if name in schema:
         return schema[name].show(value)
     if value is None:
-        return "not set"
+        return t(NOT_SET)
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)

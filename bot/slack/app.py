@@ -23,6 +23,7 @@ from bot.model_catalogue import ModelCatalogue
 from bot.slack.accept import SEEN, EventIntake, message_event_type
 from bot.slack.admins import AdminPolicy
 from bot.slack.commands import SettingsCommands
+from bot.slack.language import PersonLanguages
 from bot.slack.listeners import ListenerDeps, register_all
 from bot.slack.listeners.deps import SettingsStore
 from bot.slack.membership import ChannelMembership
@@ -73,6 +74,7 @@ def build_slack_app(
     intake: EventIntake | None = None,
     pane_threads: AssistantThreads | None = None,
     feedback: FeedbackStore | None = None,
+    languages: PersonLanguages | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
     sends no signature (the WebSocket itself is authenticated by the app token).
@@ -109,6 +111,7 @@ def build_slack_app(
         installations=oauth_settings.installation_store if oauth_settings else None,
         pane_threads=pane_threads,
         feedback=feedback,
+        languages=languages,
     )
     register_all(app, deps)
     return app

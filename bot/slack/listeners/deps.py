@@ -17,6 +17,7 @@ from bot.model_catalogue import ModelCatalogue
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.commands import SettingsCommands
+from bot.slack.language import PersonLanguages
 from bot.slack.membership import ChannelMembership
 from bot.slack.workspaces import WorkspaceClients
 from storage.assistant_threads import AssistantThreads
@@ -56,6 +57,8 @@ class ListenerDeps:
     """Conversations in the assistant pane and their context (``storage.assistant_threads``)."""
     feedback: FeedbackStore | None = None
     """Votes on answers (``storage.feedback``)."""
+    languages: PersonLanguages | None = None
+    """The language to answer a person in (``bot.slack.language``); ``None``: English."""
 
     @property
     def default_team(self) -> str:

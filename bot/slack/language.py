@@ -1,0 +1,60 @@
+"""The language the bot writes to a person in, outside a turn: a slash command's answer, a
+modal, the Home tab, a feedback form, the assistant pane's prompts.
+
+The workspace's ``language`` setting when it names one, else the person's Slack locale from
+the shared ``users.info`` (``UserDirectory.locale``: the same cached call as display names and
+admin checks). A turn decides the same way in the core (``bot.conversation.service``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from bot.channel_settings import WORKSPACE_DEFAULTS
+from bot.conversation import LocaleSource, PersonLocale, SettingsSource
+from bot.i18n import AUTO, Reader, from_slack_locale, reading, supported
+from storage.errors import StorageError
+
+__all__ = ["PersonLanguages", "speaking_to"]
+
+logger = logging.getLogger(__name__)
+
+
+class PersonLanguages:
+    def __init__(self, *, locales: LocaleSource, settings: SettingsSource) -> None:
+        self._locales = locales
+        self._settings = settings
+
+    async def of(self, *, team_id: str, user_id: str) -> Reader:
+        """The reader ``user_id`` is (English when nothing is known)."""
+        person = (
+            await self._locales.locale(team_id=team_id, user_id=user_id)
+            if user_id
+            else PersonLocale()
+        )
+        return Reader(
+            await self._fixed(team_id) or from_slack_locale(person.locale), person.timezone
+        )
+
+    async def _fixed(self, team_id: str) -> str | None:
+        try:
+            defaults = await self._settings.effective(
+                team_id=team_id, channel_id=WORKSPACE_DEFAULTS
+            )
+        except StorageError as exc:  # the person's own language will do
+            logger.info("workspace language unavailable: %s", exc.code)
+            return None
+        fixed = defaults.values.get("language")
+        return supported(fixed) if isinstance(fixed, str) and fixed != AUTO else None
+
+
+@asynccontextmanager
+async def speaking_to(
+    languages: PersonLanguages | None, *, team_id: str, user_id: str
+) -> AsyncIterator[Reader]:
+    """Inside, the bot's words are in ``user_id``'s language (English without ``languages``)."""
+    reader = await languages.of(team_id=team_id, user_id=user_id) if languages else Reader()
+    with reading(reader.language, reader.timezone) as active:
+        yield active
