@@ -270,6 +270,7 @@ class Service:
             transcript_chars=settings.thread_context_chars,
             on_recovery=self.metrics.conversation_recovered,
         )
+        self.languages = PersonLanguages(locales=users, settings=channel_settings)
         admins = AdminPolicy(
             workspaces=self.workspaces, admin_user_ids=settings.admin_ids, users=users
         )
@@ -311,7 +312,7 @@ class Service:
             membership=membership,
             pane_threads=self.store.assistant_threads,
             feedback=self.store.feedback,
-            languages=PersonLanguages(locales=users, settings=channel_settings),
+            languages=self.languages,
         )
         # Answers the model finished but Slack did not hold whole: their threads' locks are
         # taken now (before any event, so a follow-up waits for them) and they are finished in
@@ -366,6 +367,7 @@ class Service:
             workspaces=self.workspaces,
             tracker=self.tracker,
             resume=self.event_intake.resume,
+            languages=self.languages,
         )
         self.recovery = asyncio.create_task(recovery.run(pending, adopted))
         logger.info(
