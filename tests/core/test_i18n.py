@@ -92,7 +92,8 @@ def test_the_limit_notice_and_the_failure_note_are_in_the_readers_language() -> 
         again_at=datetime(2026, 1, 6, tzinfo=UTC),
     )
     with reading("zh-CN"):
-        assert "100,000" in limit_notice(limit) and "预算" in limit_notice(limit)
+        assert "100,000" in limit_notice(limit)
+        assert "预算" in limit_notice(limit)
         assert user_message(ModelServerError("boom", status_code=500)).startswith(
             ":warning: 模型服务"
         )
