@@ -8,6 +8,7 @@ admin checks). A turn decides the same way in the core (``bot.conversation.servi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,9 +53,21 @@ class PersonLanguages:
 
 @asynccontextmanager
 async def speaking_to(
-    languages: PersonLanguages | None, *, team_id: str, user_id: str
+    languages: PersonLanguages | None,
+    *,
+    team_id: str,
+    user_id: str,
+    within: float | None = None,
 ) -> AsyncIterator[Reader]:
-    """Inside, the bot's words are in ``user_id``'s language (English without ``languages``)."""
-    reader = await languages.of(team_id=team_id, user_id=user_id) if languages else Reader()
+    """Inside, the bot's words are in ``user_id``'s language (English without ``languages``).
+    ``within``: seconds the lookup may take (a modal's ``trigger_id`` lives 3 seconds, so the
+    language must not cost the form); past it, English."""
+    reader = Reader()
+    if languages is not None:
+        try:
+            async with asyncio.timeout(within):
+                reader = await languages.of(team_id=team_id, user_id=user_id)
+        except TimeoutError:
+            logger.info("a person's language was not known in time; English")
     with reading(reader.language, reader.timezone) as active:
         yield active

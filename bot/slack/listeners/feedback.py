@@ -141,7 +141,7 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             return
         team_id = str((body.get("team") or {}).get("id") or deps.default_team)
         user_id = str((body.get("user") or {}).get("id") or "")
-        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id):
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
             form = _comment_form(team_id=team_id, channel_id=channel_id, user_ts=user_ts)
         try:
             with slack_failures("views.open"):

@@ -72,7 +72,7 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             return
         if not await deps.membership.is_member(user_id, channel_id, team_id=team_id):
             return
-        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id):
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
             await open_settings_form(
                 deps,
                 client,
