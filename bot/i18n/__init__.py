@@ -1,7 +1,18 @@
 """The bot's own words in each person's language: one gettext catalogue (Babel), the reader's
 language in a context variable. See ``active`` and README, "Languages"."""
 
-from bot.i18n.active import LOCALE_DIR, N_, Reader, clock, current, reading, t, tn, translations
+from bot.i18n.active import (
+    LOCALE_DIR,
+    N_,
+    Reader,
+    clock,
+    current,
+    reading,
+    shown_default,
+    t,
+    tn,
+    translations,
+)
 from bot.i18n.languages import (
     AUTO,
     DEFAULT_LANGUAGE,
@@ -23,6 +34,7 @@ __all__ = [
     "current",
     "from_slack_locale",
     "reading",
+    "shown_default",
     "supported",
     "t",
     "tn",

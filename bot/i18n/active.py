@@ -39,6 +39,7 @@ __all__ = [
     "clock",
     "current",
     "reading",
+    "shown_default",
     "t",
     "tn",
     "translations",
@@ -111,6 +112,15 @@ def tn(singular: str, plural: str, count: int, /, **values: Any) -> str:
     reader = current()
     translated = translations(reader.language).ngettext(singular, plural, count)
     return _fill(translated, reader, {"count": count, **values})
+
+
+def shown_default(value: Any, source: str) -> Any:
+    """A setting's value as the reader reads it: the service's default texts (suggested
+    prompts, loading messages) are catalogue texts, in the reader's language; anything an admin
+    set is shown as set."""
+    if source == "default" and isinstance(value, tuple | list):
+        return tuple(t(item) if isinstance(item, str) else item for item in value)
+    return value
 
 
 def clock(moment: datetime) -> str:

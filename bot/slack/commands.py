@@ -42,7 +42,7 @@ from bot.channel_settings import (
     show_value,
 )
 from bot.conversation import SettingsSource
-from bot.i18n import N_, t, tn
+from bot.i18n import N_, shown_default, t, tn
 from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
@@ -415,7 +415,8 @@ def _short(text: str, limit: int = 120) -> str:
 def _show(settings: EffectiveSettings, channel_id: str, schema: Schema) -> str:
     lines = ["*" + t("Model settings for {channel}", channel=f"<#{channel_id}>") + "*"]
     for setting in schema:
-        shown = _short(setting.show(settings.value(setting.name)), 200)
+        value = shown_default(settings.value(setting.name), settings.sources[setting.name])
+        shown = _short(setting.show(value), 200)
         source = t(_SOURCE_WORDS[settings.sources[setting.name]])
         lines.append(f"• `{setting.name}`: {shown} _({source})_")
     return "\n".join(lines)

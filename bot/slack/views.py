@@ -23,7 +23,7 @@ from bot.channel_settings import (
     Schema,
     Setting,
 )
-from bot.i18n import N_, t, tn
+from bot.i18n import N_, shown_default, t, tn
 from bot.slack.escaping import escape
 from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
 
@@ -80,7 +80,7 @@ def _hint(settings: EffectiveSettings, setting: Setting) -> str:
         return t("Set for this channel. Clear it (or pick inherit) to use the default.")
     return t(
         "Now: {value} ({source}).",
-        value=setting.show(settings.value(setting.name))[:100],
+        value=setting.show(shown_default(settings.value(setting.name), source))[:100],
         source=t(_SOURCE[source]),
     )
 
@@ -260,6 +260,12 @@ def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [_text(text, "mrkdwn")]}
 
 
+def _default_line(defaults: EffectiveSettings, setting: Setting) -> str:
+    source = defaults.sources[setting.name]
+    value = setting.show(shown_default(defaults.value(setting.name), source))
+    return f"• `{setting.name}`: {escape(value[:80])} _({t(_SOURCE[source])})_"
+
+
 def home_view(
     *,
     defaults: EffectiveSettings,
@@ -281,11 +287,7 @@ def home_view(
                 "*"
                 + t("Workspace defaults")
                 + "*\n"
-                + "\n".join(
-                    f"• `{s.name}`: {escape(s.show(defaults.value(s.name))[:80])} "
-                    f"_({t(_SOURCE[defaults.sources[s.name]])})_"
-                    for s in schema
-                ),
+                + "\n".join(_default_line(defaults, s) for s in schema),
                 "mrkdwn",
             ),
         },
