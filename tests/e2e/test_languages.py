@@ -6,6 +6,8 @@ translated."""
 
 from __future__ import annotations
 
+import json
+
 from tests.e2e.harness import BotUnderTest, shown
 from tests.e2e.test_slash_command import ADMIN, command
 
@@ -111,3 +113,16 @@ async def test_the_workspace_setting_forces_a_language_for_everyone(bot: BotUnde
 
     await command(bot, "set default language auto")
     assert QUOTA_NOTE["ja-JP"] in await _failed_note(bot, "UJA")
+
+
+async def test_the_home_tab_is_in_the_viewers_language(bot: BotUnderTest) -> None:
+    bot.slack.add_user("UFR", name="lea", locale="fr-FR")
+    await bot.send_event({"type": "app_home_opened", "user": "UFR", "channel": "D1", "tab": "home"})
+    await bot.slack.wait_for(lambda: bot.slack.calls_to("views.publish"), timeout=5)
+    [published] = bot.slack.calls_to("views.publish")
+    view = published.params["view"]
+    assert view["blocks"][0]["text"]["text"] == "Réglages du bot de modèles"
+    text = json.dumps(view, ensure_ascii=False)
+    assert "Valeurs par défaut de l’espace de travail" in text  # noqa: RUF001
+    # The default prompts are offered in French; a setting's name stays as typed.
+    assert "`suggested_prompts`: Résume ce canal" in text
