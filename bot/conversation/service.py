@@ -243,7 +243,11 @@ class ConversationService:
     async def _locale(self, message: IncomingMessage) -> PersonLocale:
         if self._locales is None:
             return PersonLocale()
-        return await self._locales.locale(team_id=message.team_id, user_id=message.user_id)
+        try:
+            return await self._locales.locale(team_id=message.team_id, user_id=message.user_id)
+        except Exception:  # a language is a courtesy: never worth a lost answer or note
+            logger.warning("the author's locale could not be read; English", exc_info=True)
+            return PersonLocale()
 
     async def _tell(self, message: IncomingMessage, note: str) -> None:
         """``note`` to ``message``'s thread, in its author's language (without the settings,
