@@ -55,11 +55,14 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
     ) -> None:
         """Acknowledges first, then works and answers through ``response_url``."""
         await ack()
+        # Whether Slack still waits is decided by when the request came, not by how long the
+        # person's language took to look up.
+        late = too_late(context)
         team_id = str(body.get("team_id") or deps.default_team)
         user_id = str(body.get("user_id") or "")
         try:
             async with speaking_to(deps.languages, team_id=team_id, user_id=user_id):
-                await _handle(deps, body, respond, client, context, team_id)
+                await _handle(deps, body, respond, client, late, team_id)
         except Exception as exc:  # the language lookup is a courtesy; never worth a silence
             logger.warning("slash command failed: %s", type(exc).__name__, exc_info=True)
             await _answer(respond, COMMAND_FAILED)
@@ -70,11 +73,11 @@ async def _handle(
     body: dict[str, Any],
     respond: Respond,
     client: AsyncWebClient,
-    context: Mapping[str, Any],
+    late: bool,
     team_id: str,
 ) -> None:
     commands = deps.commands
-    if too_late(context):
+    if late:
         # Slack has most likely told the person the command failed: keep that true.
         await _answer(respond, t(TOO_LATE))
         return
