@@ -41,7 +41,7 @@ from bot.conversation.ports import (
 from bot.conversation.recovery import Recovery
 from bot.conversation.reply import tell
 from bot.conversation.turn import TurnRunner
-from bot.i18n import AUTO, from_slack_locale, reading, supported
+from bot.i18n import choose, from_slack_locale, reading
 from bot.thread_locks import KeyedLocks
 from bot.user_messages import INTERNAL_ERROR
 from storage.errors import StorageError, ThreadLockTimeout
@@ -285,7 +285,7 @@ class ConversationService:
             await self._intake.forget(queued_id=queued_id)
             return TurnOutcome.IGNORED
         person = await self._locale(message)
-        language = _chosen(settings.values.get("language"), person)
+        language = choose(settings.values.get("language"), person.locale)
         with reading(language, person.timezone):
             return await self._admit_and_run(message, settings, queued_id)
 
@@ -306,12 +306,6 @@ class ConversationService:
             await self._intake.forget(queued_id=queued_id)
             return TurnOutcome.OVER_BUDGET
         return await self._turns.run(message, settings, admission)
-
-
-def _chosen(setting: object, person: PersonLocale) -> str:
-    """The workspace's fixed language, else the person's own."""
-    fixed = supported(setting) if isinstance(setting, str) and setting != AUTO else None
-    return fixed or from_slack_locale(person.locale)
 
 
 def _log_storage_error(exc: StorageError, message: IncomingMessage) -> None:

@@ -18,6 +18,7 @@ from bot.i18n.languages import (
     DEFAULT_LANGUAGE,
     SUPPORTED,
     catalogue_name,
+    choose,
     from_slack_locale,
     supported,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "SUPPORTED",
     "Reader",
     "catalogue_name",
+    "choose",
     "clock",
     "current",
     "from_slack_locale",

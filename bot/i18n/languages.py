@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_LANGUAGE",
     "SUPPORTED",
     "catalogue_name",
+    "choose",
     "from_slack_locale",
     "supported",
 ]
@@ -63,6 +64,16 @@ def from_slack_locale(locale: str | None) -> str:
     if parts[0] == "pt":
         return "pt-BR"  # Slack's one Portuguese
     return _BY_LOWER.get(parts[0], DEFAULT_LANGUAGE)
+
+
+def choose(setting: object, locale: str | None) -> str:
+    """The language to write in: the workspace's ``language`` setting when it names a
+    supported one, else the person's Slack ``locale`` (``auto``, unset: the person's)."""
+    if isinstance(setting, str) and setting != AUTO:
+        fixed = supported(setting)
+        if fixed is not None:
+            return fixed
+    return from_slack_locale(locale)
 
 
 def catalogue_name(tag: str) -> str:

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from bot.channel_settings import WORKSPACE_DEFAULTS
 from bot.conversation import LocaleSource, PersonLocale, SettingsSource
-from bot.i18n import AUTO, Reader, from_slack_locale, reading, supported
+from bot.i18n import Reader, choose, reading
 from storage.errors import StorageError
 
 __all__ = ["PersonLanguages", "speaking_to"]
@@ -35,11 +35,10 @@ class PersonLanguages:
             if user_id
             else PersonLocale()
         )
-        return Reader(
-            await self._fixed(team_id) or from_slack_locale(person.locale), person.timezone
-        )
+        return Reader(choose(await self._setting(team_id), person.locale), person.timezone)
 
-    async def _fixed(self, team_id: str) -> str | None:
+    async def _setting(self, team_id: str) -> object:
+        """The workspace's ``language`` setting (``None`` when the database cannot say)."""
         try:
             defaults = await self._settings.effective(
                 team_id=team_id, channel_id=WORKSPACE_DEFAULTS
@@ -47,8 +46,7 @@ class PersonLanguages:
         except StorageError as exc:  # the person's own language will do
             logger.info("workspace language unavailable: %s", exc.code)
             return None
-        fixed = defaults.values.get("language")
-        return supported(fixed) if isinstance(fixed, str) and fixed != AUTO else None
+        return defaults.values.get("language")
 
 
 @asynccontextmanager

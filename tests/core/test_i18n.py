@@ -10,7 +10,7 @@ import pytest
 
 from bot.conversation.notes import STORAGE_NOTE, limit_notice
 from bot.errors import ModelServerError
-from bot.i18n import clock, current, from_slack_locale, reading, supported, t, tn
+from bot.i18n import choose, clock, current, from_slack_locale, reading, supported, t, tn
 from bot.user_messages import user_message
 from storage.records import LimitReached
 
@@ -47,6 +47,14 @@ def test_a_workspace_tag_is_matched_in_any_case_and_nothing_else_is() -> None:
     assert supported("ZH-cn") == "zh-CN"
     assert supported("pt_br") == "pt-BR"
     assert supported("klingon") is None
+
+
+def test_the_workspace_setting_wins_over_the_persons_locale_unless_auto() -> None:
+    assert choose("de", "ja-JP") == "de"
+    assert choose("auto", "ja-JP") == "ja"
+    assert choose(None, "ja-JP") == "ja"
+    assert choose("klingon", "ja-JP") == "ja"  # never stored (validated), but harmless
+    assert choose("auto", None) == "en"
 
 
 def test_english_is_the_text_as_written_and_other_languages_translate_it() -> None:
