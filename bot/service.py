@@ -52,6 +52,7 @@ from bot.slack.context_guard import GuardedContext
 from bot.slack.feedback import answer_endings
 from bot.slack.files import FileReader
 from bot.slack.identity import BotIdentity, fetch_identity
+from bot.slack.language import PersonLanguages
 from bot.slack.membership import ChannelMembership
 from bot.slack.oauth import build_oauth_settings
 from bot.slack.reply import LiveReplySinks
@@ -209,14 +210,15 @@ class Service:
             max_files=settings.file_max_count,
         )
         self._cleanup.append(files.aclose)
-        users = UserDirectory(self.workspaces)  # display names and admin checks share it
+        # Display names, admin checks and people's languages share it (one cached users.info).
+        users = UserDirectory(self.workspaces)
         membership = ChannelMembership(workspaces=self.workspaces)
 
         async def loading_messages(message: IncomingMessage) -> list[str]:
             defaults = await channel_settings.effective(
                 team_id=message.team_id, channel_id=WORKSPACE_DEFAULTS
             )
-            return [str(m) for m in defaults.loading_messages or ()]
+            return [str(m) for m in defaults.loading_messages or ()]  # the sink translates
 
         self.thread_locks = DistributedThreadLocks(
             settings.database_url, wait_seconds=settings.thread_lock_wait
@@ -242,6 +244,7 @@ class Service:
             if self.thread_locks.distributed
             else None,
             store=self.store,
+            locales=users,  # the same cached users.info as the display names
             model=InstrumentedModelClient(model, self.metrics),
             sinks=sinks,
             context=GuardedContext(
@@ -268,6 +271,7 @@ class Service:
             transcript_chars=settings.thread_context_chars,
             on_recovery=self.metrics.conversation_recovered,
         )
+        self.languages = PersonLanguages(locales=users, settings=channel_settings)
         admins = AdminPolicy(
             workspaces=self.workspaces, admin_user_ids=settings.admin_ids, users=users
         )
@@ -312,6 +316,7 @@ class Service:
             pane_threads=self.store.assistant_threads,
             feedback=self.store.feedback,
             approvals=self.approvals,
+            languages=self.languages,
         )
         # Answers the model finished but Slack did not hold whole: their threads' locks are
         # taken now (before any event, so a follow-up waits for them) and they are finished in
@@ -366,6 +371,7 @@ class Service:
             workspaces=self.workspaces,
             tracker=self.tracker,
             resume=self.event_intake.resume,
+            languages=self.languages,
         )
         self.recovery = asyncio.create_task(recovery.run(pending, adopted))
         logger.info(

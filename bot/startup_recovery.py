@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 from bot.conversation import TurnOutcome
+from bot.i18n import N_, t
+from bot.slack.language import PersonLanguages, speaking_to
 from bot.slack.workspaces import WorkspaceClients
 from bot.turn_tracker import TurnTracker
 from storage.intake import QueuedMessage
@@ -25,7 +27,7 @@ __all__ = ["INTERRUPTED_NOTICE", "RECOVERY_CONCURRENCY", "StartupRecovery"]
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED_NOTICE = (
+INTERRUPTED_NOTICE = N_(
     ":warning: My answer to this message was interrupted because the bot restarted. "
     "Please send your message again."
 )
@@ -47,8 +49,12 @@ class StartupRecovery:
         workspaces: WorkspaceClients,
         tracker: TurnTracker,
         resume: Callable[[QueuedMessage], Awaitable[TurnOutcome]],
+        languages: PersonLanguages | None = None,
     ) -> None:
         self._store = store
+        # The turn's author is not kept: the note is in the workspace's language setting
+        # (English when it is "auto").
+        self._languages = languages
         self._thread_locks = thread_locks
         self._workspaces = workspaces
         self._tracker = tracker
@@ -109,9 +115,11 @@ class StartupRecovery:
             extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
         )
         try:
+            async with speaking_to(self._languages, team_id=turn.team_id, user_id=""):
+                text = t(INTERRUPTED_NOTICE)
             slack = await self._workspaces.client(turn.team_id)
             await slack.chat_postMessage(
-                channel=turn.channel_id, thread_ts=turn.thread_ts, text=INTERRUPTED_NOTICE
+                channel=turn.channel_id, thread_ts=turn.thread_ts, text=text
             )
         except Exception as exc:  # telling the thread is best effort; the turn is closed
             logger.warning("could not tell the thread: %s", type(exc).__name__)

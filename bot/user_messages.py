@@ -1,7 +1,8 @@
 """The one table of what a user is told when a turn fails.
 
 Sentences are short, plain, say what happened and what to do, and never include exception
-text from a library (which could carry a URL, a request body or a secret).
+text from a library (which could carry a URL, a request body or a secret). Each is a text of
+the catalogue (``bot.i18n``), marked with ``N_`` here and shown in the reader's language.
 """
 
 from __future__ import annotations
@@ -19,48 +20,49 @@ from bot.errors import (
     ResponseIncompleteError,
     StreamProtocolError,
 )
+from bot.i18n import N_, t
 
 __all__ = ["INTERNAL_ERROR", "context_message", "user_message"]
 
-INTERNAL_ERROR = (
+INTERNAL_ERROR = N_(
     ":warning: Something went wrong on my side while answering. "
     "Please send your message again; if it keeps happening, tell your Slack admin."
 )
 
 _INCOMPLETE_REASONS = {
-    "max_output_tokens": (
+    "max_output_tokens": N_(
         "The answer reached the channel's length limit (max_output_tokens) and was cut short. "
         "Ask me to continue, or ask an admin to raise the limit."
     ),
-    "content_filter": "The model service stopped this answer with its content filter.",
+    "content_filter": N_("The model service stopped this answer with its content filter."),
 }
 
 # What the failure means decides first, however it arrived (an HTTP error, a relay's rewritten
 # code, a ``response.failed`` inside a 200 stream): see ``bot.model.error_meaning``.
 _BY_MEANING: dict[ErrorMeaning, str] = {
-    ErrorMeaning.QUOTA: (
+    ErrorMeaning.QUOTA: N_(
         "The model service says this workspace's quota is used up. "
         "An admin needs to check the model account's billing; I can't answer until then."
     ),
-    ErrorMeaning.RATE_LIMIT: (
+    ErrorMeaning.RATE_LIMIT: N_(
         "The model service is rate-limiting me right now. Please wait a minute and send your "
         "message again."
     ),
-    ErrorMeaning.CONTEXT_LENGTH: (
+    ErrorMeaning.CONTEXT_LENGTH: N_(
         "This conversation has grown too long for the model. Please start a new thread "
         "(mention me in the channel) to continue, or shorten your message."
     ),
-    ErrorMeaning.UNKNOWN_MODEL: (
+    ErrorMeaning.UNKNOWN_MODEL: N_(
         "The model configured for this channel was not found at the model service. "
         "An admin can pick another one with the settings command."
     ),
-    ErrorMeaning.AUTH: (
+    ErrorMeaning.AUTH: N_(
         "The model service refused my credentials. An admin needs to check the bot's API key."
     ),
-    ErrorMeaning.CONTENT_FILTER: (
+    ErrorMeaning.CONTENT_FILTER: N_(
         "The model service's content filter refused this request. Please rephrase it."
     ),
-    ErrorMeaning.LOST_CHAIN: (
+    ErrorMeaning.LOST_CHAIN: N_(
         "The model service has lost this conversation and I couldn't re-send it. "
         "Please start a new thread (mention me in the channel) to continue."
     ),
@@ -70,81 +72,87 @@ _BY_MEANING: dict[ErrorMeaning, str] = {
 _TABLE: list[tuple[type[ModelError], str]] = [
     (
         ModelBadRequestError,
-        "The model service refused this request. An admin can check the channel's settings "
-        "(model, temperature, token limits).",
+        N_(
+            "The model service refused this request. An admin can check the channel's "
+            "settings (model, temperature, token limits)."
+        ),
     ),
     (
         ModelServerError,
-        "The model service had an internal error. Please try again in a moment.",
+        N_("The model service had an internal error. Please try again in a moment."),
     ),
     (
         ModelTimeoutError,
-        "The model service took too long to answer. Please try again in a moment.",
+        N_("The model service took too long to answer. Please try again in a moment."),
     ),
     (
         ModelConnectionError,
-        "I couldn't reach the model service. Please try again in a moment; if it keeps "
-        "happening, tell your Slack admin.",
+        N_(
+            "I couldn't reach the model service. Please try again in a moment; if it keeps "
+            "happening, tell your Slack admin."
+        ),
     ),
     (
         ResponseFailedError,
-        "The model service failed while writing this answer. Please try again.",
+        N_("The model service failed while writing this answer. Please try again."),
     ),
     (
         StreamProtocolError,
-        "The answer from the model service was cut off or garbled. Please try again.",
+        N_("The answer from the model service was cut off or garbled. Please try again."),
     ),
-    (
-        ModelStreamError,
-        "The answer from the model service broke off. Please try again.",
-    ),
+    (ModelStreamError, N_("The answer from the model service broke off. Please try again.")),
 ]
+_INCOMPLETE = N_("The model service stopped before finishing this answer.")
+_TOO_LARGE = N_(
+    "This message (with the conversation so far) is too large for the model service. "
+    "Please shorten it, or start a new thread."
+)
+_INTERRUPTED = N_("The connection to the model service broke off mid-answer. Please try again.")
+_IDLE = N_("The model service stopped sending mid-answer. Please try again.")
+_OTHER = N_(
+    "The model service returned an error. Please try again; if it keeps happening, tell your "
+    "Slack admin."
+)
 
 
 def user_message(exc: ModelError) -> str:
-    """The sentence for ``exc``, prefixed with a warning sign."""
+    """The sentence for ``exc`` in the reader's language, prefixed with a warning sign."""
+    return f":warning: {t(_sentence(exc))}"
+
+
+def _sentence(exc: ModelError) -> str:
     if isinstance(exc, ResponseIncompleteError):
-        text = _INCOMPLETE_REASONS.get(
-            exc.reason or "", "The model service stopped before finishing this answer."
-        )
-        return f":warning: {text}"
+        return _INCOMPLETE_REASONS.get(exc.reason or "", _INCOMPLETE)
     if exc.code == "request_too_large":
-        # A 413: the size of this request, not (only) the thread's length.
-        return (
-            ":warning: This message (with the conversation so far) is too large for the model "
-            "service. Please shorten it, or start a new thread."
-        )
+        return _TOO_LARGE  # a 413: the size of this request, not (only) the thread's length
     if exc.code == "stream_interrupted":
-        return (
-            ":warning: The connection to the model service broke off mid-answer. Please try again."
-        )
+        return _INTERRUPTED
     if isinstance(exc, ModelTimeoutError) and exc.kind == "idle":
-        return ":warning: The model service stopped sending mid-answer. Please try again."
+        return _IDLE
     if exc.meaning in _BY_MEANING:
-        return f":warning: {_BY_MEANING[exc.meaning]}"
+        return _BY_MEANING[exc.meaning]
     for error_type, text in _TABLE:
         if isinstance(exc, error_type):
-            return f":warning: {text}"
-    return (
-        ":warning: The model service returned an error. Please try again; if it keeps "
-        "happening, tell your Slack admin."
-    )
+            return text
+    return _OTHER
 
 
+_NOT_A_MEMBER = N_("I'm not a member of this channel. Invite me (`/invite`) and ask again.")
 _CONTEXT_REASONS = {
-    "not_in_channel": "I'm not a member of this channel. Invite me (`/invite`) and ask again.",
-    "channel_not_found": "I'm not a member of this channel. Invite me (`/invite`) and ask again.",
-    "missing_scope": (
+    "not_in_channel": _NOT_A_MEMBER,
+    "channel_not_found": _NOT_A_MEMBER,
+    "missing_scope": N_(
         "The app lacks a Slack permission it needs to read threads. A Slack admin needs to "
         "reinstall or update the app."
     ),
-    "not_installed": "The app is no longer installed in this workspace.",
+    "not_installed": N_("The app is no longer installed in this workspace."),
 }
+_CONTEXT_OTHER = N_("Slack did not let me read it just now. Please try again in a minute.")
 
 
 def context_message(exc: ContextError) -> str:
     """The sentence for a turn whose model input could not be built."""
-    reason = _CONTEXT_REASONS.get(
-        exc.code, "Slack did not let me read it just now. Please try again in a minute."
+    reason = t(_CONTEXT_REASONS.get(exc.code, _CONTEXT_OTHER))
+    return ":warning: " + t(
+        "I couldn't read this thread, so I can't answer. {reason}", reason=reason
     )
-    return f":warning: I couldn't read this thread, so I can't answer. {reason}"

@@ -245,6 +245,8 @@ class ChannelSettings(Base):
     """Prompts offered when someone opens the assistant pane (workspace row only)."""
     loading_messages: Mapped[list[str] | None] = mapped_column(JSON)
     """Messages Slack rotates while the model works (workspace row only)."""
+    language: Mapped[str | None] = mapped_column(String(16))
+    """The bot's own words for everyone ("auto": each person's Slack locale; workspace row)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
     updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 
 from bot.channel_settings.kinds import InvalidSetting
 from bot.channel_settings.schema import SCHEMA, WORKSPACE_DEFAULTS, Layer, Schema, Setting
+from bot.i18n import t
 
 __all__ = [
     "OPERATOR",
@@ -59,8 +60,10 @@ class WrongLayer(InvalidSetting):
     def __init__(self, setting: Setting, layer: Layer) -> None:
         self.setting = setting
         self.layer = layer
-        where = "a workspace setting" if setting.workspace_only else "a channel setting"
-        super().__init__(f"{setting.name} is {where}")
+        if setting.workspace_only:
+            super().__init__(t("{name} is a workspace setting", name=setting.name))
+        else:
+            super().__init__(t("{name} is a channel setting", name=setting.name))
 
 
 class InvalidSettings(InvalidSetting):

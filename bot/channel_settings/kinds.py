@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.i18n import N_, t
+
 __all__ = [
     "Choice",
     "InvalidSetting",
@@ -70,7 +72,7 @@ def _bad_character(value: str) -> str | None:
         if char in _ALLOWED_CONTROLS:
             continue
         if unicodedata.category(char) in ("Cc", "Cs"):
-            return f"U+{ord(char):04X} at character {index:,}"
+            return t("U+{code} at character {index}", code=f"{ord(char):04X}", index=index)
     return None
 
 
@@ -106,7 +108,7 @@ class Name(_Plain):
 
     @property
     def valid(self) -> str:
-        return self.noun
+        return t(self.noun)
 
     @property
     def max_chars(self) -> int | None:
@@ -120,8 +122,13 @@ class Name(_Plain):
             or any(c.isspace() or not c.isprintable() for c in value)
         ):
             raise InvalidSetting(
-                f"{name} must be {self.noun} without spaces or control characters, "
-                f"1-{self.max_length} characters"
+                t(
+                    "{name} must be {noun} without spaces or control characters, "
+                    "1-{most} characters",
+                    name=name,
+                    noun=t(self.noun),
+                    most=self.max_length,
+                )
             )
         return value
 
@@ -135,7 +142,7 @@ class Text(_Plain):
 
     @property
     def valid(self) -> str:
-        return f"text up to {self.max_length:,} characters"
+        return t("text up to {most} characters", most=self.max_length)
 
     @property
     def multiline(self) -> bool:
@@ -148,14 +155,27 @@ class Text(_Plain):
     def parse(self, name: str, raw: str) -> str:
         value = raw.strip()
         if not value:
-            raise InvalidSetting(f"{name} must not be empty (use reset to inherit the default)")
+            raise InvalidSetting(
+                t("{name} must not be empty (use reset to inherit the default)", name=name)
+            )
         if len(value) > self.max_length:
             raise InvalidSetting(
-                f"{name} must be at most {self.max_length:,} characters (got {len(value):,})"
+                t(
+                    "{name} must be at most {most} characters (got {got})",
+                    name=name,
+                    most=self.max_length,
+                    got=len(value),
+                )
             )
         bad = _bad_character(value)
         if bad is not None:
-            raise InvalidSetting(f"{name} must be text without control characters (found {bad})")
+            raise InvalidSetting(
+                t(
+                    "{name} must be text without control characters (found {bad})",
+                    name=name,
+                    bad=bad,
+                )
+            )
         return value
 
 
@@ -168,10 +188,12 @@ class Number(_Plain):
 
     @property
     def valid(self) -> str:
-        return f"{self.low:g} to {self.high:g}"
+        return t("{low} to {high}", low=self.low, high=self.high)
 
     def parse(self, name: str, raw: str) -> float:
-        message = f"{name} must be a number from {self.low:g} to {self.high:g}"
+        message = t(
+            "{name} must be a number from {low} to {high}", name=name, low=self.low, high=self.high
+        )
         try:
             value = float(raw.strip())
         except ValueError:
@@ -200,12 +222,26 @@ class WholeNumber(_Plain):
 
     @property
     def valid(self) -> str:
-        return f"{self.low:,} to {self.high:,}"
+        return t("{low} to {high}", low=self.low, high=self.high)
 
     def parse(self, name: str, raw: str) -> int:
-        unit = f" of {self.unit}" if self.unit else ""
-        zero = f" (0 = {self.zero})" if self.zero else ""
-        message = f"{name} must be a whole number{unit} from {self.low:,} to {self.high:,}{zero}"
+        if self.unit:
+            message = t(
+                "{name} must be a whole number of {unit} from {low} to {high}",
+                name=name,
+                unit=t(self.unit),
+                low=self.low,
+                high=self.high,
+            )
+        else:
+            message = t(
+                "{name} must be a whole number from {low} to {high}",
+                name=name,
+                low=self.low,
+                high=self.high,
+            )
+        if self.zero:
+            message += t(" (0 = {meaning})", meaning=t(self.zero))
         try:
             # int() also refuses absurdly long digit strings (Python's 4,300-digit limit).
             value = int(raw.strip().replace(",", "").replace("_", ""))
@@ -232,9 +268,12 @@ class Choice(_Plain):
 
     def parse(self, name: str, raw: str) -> str:
         value = raw.strip().lower()
-        if value not in self.options:
-            raise InvalidSetting(f"{name} must be one of {', '.join(self.options)}")
-        return value
+        for option in self.options:
+            if option.lower() == value:
+                return option  # as the option is spelled (zh-CN)
+        raise InvalidSetting(
+            t("{name} must be one of {options}", name=name, options=", ".join(self.options))
+        )
 
 
 _ON = frozenset({"on", "true", "yes", "1", "enabled"})
@@ -259,7 +298,7 @@ class OnOff(_Plain):
             return True
         if value in _OFF:
             return False
-        raise InvalidSetting(f"{name} must be on or off")
+        raise InvalidSetting(t("{name} must be on or off", name=name))
 
     def show(self, value: Any) -> str:
         return "on" if value else "off"
@@ -285,12 +324,15 @@ class TextList(_Plain):
 
     @property
     def valid(self) -> str:
-        between = "commas" if self.separator == "," else "new lines"
+        between = t(N_("commas") if self.separator == "," else N_("new lines"))
         if self.one_line:
-            between += f" (or {_SEPARATOR_NAMES.get(self.one_line, repr(self.one_line))})"
-        return (
-            f"up to {self.max_items} items of at most {self.max_item_length:,} characters, "
-            f"separated by {between}"
+            other = _SEPARATOR_NAMES.get(self.one_line)
+            between += t(" (or {other})", other=t(other) if other else repr(self.one_line))
+        return t(
+            "up to {count} items of at most {most} characters, separated by {between}",
+            count=self.max_items,
+            most=self.max_item_length,
+            between=between,
         )
 
     @property
@@ -307,19 +349,31 @@ class TextList(_Plain):
             parts = [piece for part in parts for piece in part.split(self.one_line)]
         items = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
         if not items:
-            raise InvalidSetting(f"{name} must list at least one item (use reset to inherit)")
+            raise InvalidSetting(
+                t("{name} must list at least one item (use reset to inherit)", name=name)
+            )
         if len(items) > self.max_items:
-            raise InvalidSetting(f"{name} must have at most {self.max_items} items")
+            raise InvalidSetting(
+                t("{name} must have at most {count} items", name=name, count=self.max_items)
+            )
         for item in items:
             if len(item) > self.max_item_length:
                 raise InvalidSetting(
-                    f"{name}: each item must be at most {self.max_item_length:,} characters"
+                    t(
+                        "{name}: each item must be at most {most} characters",
+                        name=name,
+                        most=self.max_item_length,
+                    )
                 )
             bad = _bad_character(item)
             if bad is not None:
-                raise InvalidSetting(f"{name} must be text without control characters ({bad})")
+                raise InvalidSetting(
+                    t("{name} must be text without control characters ({bad})", name=name, bad=bad)
+                )
             if self.words and any(c.isspace() for c in item):
-                raise InvalidSetting(f"{name}: each item must be one word, without spaces")
+                raise InvalidSetting(
+                    t("{name}: each item must be one word, without spaces", name=name)
+                )
         return items
 
     def show(self, value: Any) -> str:
@@ -329,7 +383,7 @@ class TextList(_Plain):
         return self.separator.join(str(item) for item in _items(value))
 
 
-_SEPARATOR_NAMES = {"|": "vertical bars", ";": "semicolons"}
+_SEPARATOR_NAMES = {"|": N_("vertical bars"), ";": N_("semicolons")}
 
 
 def _items(value: Any) -> Sequence[Any]:

@@ -27,6 +27,7 @@ from bot.channel_settings.kinds import (
     TextList,
     WholeNumber,
 )
+from bot.i18n import AUTO, N_, SUPPORTED, t
 
 __all__ = [
     "BOTH",
@@ -59,6 +60,8 @@ MAX_INSTRUCTIONS_CHARS: Final = 3_000
 """Slack's settings form cannot hold more: a ``plain_text_input`` takes at most 3,000
 characters. Every path uses the same limit, so whatever is set can be shown in the form and
 saved back unchanged."""
+NOT_SET: Final = N_("not set")
+"""How a value that inherits is shown."""
 MAX_MODEL_NAME_CHARS: Final = 200
 MAX_OUTPUT_TOKENS_LIMIT: Final = 1_000_000
 MAX_COUNT: Final = 2**31 - 1
@@ -74,9 +77,10 @@ class Setting:
     name: str
     kind: Kind
     help: str
-    """What it does, in a few words (the slash command's help, the CLI's ``--help``)."""
+    """What it does, in a few words (the slash command's help, the CLI's ``--help``); a text of
+    the catalogue (``bot.i18n``): shown through ``t``."""
     label: str
-    """How the settings form and the Home tab name it."""
+    """How the settings form and the Home tab name it (a catalogue text, like ``help``)."""
     layers: frozenset[Layer] = BOTH
     default: Any = None
     """The value below every layer; ``None``: the model's own default."""
@@ -99,9 +103,9 @@ class Setting:
     def valid(self) -> str:
         """The valid values in words, with the layer when it is not both."""
         if self.workspace_only:
-            return f"{self.kind.valid}, workspace default only"
+            return t("{valid}, workspace default only", valid=self.kind.valid)
         if WORKSPACE not in self.layers:
-            return f"{self.kind.valid}, channels only"
+            return t("{valid}, channels only", valid=self.kind.valid)
         return self.kind.valid
 
     def allowed_on(self, layer: Layer) -> bool:
@@ -115,13 +119,17 @@ class Setting:
         value = self.kind.parse(self.name, raw)
         if self.from_catalogue and allowed_models and value not in allowed_models:
             raise InvalidSetting(
-                f"{self.name} must be one of the allowed models: " + ", ".join(allowed_models)
+                t(
+                    "{name} must be one of the allowed models: {models}",
+                    name=self.name,
+                    models=", ".join(allowed_models),
+                )
             )
         return value
 
     def show(self, value: Any) -> str:
         """The value as people read it (``not set`` for inherit)."""
-        return "not set" if value is None else self.kind.show(value)
+        return t(NOT_SET) if value is None else self.kind.show(value)
 
     def text(self, value: Any) -> str:
         """The value as text that parses back to exactly the same value."""
@@ -159,7 +167,11 @@ class Schema:
         name = raw.strip().lower().replace("-", "_")
         if name not in self._settings:
             raise InvalidSetting(
-                f"unknown setting '{raw}': valid settings are {', '.join(self._settings)}"
+                t(
+                    "unknown setting '{raw}': valid settings are {names}",
+                    raw=raw,
+                    names=", ".join(self._settings),
+                )
             )
         return self._settings[name]
 
@@ -181,18 +193,20 @@ MAX_SUGGESTED_PROMPTS: Final = 4
 MAX_PROMPT_CHARS: Final = 150
 """A prompt is the button's title and the message it sends; a short sentence."""
 DEFAULT_SUGGESTED_PROMPTS: Final = (
-    "Summarise this channel",
-    "Explain a concept to me in simple terms",
-    "Help me write a clear, friendly message",
-    "Brainstorm ideas with me",
+    N_("Summarise this channel"),
+    N_("Explain a concept to me in simple terms"),
+    N_("Help me write a clear, friendly message"),
+    N_("Brainstorm ideas with me"),
 )
+"""In English here; shown in the reader's language (``bot.i18n.t``) wherever they are the
+value in force, and a prompt an admin typed is shown as typed."""
 MAX_LOADING_MESSAGES: Final = 10
 """Slack's ``assistant.threads.setStatus`` rotates at most ten loading messages."""
 MAX_LOADING_MESSAGE_CHARS: Final = 100
 DEFAULT_LOADING_MESSAGES: Final = (
-    "Reading the thread…",
-    "Thinking it through…",
-    "Writing an answer…",
+    N_("Reading the thread…"),
+    N_("Thinking it through…"),
+    N_("Writing an answer…"),
 )
 
 
@@ -204,111 +218,124 @@ SCHEMA: Final = Schema(
     [
         Setting(
             "model",
-            Name(MAX_MODEL_NAME_CHARS, noun="a model name"),
-            help="the model that answers",
-            label="Model",
+            Name(MAX_MODEL_NAME_CHARS, noun=N_("a model name")),
+            help=N_("the model that answers"),
+            label=N_("Model"),
             env="default_model",
             from_catalogue=True,
         ),
         Setting(
             "instructions",
             Text(MAX_INSTRUCTIONS_CHARS),
-            help="the system instructions, sent on every turn",
-            label="Instructions",
+            help=N_("the system instructions, sent on every turn"),
+            label=N_("Instructions"),
             env="default_instructions",
         ),
         Setting(
             "temperature",
             Number(0, 2),
-            help="sampling temperature",
-            label="Temperature (0 to 2)",
+            help=N_("sampling temperature"),
+            label=N_("Temperature (0 to 2)"),
         ),
-        Setting("top_p", Number(0, 1), help="nucleus sampling", label="Top p (0 to 1)"),
+        Setting("top_p", Number(0, 1), help=N_("nucleus sampling"), label="Top p (0 to 1)"),
         Setting(
             "max_output_tokens",
             WholeNumber(16, MAX_OUTPUT_TOKENS_LIMIT),
-            help="answer length cap",
-            label="Max output tokens",
+            help=N_("answer length cap"),
+            label=N_("Max output tokens"),
         ),
         Setting(
             "reasoning_effort",
             Choice(("low", "medium", "high")),
-            help="reasoning effort, for reasoning models",
-            label="Reasoning effort",
+            help=N_("reasoning effort, for reasoning models"),
+            label=N_("Reasoning effort"),
         ),
         Setting(
             "reasoning_summary",
             OnOff(),
-            help="ask reasoning models for a summary",
-            label="Reasoning summary",
+            help=N_("ask reasoning models for a summary"),
+            label=N_("Reasoning summary"),
         ),
         Setting(
             "truncation",
             Choice(("auto", "disabled")),
-            help="drop the oldest context when a thread outgrows the model",
-            label="Truncation",
+            help=N_("drop the oldest context when a thread outgrows the model"),
+            label=N_("Truncation"),
             default="auto",
         ),
         Setting(
             "require_mention",
             OnOff(),
-            help="thread follow-ups must mention the bot",
-            label="Follow-ups need a mention",
+            help=N_("thread follow-ups must mention the bot"),
+            label=N_("Follow-ups need a mention"),
             default=False,
         ),
         Setting(
             "enabled",
             OnOff(),
-            help="the bot answers in this channel",
-            label="Bot answers in this channel",
+            help=N_("the bot answers in this channel"),
+            label=N_("Bot answers in this channel"),
             default=True,
         ),
         Setting(
             "daily_token_budget",
-            _count("tokens", "no budget"),
-            help="tokens per day for this channel (0 = no budget)",
-            label="Daily token budget (0 = none)",
+            _count(N_("tokens"), N_("no budget")),
+            help=N_("tokens per day for this channel (0 = no budget)"),
+            label=N_("Daily token budget (0 = none)"),
             default=0,
         ),
         Setting(
             "workspace_daily_token_budget",
-            _count("tokens", "no budget"),
-            help="tokens per day for the whole workspace (0 = no budget)",
-            label="Workspace daily token budget (0 = none)",
+            _count(N_("tokens"), N_("no budget")),
+            help=N_("tokens per day for the whole workspace (0 = no budget)"),
+            label=N_("Workspace daily token budget (0 = none)"),
             layers=WORKSPACE_ONLY,
             default=0,
         ),
         Setting(
             "user_hourly_requests",
-            _count("questions", "no limit"),
-            help="questions one person may ask per hour (0 = no limit)",
-            label="Questions per person per hour (0 = no limit)",
+            _count(N_("questions"), N_("no limit")),
+            help=N_("questions one person may ask per hour (0 = no limit)"),
+            label=N_("Questions per person per hour (0 = no limit)"),
             default=0,
         ),
         Setting(
             "conversation_state",
             Choice(("auto", "chain", "transcript")),
-            help="how follow-ups carry the conversation: chain (previous_response_id), "
-            "transcript (the bot re-sends it) or auto (chains, and switches to transcripts "
-            "when the endpoint ignores them)",
-            label="Conversation state",
+            help=N_(
+                "how follow-ups carry the conversation: chain (previous_response_id), "
+                "transcript (the bot re-sends it) or auto (chains, and switches to transcripts "
+                "when the endpoint ignores them)"
+            ),
+            label=N_("Conversation state"),
             env="conversation_state",
         ),
         Setting(
             "suggested_prompts",
             TextList(MAX_SUGGESTED_PROMPTS, MAX_PROMPT_CHARS, separator="\n", one_line="|"),
-            help="prompts offered when someone opens the assistant pane (up to 4)",
-            label="Suggested prompts (one per line)",
+            help=N_("prompts offered when someone opens the assistant pane (up to 4)"),
+            label=N_("Suggested prompts (one per line)"),
             layers=WORKSPACE_ONLY,
             default=DEFAULT_SUGGESTED_PROMPTS,
         ),
         Setting(
             "loading_messages",
             TextList(MAX_LOADING_MESSAGES, MAX_LOADING_MESSAGE_CHARS, separator="\n", one_line="|"),
-            help="what Slack shows, in turn, while the model works (up to 10)",
-            label="Loading messages (one per line)",
+            help=N_("what Slack shows, in turn, while the model works (up to 10)"),
+            label=N_("Loading messages (one per line)"),
             layers=WORKSPACE_ONLY,
             default=DEFAULT_LOADING_MESSAGES,
+        ),
+        Setting(
+            "language",
+            Choice((AUTO, *SUPPORTED)),
+            help=N_(
+                "the language of the bot's own words (notes, help, forms): auto (each "
+                "person's Slack language) or one for everyone"
+            ),
+            label=N_("Language of the bot's messages"),
+            layers=WORKSPACE_ONLY,
+            default=AUTO,
         ),
     ]
 )
@@ -320,7 +347,7 @@ def show_value(name: str, value: Any, *, schema: Schema = SCHEMA) -> str:
     if name in schema:
         return schema[name].show(value)
     if value is None:
-        return "not set"
+        return t(NOT_SET)
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)

@@ -35,8 +35,10 @@ __all__ = [
     "ContextSource",
     "ConversationStore",
     "IncomingMessage",
+    "LocaleSource",
     "MessageIntake",
     "ModelClient",
+    "PersonLocale",
     "ReplySink",
     "ReplySinks",
     "SettingsSource",
@@ -261,6 +263,22 @@ class TranscriptStore(Protocol):
 
 class SettingsSource(Protocol):
     async def effective(self, *, team_id: str, channel_id: str) -> EffectiveSettings: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PersonLocale:
+    """What the edge knows of a person's language: their locale as the chat platform names it
+    (``ja-JP``) and their IANA time zone; ``None`` when unknown."""
+
+    locale: str | None = None
+    timezone: str | None = None
+
+
+class LocaleSource(Protocol):
+    """A person's locale and time zone (the Slack edge reads them with the display name, from
+    the same cached ``users.info``). Never raises: unknown is ``PersonLocale()``."""
+
+    async def locale(self, *, team_id: str, user_id: str) -> PersonLocale: ...
 
 
 class ThreadLockProvider(Protocol):

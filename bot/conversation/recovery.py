@@ -21,6 +21,7 @@ from bot.conversation.ports import ConversationStore, ModelClient, TranscriptSto
 from bot.conversation.reply import Attempt
 from bot.conversation.request import RunningTurn
 from bot.errors import ErrorMeaning, ModelError, ModelHTTPError, ResponseFailedError
+from bot.i18n import t
 from bot.model.error_meaning import is_vague_code
 from bot.model.types import ModelResult, ResponseRequest, Usage
 from storage.records import ResponseUsage
@@ -165,7 +166,7 @@ class Recovery:
             return attempt, result
         prefix = attempt.prefix
         if await self._transcripts.note_once(thread_id=turn.thread_id, kind="context_resent"):
-            prefix += f"_{RESENT_NOTE}_\n\n"
+            prefix += f"_{t(RESENT_NOTE)}_\n\n"
         again = Attempt(attempt.sink, prefix, quiet=True)
         again.first_token_at = attempt.first_token_at
         try:
@@ -176,7 +177,7 @@ class Recovery:
             logger.warning(
                 "answering again with the earlier messages failed: %s", exc.code, extra=log_extra
             )
-            attempt.suffix = "\n\n" + RESEND_FAILED_NOTE
+            attempt.suffix = "\n\n" + t(RESEND_FAILED_NOTE)
             return attempt, result
         await self._store.restart_chain(turn_id=turn.turn_id, previous_response_id=None)
         return again, second

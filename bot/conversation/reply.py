@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.conversation.ports import ModelClient, ReplySink
 from bot.errors import DeliveryError, ModelError
+from bot.i18n import t
 from bot.model.types import (
     Completed,
     ModelEvent,
@@ -83,9 +84,11 @@ async def tell(
     sink: ReplySink, notice: str, partial_text: str = "", log_extra: Mapping[str, Any] | None = None
 ) -> None:
     """End the thread's reply with ``notice`` (after any ``partial_text`` already shown);
-    a Slack refusal is logged, never raised: the turn's outcome is decided already."""
+    a Slack refusal is logged, never raised: the turn's outcome is decided already.
+    ``notice`` is a catalogue text (``bot.i18n``), told in the reader's language, or a
+    sentence already in it."""
     try:
-        await sink.fail(notice, partial_text)
+        await sink.fail(t(notice), partial_text)
     except DeliveryError as exc:
         logger.error(
             "could not tell the thread about a failure: %s", exc.code, extra=dict(log_extra or {})

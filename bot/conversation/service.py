@@ -6,6 +6,11 @@ accepted is lost and Slack's retries and the app_mention/message pair become one
 ``answer`` takes the thread's lock and answers its waiting messages oldest first up to its own;
 each becomes a turn only if it is for the bot and fits the limits (``bot.conversation.limits``),
 and then runs (``bot.conversation.turn``).
+
+Everything the bot itself says about a message (a refusal, a note, the reply sink's own words)
+is in the language of the person who wrote it: the workspace's ``language`` setting when it
+names one, else the person's locale from the ``LocaleSource`` (``bot.i18n`` holds the reader
+in a context variable for the turn and the tasks it starts).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from bot.channel_settings import EffectiveSettings
 from bot.conversation.capabilities import EndpointCapabilities
 from bot.conversation.history import History
 from bot.conversation.limits import Refused, admit
@@ -21,8 +27,10 @@ from bot.conversation.ports import (
     ContextSource,
     ConversationStore,
     IncomingMessage,
+    LocaleSource,
     MessageIntake,
     ModelClient,
+    PersonLocale,
     ReplySinks,
     SettingsSource,
     ThreadLockProvider,
@@ -33,6 +41,7 @@ from bot.conversation.ports import (
 from bot.conversation.recovery import Recovery
 from bot.conversation.reply import tell
 from bot.conversation.turn import TurnRunner
+from bot.i18n import choose, from_slack_locale, reading
 from bot.thread_locks import KeyedLocks
 from bot.user_messages import INTERNAL_ERROR
 from storage.errors import StorageError, ThreadLockTimeout
@@ -64,8 +73,10 @@ class ConversationService:
         capabilities: EndpointCapabilities | None = None,
         transcript_chars: int = 40_000,
         on_recovery: Callable[[str], None] | None = None,
+        locales: LocaleSource | None = None,
     ) -> None:
         self._store = store
+        self._locales = locales
         self._intake = intake
         # The process answering the messages it accepts (see storage.replicas).
         self._owner = replica_id
@@ -146,7 +157,7 @@ class ConversationService:
         if ticket.outcome is not None:
             if ticket.storage_failed:
                 # Slack has its 200 and will not resend: say so rather than lose it silently.
-                await tell(self._sinks.open(ticket.message), STORAGE_NOTE, "", {})
+                await self._tell(ticket.message, STORAGE_NOTE)
             return ticket.outcome
         assert ticket.queued_id is not None
         message = ticket.message
@@ -160,7 +171,7 @@ class ConversationService:
         except StorageError as exc:
             _log_storage_error(exc, message)
             if message.addressed:
-                await tell(self._sinks.open(message), STORAGE_NOTE, "", {})
+                await self._tell(message, STORAGE_NOTE)
             return TurnOutcome.FAILED
 
     async def resume(self, queued: QueuedMessage) -> TurnOutcome:
@@ -210,7 +221,7 @@ class ConversationService:
                 logger.error(
                     "thread stayed locked by another replica; message not answered", extra=extra
                 )
-                await tell(self._sinks.open(message), BUSY_NOTE, "", {})
+                await self._tell(message, BUSY_NOTE)
                 await self._intake.forget(queued_id=queued.id)
                 return TurnOutcome.FAILED
         except StorageError as exc:
@@ -218,16 +229,32 @@ class ConversationService:
             # gone): say so rather than lose the message silently.
             _log_storage_error(exc, message)
             if addressed:
-                await tell(self._sinks.open(message), STORAGE_NOTE, "", {})
+                await self._tell(message, STORAGE_NOTE)
             await self._forget_quietly(queued.id)
             return TurnOutcome.FAILED
         except Exception:
             # A bug of ours: one message must not take its thread down with it.
             logger.exception("message could not be handled", extra=extra)
             if addressed:
-                await tell(self._sinks.open(message), INTERNAL_ERROR, "", {})
+                await self._tell(message, INTERNAL_ERROR)
             await self._forget_quietly(queued.id)
             return TurnOutcome.FAILED
+
+    async def _locale(self, message: IncomingMessage) -> PersonLocale:
+        if self._locales is None:
+            return PersonLocale()
+        try:
+            return await self._locales.locale(team_id=message.team_id, user_id=message.user_id)
+        except Exception:  # a language is a courtesy: never worth a lost answer or note
+            logger.warning("the author's locale could not be read; English", exc_info=True)
+            return PersonLocale()
+
+    async def _tell(self, message: IncomingMessage, note: str) -> None:
+        """``note`` to ``message``'s thread, in its author's language (without the settings,
+        which may be what failed: the person's own locale)."""
+        person = await self._locale(message)
+        with reading(from_slack_locale(person.locale), person.timezone):
+            await tell(self._sinks.open(message), note, "", {})
 
     async def _forget_quietly(self, queued_id: int) -> None:
         try:
@@ -257,6 +284,14 @@ class ConversationService:
         if ignored:
             await self._intake.forget(queued_id=queued_id)
             return TurnOutcome.IGNORED
+        person = await self._locale(message)
+        language = choose(settings.values.get("language"), person.locale)
+        with reading(language, person.timezone):
+            return await self._admit_and_run(message, settings, queued_id)
+
+    async def _admit_and_run(
+        self, message: IncomingMessage, settings: EffectiveSettings, queued_id: int
+    ) -> TurnOutcome:
         admission = await admit(self._intake, message, settings, queued_id=queued_id)
         if admission is None:
             # Another process took this message meanwhile (it thought this one gone) and

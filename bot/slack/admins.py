@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from bot.i18n import t
 from bot.slack.users import UserDirectory, UserLookupFailed
 from bot.slack.workspaces import WorkspaceClients
 
@@ -54,5 +55,8 @@ class AdminPolicy:
         """The sentence a refused user reads."""
         people = ", ".join(f"<@{u}>" for u in sorted(self._listed))
         if people:
-            return f"Workspace admins and owners, and {people}, can change these settings."
-        return "Workspace admins and owners can change these settings."
+            return t(
+                "Workspace admins and owners, and {people}, can change these settings.",
+                people=people,
+            )
+        return t("Workspace admins and owners can change these settings.")

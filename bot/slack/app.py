@@ -24,6 +24,7 @@ from bot.slack.accept import SEEN, EventIntake, message_event_type
 from bot.slack.admins import AdminPolicy
 from bot.slack.approvals import SlackApprovals
 from bot.slack.commands import SettingsCommands
+from bot.slack.language import PersonLanguages
 from bot.slack.listeners import ListenerDeps, register_all
 from bot.slack.listeners.deps import SettingsStore
 from bot.slack.membership import ChannelMembership
@@ -75,6 +76,7 @@ def build_slack_app(
     pane_threads: AssistantThreads | None = None,
     feedback: FeedbackStore | None = None,
     approvals: SlackApprovals | None = None,
+    languages: PersonLanguages | None = None,
 ) -> AsyncApp:
     """Build the Bolt app. ``verify_requests`` is only ``False`` in Socket Mode, where Slack
     sends no signature (the WebSocket itself is authenticated by the app token).
@@ -113,6 +115,7 @@ def build_slack_app(
         pane_threads=pane_threads,
         feedback=feedback,
         approvals=approvals,
+        languages=languages,
     )
     register_all(app, deps)
     return app

@@ -13,7 +13,8 @@
                                     channel and per model
     /ai help
 
-Answers are short and ephemeral. Every change is checked against the signed request's user on
+Answers are short and ephemeral, in the asker's language (``bot.i18n``; the listener sets it).
+Every change is checked against the signed request's user on
 the server, validated and saved (with its audit rows, in one transaction) by
 ``bot.channel_settings.SettingsEditor``, the same service the CLI and the modal use; an
 invalid value saves nothing. The fields, their help and their ranges come from the schema.
@@ -41,6 +42,7 @@ from bot.channel_settings import (
     show_value,
 )
 from bot.conversation import SettingsSource
+from bot.i18n import N_, shown_default, t, tn
 from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
@@ -56,11 +58,22 @@ from storage.repositories import (
 __all__ = ["CommandResult", "SettingsCommands"]
 
 
+_HELP = (
+    N_("`{command}` or `{command} config`: open the settings form (admins)"),
+    N_("`{command} show`: the effective settings and where each comes from"),
+    N_("`{command} set FIELD VALUE`: change this channel's setting (admins)"),
+    N_("`{command} set default FIELD VALUE`: change the workspace default (admins)"),
+    N_("`{command} reset [FIELD]` / `{command} reset default [FIELD]`: back to the defaults"),
+    N_("`{command} history`: who changed what here; `{command} usage`: tokens used here"),
+    N_("`{command} usage workspace`: tokens used in the whole workspace (admins)"),
+)
+"""The help's lines about the grammar (catalogue texts; ``{command}`` is SLACK_COMMAND)."""
+
 _SOURCE_WORDS = {
-    "channel": "set for this channel",
-    "workspace": "workspace default",
-    "default": "service default",
-    "unset": "model's own default",
+    "channel": N_("set for this channel"),
+    "workspace": N_("workspace default"),
+    "default": N_("service default"),
+    "unset": N_("model's own default"),
 }
 
 
@@ -157,8 +170,12 @@ class SettingsCommands:
                 return CommandResult(await self._workspace_usage(team_id))
             if scope:
                 return CommandResult(
-                    f"I don't know `{self.command} usage {rest.strip()}`: use "
-                    f"`{self.command} usage` or `{self.command} usage workspace`."
+                    t(
+                        "I don't know `{command} usage {what}`: use `{command} usage` or "
+                        "`{command} usage workspace`.",
+                        command=self.command,
+                        what=rest.strip(),
+                    )
                 )
             return CommandResult(await self._usage(team_id, channel_id))
         if verb in {"set", "reset"}:
@@ -169,8 +186,11 @@ class SettingsCommands:
             except NotAllowed:
                 return CommandResult(await self._refusal(team_id, channel_id))
             except InvalidSetting as exc:
-                return CommandResult(f":x: {self._explain(exc)}. Nothing was saved.")
-        return CommandResult(f"I don't know `{self.command} {verb}`.\n\n{self.help()}")
+                return CommandResult(
+                    ":x: " + t("{problem}. Nothing was saved.", problem=self._explain(exc))
+                )
+        unknown = t("I don't know `{command} {verb}`.", command=self.command, verb=verb)
+        return CommandResult(f"{unknown}\n\n{self.help()}")
 
     async def show(self, team_id: str, channel_id: str) -> str:
         effective = await self._settings.effective(team_id=team_id, channel_id=channel_id)
@@ -180,24 +200,16 @@ class SettingsCommands:
         c = self.command
         return "\n".join(
             [
-                f"*{c}* — the model bot's settings for this channel",
-                f"• `{c}` or `{c} config`: open the settings form (admins)",
-                f"• `{c} show`: the effective settings and where each comes from",
-                f"• `{c} set FIELD VALUE`: change this channel's setting (admins)",
-                f"• `{c} set default FIELD VALUE`: change the workspace default (admins)",
-                f"• `{c} reset [FIELD]` / `{c} reset default [FIELD]`: back to the defaults",
-                f"• `{c} history`: who changed what here; `{c} usage`: tokens used here",
-                f"• `{c} usage workspace`: tokens used in the whole workspace (admins)",
-                "*Fields*",
-                *(f"• `{s.name}`: {s.help} ({s.valid})" for s in self.schema),
+                t("*{command}* — the model bot's settings for this channel", command=c),
+                *("• " + t(line, command=c) for line in _HELP),
+                t("*Fields*"),
+                *(f"• `{s.name}`: {t(s.help)} ({s.valid})" for s in self.schema),
             ]
         )
 
     async def _refusal(self, team_id: str, channel_id: str) -> str:
-        return (
-            "Sorry, only admins can change the model settings. "
-            f"{self._admins.who_can_change()}\n\n" + await self.show(team_id, channel_id)
-        )
+        sorry = t("Sorry, only admins can change the model settings.")
+        return f"{sorry} {self._admins.who_can_change()}\n\n" + await self.show(team_id, channel_id)
 
     def _explain(self, exc: InvalidSetting) -> str:
         """The refusal; for a setting of the other layer, how to set it."""
@@ -208,7 +220,8 @@ class SettingsCommands:
         if not isinstance(problem, WrongLayer):
             return str(problem)
         default = "default " if problem.setting.workspace_only else ""
-        return f"{problem}: use {self.command} set {default}{problem.setting.name} VALUE"
+        how = f"{self.command} set {default}{problem.setting.name} VALUE"
+        return t("{problem}: use {how}", problem=str(problem), how=how)
 
     async def _set(self, rest: str, team_id: str, channel_id: str, actor: Actor) -> str:
         layer, rest = _layer(rest)
@@ -217,16 +230,28 @@ class SettingsCommands:
             if not await self.editor.may_edit(actor, team_id=team_id):
                 raise NotAllowed(actor.user_id)
             raise InvalidSetting(
-                f"usage: {self.command} set [default] FIELD VALUE, "
-                f"where FIELD is one of {', '.join(self.schema.names)}"
+                t(
+                    "usage: {command} set [default] FIELD VALUE, where FIELD is one of {names}",
+                    command=self.command,
+                    names=", ".join(self.schema.names),
+                )
             )
         target = WORKSPACE_DEFAULTS if layer == "workspace" else channel_id
         saved = await self.editor.change(  # checks the person first
             actor, team_id=team_id, channel_id=target, typed={parts[0]: parts[1]}
         )
         [(name, value)] = saved.items()
-        where = "the workspace default" if layer == "workspace" else f"<#{channel_id}>"
-        return f":white_check_mark: `{name}` is now {_short(show_value(name, value))} for {where}."
+        shown = _short(show_value(name, value))
+        if layer == "workspace":
+            done = t("`{name}` is now {value} for the workspace default.", name=name, value=shown)
+        else:
+            done = t(
+                "`{name}` is now {value} for {channel}.",
+                name=name,
+                value=shown,
+                channel=f"<#{channel_id}>",
+            )
+        return f":white_check_mark: {done}"
 
     async def _reset(self, rest: str, team_id: str, channel_id: str, actor: Actor) -> str:
         layer, rest = _layer(rest)
@@ -234,24 +259,25 @@ class SettingsCommands:
         fields = await self.editor.reset(
             actor, team_id=team_id, channel_id=target, names=[rest] if rest.strip() else None
         )
-        what = f"`{fields[0]}`" if fields else "all settings"
-        where = "the workspace defaults" if layer == "workspace" else f"<#{channel_id}>"
-        return f":white_check_mark: Reset {what} for {where}.\n\n" + await self.show(
-            team_id, channel_id
-        )
+        what = f"`{fields[0]}`" if fields else t("all settings")
+        if layer == "workspace":
+            done = t("Reset {what} for the workspace defaults.", what=what)
+        else:
+            done = t("Reset {what} for {channel}.", what=what, channel=f"<#{channel_id}>")
+        return f":white_check_mark: {done}\n\n" + await self.show(team_id, channel_id)
 
     async def _history(self, team_id: str, channel_id: str) -> str:
         rows = await self._store.list_settings_audit(
             team_id=team_id, channel_id=channel_id, limit=10
         )
         if not rows:
-            return f"No setting of <#{channel_id}> has been changed yet."
-        lines = [f"*Recent changes in <#{channel_id}>*"]
+            return t("No setting of {channel} has been changed yet.", channel=f"<#{channel_id}>")
+        lines = ["*" + t("Recent changes in {channel}", channel=f"<#{channel_id}>") + "*"]
         for row in rows:
             who = (
                 f"<@{row.changed_by}>"
                 if row.changed_by and row.changed_by[0] in "UW"
-                else (row.changed_by or "someone")
+                else (row.changed_by or t("someone"))
             )
             lines.append(
                 f"• {row.changed_at:%Y-%m-%d %H:%M} UTC {who}: `{row.field}` "
@@ -262,7 +288,7 @@ class SettingsCommands:
 
     async def _usage(self, team_id: str, channel_id: str) -> str:
         spans = _spans()
-        lines = [f"*Usage in <#{channel_id}>*"]
+        lines = ["*" + t("Usage in {channel}", channel=f"<#{channel_id}>") + "*"]
         for label, since in spans[:-1]:
             rows = await self._store.usage_since(
                 since=since, by="channel", team_id=team_id, channel_id=channel_id
@@ -272,39 +298,45 @@ class SettingsCommands:
             since=spans[-1][1], by="user", team_id=team_id, channel_id=channel_id
         )
         lines.append(f"• {spans[-1][0]}: {self._amount(users)}")
-        lines += self._top("Top users, 30 days", users, mention="@")
+        lines += self._top(t("Top users, 30 days"), users, mention="@")
         since = spans[-1][1]
         by_model = await self._store.feedback_since(
             since=since, by="model", team_id=team_id, channel_id=channel_id
         )
-        lines += _feedback("Feedback, 30 days", by_model, None)
+        lines += _feedback(t("Feedback, 30 days"), by_model, None)
         return "\n".join(lines)
 
     async def _workspace_usage(self, team_id: str) -> str:
         spans = _spans()
-        lines = ["*Usage in this workspace*"]
+        lines = ["*" + t("Usage in this workspace") + "*"]
         for label, since in spans[:-1]:
             rows = await self._store.usage_since(since=since, by="channel", team_id=team_id)
             lines.append(f"• {label}: {self._amount(rows)}")
         channels = await self._store.usage_since(since=spans[-1][1], by="channel", team_id=team_id)
         users = await self._store.usage_since(since=spans[-1][1], by="user", team_id=team_id)
         lines.append(f"• {spans[-1][0]}: {self._amount(channels)}")
-        lines += self._top("Top channels, 30 days", channels, mention="#")
-        lines += self._top("Top users, 30 days", users, mention="@")
+        lines += self._top(t("Top channels, 30 days"), channels, mention="#")
+        lines += self._top(t("Top users, 30 days"), users, mention="@")
         since = spans[-1][1]
         by_channel = await self._store.feedback_since(since=since, by="channel", team_id=team_id)
         by_model = await self._store.feedback_since(since=since, by="model", team_id=team_id)
-        lines += _feedback("Feedback by channel, 30 days", by_channel, "#")
-        lines += _feedback("Feedback by model, 30 days", by_model, None)
+        lines += _feedback(t("Feedback by channel, 30 days"), by_channel, "#")
+        lines += _feedback(t("Feedback by model, 30 days"), by_model, None)
         return "\n".join(lines)
 
     def _usage_refusal(self) -> str:
         people = ", ".join(f"<@{u}>" for u in sorted(self._admins.listed))
-        who = "workspace admins and owners" + (f", and {people}," if people else "")
-        return (
-            f"Sorry, only {who} can see the whole workspace's usage. "
-            f"`{self.command} usage` shows this channel's."
-        )
+        if people:
+            sorry = t(
+                "Sorry, only workspace admins and owners, and {people}, can see the whole "
+                "workspace's usage.",
+                people=people,
+            )
+        else:
+            sorry = t(
+                "Sorry, only workspace admins and owners can see the whole workspace's usage."
+            )
+        return sorry + " " + t("`{command} usage` shows this channel's.", command=self.command)
 
     def _amount(self, rows: Sequence[UsageRow]) -> str:
         """``1,234 tokens (3 turns) · ~$0.01`` for the sum of ``rows``."""
@@ -316,8 +348,12 @@ class SettingsCommands:
         return self._describe(counts, by_model)
 
     def _describe(self, counts: UsageCounts, by_model: Mapping[str, UsageCounts]) -> str:
-        turns = "turn" if counts.turns == 1 else "turns"
-        text = f"{counts.total_tokens:,} tokens ({counts.turns:,} {turns})"
+        text = tn(
+            "{tokens} tokens ({count} turn)",
+            "{tokens} tokens ({count} turns)",
+            counts.turns,
+            tokens=counts.total_tokens,
+        )
         cost = estimate_cost(by_model, self._prices)
         if cost is not None:
             text += f" · ~{format_cost(cost)}"
@@ -338,14 +374,14 @@ _TOP = 5
 
 
 def _votes(good: int, bad: int) -> str:
-    return f"👍 {good:,} · 👎 {bad:,}"
+    return t("👍 {good} · 👎 {bad}", good=good, bad=bad)
 
 
 def _feedback(title: str, rows: Sequence[FeedbackCount], mention: str | None) -> list[str]:
     """Votes on answers: the total, then one line per channel (``#``) or model (``None``)."""
     good = sum(row.good for row in rows)
     bad = sum(row.bad for row in rows)
-    lines = [f"*{title}*: {_votes(good, bad)}" if rows else f"*{title}*: no votes yet"]
+    lines = [f"*{title}*: {_votes(good, bad)}" if rows else f"*{title}*: {t('no votes yet')}"]
     for row in rows[: _TOP * 2]:
         key = f"<{mention}{row.key}>" if mention else f"`{escape(row.key)}`"
         lines.append(f"• {key}: {_votes(row.good, row.bad)}")
@@ -357,9 +393,9 @@ def _spans() -> list[tuple[str, datetime]]:
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return [
-        ("today", today),
-        ("7 days", now - timedelta(days=7)),
-        ("30 days", now - timedelta(days=30)),
+        (t("today"), today),
+        (t("7 days"), now - timedelta(days=7)),
+        (t("30 days"), now - timedelta(days=30)),
     ]
 
 
@@ -377,9 +413,10 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 def _show(settings: EffectiveSettings, channel_id: str, schema: Schema) -> str:
-    lines = [f"*Model settings for <#{channel_id}>*"]
+    lines = ["*" + t("Model settings for {channel}", channel=f"<#{channel_id}>") + "*"]
     for setting in schema:
-        shown = _short(setting.show(settings.value(setting.name)), 200)
-        source = _SOURCE_WORDS[settings.sources[setting.name]]
+        value = shown_default(settings.value(setting.name), settings.sources[setting.name])
+        shown = _short(setting.show(value), 200)
+        source = t(_SOURCE_WORDS[settings.sources[setting.name]])
         lines.append(f"• `{setting.name}`: {shown} _({source})_")
     return "\n".join(lines)

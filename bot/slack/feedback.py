@@ -27,6 +27,7 @@ from slack_sdk.models.blocks import (
     FeedbackButtonsElement,
 )
 
+from bot.i18n import t
 from storage.records import FeedbackValue
 
 __all__ = [
@@ -59,11 +60,13 @@ def feedback_buttons(user_ts: str) -> list[dict[str, Any]]:
     element = FeedbackButtonsElement(
         action_id=FEEDBACK_ACTION,
         positive_button=FeedbackButtonObject(
-            text="👍", accessibility_label="This answer was helpful", value=_value("good", user_ts)
+            text="👍",
+            accessibility_label=t("This answer was helpful"),
+            value=_value("good", user_ts),
         ),
         negative_button=FeedbackButtonObject(
             text="👎",
-            accessibility_label="This answer was not helpful",
+            accessibility_label=t("This answer was not helpful"),
             value=_value("bad", user_ts),
         ),
     )
@@ -76,10 +79,12 @@ def plain_buttons(user_ts: str) -> list[dict[str, Any]]:
         ActionsBlock(
             elements=[
                 ButtonElement(
-                    text="👍 Helpful", action_id=GOOD_ACTION, value=_value("good", user_ts)
+                    text="👍 " + t("Helpful"), action_id=GOOD_ACTION, value=_value("good", user_ts)
                 ),
                 ButtonElement(
-                    text="👎 Not helpful", action_id=BAD_ACTION, value=_value("bad", user_ts)
+                    text="👎 " + t("Not helpful"),
+                    action_id=BAD_ACTION,
+                    value=_value("bad", user_ts),
                 ),
             ]
         ).to_dict()
@@ -88,7 +93,8 @@ def plain_buttons(user_ts: str) -> list[dict[str, Any]]:
 
 def answer_endings(user_ts: str) -> tuple[list[dict[str, Any]], ...]:
     """The blocks that end a finished answer, best first: the sink tries each in turn while
-    Slack refuses their blocks, and sends the answer without them as a last resort."""
+    Slack refuses their blocks, and sends the answer without them as a last resort. Built
+    at once, in the language of the person answered (``bot.i18n``)."""
     return (feedback_buttons(user_ts), plain_buttons(user_ts))
 
 

@@ -23,6 +23,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
+from bot.i18n import N_, t
+
 __all__ = ["FileParts", "FileReader"]
 
 logger = logging.getLogger(__name__)
@@ -95,10 +97,10 @@ def _is_ip(host: str) -> bool:
 def _size(n_bytes: int) -> str:
     """``500 KB``, ``1 MB``, ``2.5 MB``: a limit as people read it."""
     if n_bytes < 1024:
-        return f"{n_bytes:,} bytes"
+        return t("{count} bytes", count=n_bytes)
     if n_bytes < 1024 * 1024:
-        return f"{n_bytes // 1024:,} KB"
-    return f"{n_bytes / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+        return t("{count} KB", count=n_bytes // 1024)
+    return t("{count} MB", count=round(n_bytes / (1024 * 1024), 1))
 
 
 class FileReader:
@@ -144,16 +146,22 @@ class FileReader:
         """Read ``files`` shared in workspace ``team_id`` (downloaded with its bot token)."""
         result = FileParts()
         for index, file in enumerate(files):
-            name = str(file.get("name") or file.get("title") or "a file")
+            name = str(file.get("name") or file.get("title") or t("a file"))
             if index >= self._max_files:
                 result.notices.append(
-                    f"I skipped {name}: I read at most {self._max_files} files per message."
+                    t(
+                        "I skipped {name}: I read at most {count} files per message.",
+                        name=name,
+                        count=self._max_files,
+                    )
                 )
                 continue
             try:
                 part = await self._read_one(file, name, team_id)
             except _Skip as skip:
-                result.notices.append(f"I couldn't read {name}: {skip}.")
+                result.notices.append(
+                    t("I couldn't read {name}: {reason}.", name=name, reason=skip)
+                )
                 continue
             result.parts.append(part)
         return result
@@ -163,13 +171,15 @@ class FileReader:
         filetype = str(file.get("filetype") or "").lower()
         kind = _kind(mimetype, filetype)
         if kind is None:
-            raise _Skip(f"I can't read {mimetype or filetype or 'this kind of'} files")
+            if mimetype or filetype:
+                raise _Skip(t("I can't read {kind} files", kind=mimetype or filetype))
+            raise _Skip(t("I can't read this kind of files"))
         size = file.get("size")
         if isinstance(size, int) and size > self._max_bytes:
-            raise _Skip(f"it is larger than {_size(self._max_bytes)}")
+            raise _Skip(t("it is larger than {size}", size=_size(self._max_bytes)))
         url = file.get("url_private_download") or file.get("url_private")
         if not isinstance(url, str) or not self._host_allowed(url):
-            raise _Skip("it is not stored on Slack")
+            raise _Skip(t("it is not stored on Slack"))
         data, served_type = await self._download(url, await self._tokens.token(team_id))
         _check_content(kind, mimetype, filetype, data, served_type)
         if kind == "image":
@@ -198,19 +208,19 @@ class FileReader:
                 "GET", url, headers={"Authorization": f"Bearer {token}"}
             ) as response:
                 if response.status_code != 200:
-                    raise _Skip(f"Slack answered HTTP {response.status_code}")
+                    raise _Skip(t("Slack answered HTTP {status}", status=str(response.status_code)))
                 served_type = response.headers.get("content-type", "").split(";")[0]
                 chunks: list[bytes] = []
                 total = 0
                 async for chunk in response.aiter_bytes():
                     total += len(chunk)
                     if total > self._max_bytes:
-                        raise _Skip(f"it is larger than {_size(self._max_bytes)}")
+                        raise _Skip(t("it is larger than {size}", size=_size(self._max_bytes)))
                     chunks.append(chunk)
                 return b"".join(chunks), served_type.strip().lower()
         except httpx.HTTPError as exc:
             logger.info("file download failed: %s", type(exc).__name__)
-            raise _Skip("the download failed") from exc
+            raise _Skip(t("the download failed")) from exc
 
 
 class _Skip(Exception):
@@ -221,7 +231,9 @@ def _within(host: str, domain: str) -> bool:
     return host == domain or host.endswith("." + domain)
 
 
-_NOT_THE_FILE = "Slack sent a web page instead of the file (the app may lack the files:read scope)"
+_NOT_THE_FILE = N_(
+    "Slack sent a web page instead of the file (the app may lack the files:read scope)"
+)
 
 
 def _looks_like_html(data: bytes) -> bool:
@@ -236,17 +248,19 @@ def _check_content(kind: str, mimetype: str, filetype: str, data: bytes, served:
         valid = data.startswith(magic) and (mimetype != "image/webp" or data[8:12] == b"WEBP")
         if not valid:
             raise _Skip(
-                _NOT_THE_FILE if _looks_like_html(data) else f"it is not a valid {mimetype} image"
+                t(_NOT_THE_FILE)
+                if _looks_like_html(data)
+                else t("it is not a valid {kind} image", kind=mimetype)
             )
         return
     if kind == "pdf":
         if _PDF_MAGIC not in data[:1024]:  # the header may follow a little junk
-            raise _Skip(_NOT_THE_FILE if _looks_like_html(data) else "it is not a valid PDF")
+            raise _Skip(t(_NOT_THE_FILE) if _looks_like_html(data) else t("it is not a valid PDF"))
         return
     if filetype in _MARKUP_FILETYPES or mimetype in ("text/html", "application/xml", "text/xml"):
         return  # markup was declared: a page is what it is
     if served == "text/html" or _looks_like_html(data):
-        raise _Skip(_NOT_THE_FILE)
+        raise _Skip(t(_NOT_THE_FILE))
 
 
 def _kind(mimetype: str, filetype: str) -> str | None:

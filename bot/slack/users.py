@@ -1,8 +1,10 @@
 """People's Slack profiles (``users.info``), per workspace: cached, and coalesced so that one
 person asked about by many messages at once costs one call.
 
-Display names and admin checks both read through here. ``users.info`` is Tier 4 (~100 calls
-a minute per workspace), so lookups are bounded three ways: answers are cached for ``ttl``
+Display names, people's languages (``locale``, asked with ``include_locale=true``, and ``tz``)
+and admin checks all read through here: one call per person serves the three.
+``users.info`` is Tier 4 (~100 calls a minute per workspace), so lookups are bounded three
+ways: answers are cached for ``ttl``
 (Slack's refusals for a short while too), concurrent lookups of one person share one call
 (``bot.lookup_cache``: cachetools' ``TTLCache``, at most ``max_cached`` people), and a message
 or a turn looks up at most a fixed number of people it has not seen (``Allowance``); the
@@ -21,6 +23,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from bot.conversation.ports import PersonLocale
 from bot.errors import DeliveryError, SlackRateLimitedError, SlackRefusedError
 from bot.lookup_cache import SharedLookups
 from bot.slack.budget import Priority
@@ -123,6 +126,20 @@ class UserDirectory:
         )
         return str(name) if name else None
 
+    async def locale(self, *, team_id: str, user_id: str) -> PersonLocale:
+        """``user_id``'s Slack locale and time zone (the core's ``LocaleSource``); unknown
+        when Slack would not say, within the same wait as a display name."""
+        try:
+            user = await self.info(user_id, team_id=team_id, wait=self._name_wait)
+        except UserLookupFailed as failed:
+            logger.info("users.info failed for a locale: %s", failed.reason)
+            return PersonLocale()
+        locale, zone = user.get("locale"), user.get("tz")
+        return PersonLocale(
+            locale=locale if isinstance(locale, str) and locale else None,
+            timezone=zone if isinstance(zone, str) and zone else None,
+        )
+
     async def names(
         self, user_ids: Iterable[str], *, team_id: str, allowance: Allowance | None = None
     ) -> dict[str, str]:
@@ -139,7 +156,8 @@ class UserDirectory:
         try:
             client = await self._workspaces.client(team_id)
             with slack_priority(Priority.NORMAL, wait=wait), slack_failures("users.info"):
-                response = await client.users_info(user=user_id)
+                # With the locale: the person's language comes from this same cached answer.
+                response = await client.users_info(user=user_id, include_locale=True)
         except SlackRateLimitedError as exc:
             raise UserLookupFailed(exc.code) from exc
         except SlackRefusedError as exc:

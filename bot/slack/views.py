@@ -23,6 +23,7 @@ from bot.channel_settings import (
     Schema,
     Setting,
 )
+from bot.i18n import N_, shown_default, t, tn
 from bot.slack.escaping import escape
 from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
 
@@ -48,11 +49,12 @@ MAX_OPTION_TEXT_CHARS = 75
 assert MAX_INSTRUCTIONS_CHARS <= MAX_INPUT_CHARS  # the setting fits the modal's input
 
 _SOURCE = {
-    "channel": "set for this channel",
-    "workspace": "workspace default",
-    "default": "service default",
-    "unset": "model default",
+    "channel": N_("set for this channel"),
+    "workspace": N_("workspace default"),
+    "default": N_("service default"),
+    "unset": N_("model default"),
 }
+_INHERIT_LABEL = N_("inherit (use the default)")
 
 
 def _form_fields(schema: Schema) -> tuple[Setting, ...]:
@@ -75,8 +77,12 @@ def _option(value: str, label: str | None = None) -> dict[str, Any]:
 def _hint(settings: EffectiveSettings, setting: Setting) -> str:
     source = settings.sources[setting.name]
     if source == "channel":
-        return "Set for this channel. Clear it (or pick inherit) to use the default."
-    return f"Now: {setting.show(settings.value(setting.name))[:100]} ({_SOURCE[source]})."
+        return t("Set for this channel. Clear it (or pick inherit) to use the default.")
+    return t(
+        "Now: {value} ({source}).",
+        value=setting.show(shown_default(settings.value(setting.name), source))[:100],
+        source=t(_SOURCE[source]),
+    )
 
 
 def _select(options: list[dict[str, Any]], selected: str | None) -> dict[str, Any]:
@@ -91,10 +97,10 @@ def _select(options: list[dict[str, Any]], selected: str | None) -> dict[str, An
 
 def _model_select(own: str | None, models: Sequence[str]) -> dict[str, Any]:
     listed = [m for m in models if len(m) <= MAX_OPTION_VALUE_CHARS]
-    options = [_option(INHERIT, "inherit (use the default)")]
+    options = [_option(INHERIT, t(_INHERIT_LABEL))]
     if own is not None and own not in listed:
         # Set elsewhere (the CLI, an older list): offered, so saving the form keeps it.
-        options.append(_option(own, f"{own} (current)"))
+        options.append(_option(own, t("{model} (current)", model=own)))
     options += [_option(m) for m in listed[: MAX_OPTIONS - len(options)]]
     return _select(options, own)
 
@@ -104,7 +110,7 @@ def _choice_select(setting: Setting, own: Any) -> dict[str, Any]:
     shown = setting.text(own) if own is not None else None
     if shown is not None and shown not in choices:
         choices.insert(0, shown)  # a value the menu no longer lists still round-trips
-    options = [_option(INHERIT, "inherit (use the default)")]
+    options = [_option(INHERIT, t(_INHERIT_LABEL))]
     options += [_option(choice) for choice in choices]
     return _select(options, shown)
 
@@ -139,9 +145,13 @@ def _block(
             "type": "section",
             "block_id": field,
             "text": _text(
-                f"*{setting.label}*: set for this channel ({len(setting.text(own)):,} "
-                f"characters, more than this form holds). Saving keeps it; change it with "
-                f"the `set {field}` command.",
+                t(
+                    "*{label}*: set for this channel ({count} characters, more than this form "
+                    "holds). Saving keeps it; change it with the `set {field}` command.",
+                    label=t(setting.label),
+                    count=len(setting.text(own)),
+                    field=field,
+                ),
                 "mrkdwn",
             ),
         }
@@ -155,7 +165,7 @@ def _block(
         "type": "input",
         "block_id": field,
         "optional": True,
-        "label": _text(setting.label),
+        "label": _text(t(setting.label)),
         "hint": _text(_hint(settings, setting)),
         "element": element,
     }
@@ -173,8 +183,11 @@ def settings_modal(
         {
             "type": "section",
             "text": _text(
-                f"Model settings for <#{channel_id}>. Leave a field empty, or pick "
-                "*inherit*, to use the workspace or service default.",
+                t(
+                    "Model settings for {channel}. Leave a field empty, or pick *inherit*, to "
+                    "use the workspace or service default.",
+                    channel=f"<#{channel_id}>",
+                ),
                 "mrkdwn",
             ),
         }
@@ -184,9 +197,9 @@ def settings_modal(
         "type": "modal",
         "callback_id": MODAL_CALLBACK,
         "private_metadata": json.dumps({"team_id": team_id, "channel_id": channel_id}),
-        "title": _text("Channel settings", limit=24),
-        "submit": _text("Save", limit=24),
-        "close": _text("Cancel", limit=24),
+        "title": _text(t("Channel settings"), limit=24),
+        "submit": _text(t("Save"), limit=24),
+        "close": _text(t("Cancel"), limit=24),
         "blocks": blocks,
     }
 
@@ -224,7 +237,7 @@ def form_errors(errors: Mapping[str, Exception]) -> dict[str, str]:
 def _who(user: str | None) -> str:
     if user and user[:1] in {"U", "W"}:
         return f"<@{user}>"
-    return user or "someone"
+    return user or t("someone")
 
 
 def _channel_lines(record: ChannelSettingsRecord, schema: Schema) -> str:
@@ -233,10 +246,10 @@ def _channel_lines(record: ChannelSettingsRecord, schema: Schema) -> str:
         for setting in schema
         if (value := record.values.get(setting.name)) is not None
     ]
-    return ", ".join(parts) or "_all inherited_"
+    return ", ".join(parts) or "_" + t("all inherited") + "_"
 
 
-_MEMBERSHIP_UNKNOWN = (
+_MEMBERSHIP_UNKNOWN = N_(
     "Channel settings are hidden: Slack would not tell me which channels you are in (the app "
     "needs the channels:read and groups:read scopes; reinstall it from its manifest). Run the "
     "settings command in a channel to see its settings."
@@ -245,6 +258,12 @@ _MEMBERSHIP_UNKNOWN = (
 
 def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [_text(text, "mrkdwn")]}
+
+
+def _default_line(defaults: EffectiveSettings, setting: Setting) -> str:
+    source = defaults.sources[setting.name]
+    value = setting.show(shown_default(defaults.value(setting.name), source))
+    return f"• `{setting.name}`: {escape(value[:80])} _({t(_SOURCE[source])})_"
 
 
 def home_view(
@@ -261,45 +280,52 @@ def home_view(
     (``None``: unknown); a channel's settings are listed only when it is one of them, so a
     private channel's instructions never reach someone outside it."""
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _text("Model bot settings")},
+        {"type": "header", "text": _text(t("Model bot settings"))},
         {
             "type": "section",
             "text": _text(
-                "*Workspace defaults*\n"
-                + "\n".join(
-                    f"• `{s.name}`: {escape(s.show(defaults.value(s.name))[:80])} "
-                    f"_({_SOURCE[defaults.sources[s.name]]})_"
-                    for s in schema
-                ),
+                "*"
+                + t("Workspace defaults")
+                + "*\n"
+                + "\n".join(_default_line(defaults, s) for s in schema),
                 "mrkdwn",
             ),
         },
         {"type": "divider"},
-        {"type": "section", "text": _text("*Configured channels*", "mrkdwn")},
+        {"type": "section", "text": _text("*" + t("Configured channels") + "*", "mrkdwn")},
     ]
     configured = [r for r in rows if r.channel_id]
     channels = [r for r in configured if visible is not None and r.channel_id in visible]
     hidden = len(configured) - len(channels)
     if not configured:
         blocks.append(
-            {"type": "context", "elements": [_text("No channel has its own settings yet.")]}
+            {"type": "context", "elements": [_text(t("No channel has its own settings yet."))]}
         )
     elif visible is None:
-        blocks.append(_context(_MEMBERSHIP_UNKNOWN))
-    elif hidden == 1:
-        blocks.append(
-            _context("1 more channel has settings of its own, shown only to its members.")
-        )
+        blocks.append(_context(t(_MEMBERSHIP_UNKNOWN)))
     elif hidden:
         blocks.append(
-            _context(f"{hidden:,} more channels have settings of their own, shown only to members.")
+            _context(
+                tn(
+                    "{count} more channel has settings of its own, shown only to its members.",
+                    "{count} more channels have settings of their own, shown only to members.",
+                    hidden,
+                )
+            )
         )
     for record in channels[:40]:  # Slack allows 100 blocks per view
         change = last_changes.get(record.channel_id)
         last = (
-            f"\n_last change: `{change.field}` by {_who(change.changed_by)} "
-            f"<!date^{int(change.changed_at.timestamp())}^{{date_short_pretty}} {{time}}|"
-            f"{change.changed_at:%Y-%m-%d %H:%M} UTC>_"
+            "\n_"
+            + t(
+                "last change: `{field}` by {who} {when}",
+                field=change.field,
+                who=_who(change.changed_by),
+                # Slack shows the date in the viewer's own zone and language.
+                when=f"<!date^{int(change.changed_at.timestamp())}^{{date_short_pretty}} {{time}}|"
+                f"{change.changed_at:%Y-%m-%d %H:%M} UTC>",
+            )
+            + "_"
             if change is not None
             else ""
         )
@@ -312,7 +338,7 @@ def home_view(
         if is_admin:
             section["accessory"] = {
                 "type": "button",
-                "text": _text("Edit"),
+                "text": _text(t("Edit")),
                 "action_id": EDIT_ACTION,
                 "value": record.channel_id,
             }

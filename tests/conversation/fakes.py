@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.channel_settings import SCHEMA, EffectiveSettings, resolve
-from bot.conversation import IncomingMessage, TurnInput, TurnStopped
+from bot.conversation import IncomingMessage, PersonLocale, TurnInput, TurnStopped
 from bot.errors import DeliveryError
 from bot.model.types import (
     Completed,
@@ -643,6 +643,22 @@ class FakeSettings:
 
     async def effective(self, *, team_id: str, channel_id: str) -> EffectiveSettings:
         return resolve([("default", self.defaults), ("channel", self.channel)])
+
+
+class FakeLocales:
+    """People's locales and time zones as the edge would read them; ``broken``: the lookup
+    raises (the core must still answer)."""
+
+    def __init__(self, **locales: str) -> None:
+        self.locales = dict(locales)
+        self.asked: list[str] = []
+        self.broken = False
+
+    async def locale(self, *, team_id: str, user_id: str) -> PersonLocale:
+        self.asked.append(user_id)
+        if self.broken:
+            raise RuntimeError("lookup failed")
+        return PersonLocale(locale=self.locales.get(user_id), timezone="Asia/Tokyo")
 
 
 class FakeThreadLocks:

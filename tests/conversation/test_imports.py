@@ -25,12 +25,13 @@ ALLOWED = (
     "bot.text_safety",
     "bot.thread_locks",
     "bot.user_messages",
+    "bot.i18n",
     "storage.records",
     "storage.errors",
 )
 """Project modules the core may import: plain types, pure rules, the one error trees."""
 
-ALLOWED_LIBRARIES = ("cachetools",)
+ALLOWED_LIBRARIES = ("cachetools", "babel")
 """Third-party libraries the core may import: pure, no I/O."""
 
 FORBIDDEN_LIBRARIES = (

@@ -113,6 +113,7 @@ SAMPLES: dict[str, object] = {
     "conversation_state": "transcript",
     "suggested_prompts": ("Summarise this channel, briefly", "What's new?"),
     "loading_messages": ("Reading…", "Thinking, hard…"),
+    "language": "zh-CN",
 }
 
 

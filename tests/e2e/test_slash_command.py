@@ -97,7 +97,10 @@ async def test_an_admin_changes_model_and_instructions_and_the_next_turn_uses_th
 async def test_admin_user_ids_may_change_settings(start_bot: StartBot) -> None:
     bot = await start_bot(admin_user_ids="U7, U8")
     assert "now 0.2" in await command(bot, "set temperature 0.2", user="U8")
-    assert bot.slack.calls_to("users.info") == []  # listed users need no lookup
+    # Listed users need no admin lookup: the one users.info asks the asker's language (the
+    # answer is in it), and an admin check would have read that same cached answer.
+    [lookup] = bot.slack.calls_to("users.info")
+    assert lookup.params == {"user": "U8", "include_locale": "1"}
     ts, _ = await bot.mention("hi")
     await bot.wait_replies("C1", ts, 1)
     assert bot.model_bodies()[0]["temperature"] == 0.2

@@ -490,8 +490,11 @@ class FakeSlack:
         is_admin: bool = False,
         is_owner: bool = False,
         is_bot: bool = False,
+        locale: str = "en-US",
+        tz: str = "Europe/London",
     ) -> dict[str, Any]:
-        """Register a user for ``users.info``; returns the user object Slack would send."""
+        """Register a user for ``users.info``; returns the user object Slack would send
+        (``locale`` only when asked with ``include_locale=true``, as Slack does)."""
         real = real_name if real_name is not None else name.title()
         display = display_name if display_name is not None else name
         user = {
@@ -500,7 +503,8 @@ class FakeSlack:
             "name": name,
             "deleted": False,
             "real_name": real,
-            "tz": "Europe/London",
+            "tz": tz,
+            "locale": locale,
             "profile": {
                 "real_name": real,
                 "real_name_normalized": real,
@@ -1680,7 +1684,10 @@ class FakeSlack:
         user = self.users.get(_required(params, "user", error="user_not_found"))
         if user is None:
             raise _SlackError("user_not_found")
-        return {"user": copy.deepcopy(user)}
+        found = copy.deepcopy(user)
+        if str(params.get("include_locale", "")).lower() not in {"true", "1"}:
+            found.pop("locale", None)  # Slack sends it only when asked
+        return {"user": found}
 
     def _store_view(self, view: Any, view_id: str | None = None) -> dict[str, Any]:
         if not isinstance(view, dict) or not isinstance(view.get("type"), str):

@@ -90,6 +90,7 @@ async def test_reset_one_setting_then_all(store: Store) -> None:
             "conversation_state": "transcript",
             "suggested_prompts": ["Summarise this channel"],
             "loading_messages": ["Brewing…"],
+            "language": "ja",
         },
         updated_by="U_ADMIN",
     )

@@ -29,8 +29,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
+from bot.channel_settings.schema import DEFAULT_SUGGESTED_PROMPTS
 from bot.conversation import ContextSource, IncomingMessage, TurnInput
 from bot.errors import SlackRefusedError
+from bot.i18n import N_, SUPPORTED, t, translations
 from bot.slack.events import HUMAN_SUBTYPES
 from bot.slack.failures import slack_failures
 from bot.slack.markup import mentioned_user_ids, text_from_blocks, to_plain_text
@@ -47,11 +49,13 @@ HISTORY_LIMIT: Final = 100
 MAX_AUTHORS: Final = 30
 """Distinct people named in a summary's input (``users.info``, cached); others by id."""
 
-NOT_A_MEMBER: Final = (
+# Notices the person reads (catalogue texts, bot.i18n); the _note()s are for the model and
+# stay English.
+NOT_A_MEMBER: Final = N_(
     "I can only read a channel that both you and I are members of, so I can't summarise the "
     "one you're viewing."
 )
-CANNOT_READ: Final = "I'm not a member of <#{channel}>: invite me there and ask again."
+CANNOT_READ: Final = N_("I'm not a member of {channel}: invite me there and ask again.")
 
 _SUMMARY = re.compile(
     r"\b(summari[sz]e|summary|recap|tl;?dr|catch (me )?up|what did i miss|what'?s (new|happening"
@@ -65,7 +69,16 @@ _CATCH_UP = re.compile(r"\b(catch (me )?up|what did i miss)\b", re.IGNORECASE)
 def asks_for_channel_summary(text: str) -> bool:
     """Whether ``text`` asks about the channel being viewed ("Summarise this channel", "catch
     me up", "what's happening here?")."""
+    if text.strip().casefold() in _SUMMARY_PROMPTS:
+        return True  # the default prompt, as offered in any language
     return bool(_CATCH_UP.search(text)) or bool(_SUMMARY.search(text) and _HERE.search(text))
+
+
+_SUMMARY_PROMPTS: Final = frozenset(
+    translations(language).gettext(DEFAULT_SUGGESTED_PROMPTS[0]).casefold()
+    for language in SUPPORTED
+)
+""""Summarise this channel" in every language the pane offers it in."""
 
 
 class _PaneThreads(Protocol):
@@ -116,7 +129,7 @@ class PaneContext:
                 "for them. Say briefly that you cannot read it; do not guess its name or "
                 "content."
             )
-            return TurnInput([note, *base.items], [*base.notices, NOT_A_MEMBER])
+            return TurnInput([note, *base.items], [*base.notices, t(NOT_A_MEMBER)])
         info = await self._channel(channel, team_id=message.team_id)
         name = f"#{info['name']}" if info and info.get("name") else f"<#{channel}>"
         items = [_note(f"The person is viewing the Slack channel {name} ({channel}).")]
@@ -131,7 +144,7 @@ class PaneContext:
                         "Say so briefly and suggest inviting you; do not guess its content."
                     )
                 )
-                notices.append(CANNOT_READ.format(channel=channel))
+                notices.append(t(CANNOT_READ, channel=f"<#{channel}>"))
         return TurnInput([*items, *base.items], notices)
 
     async def earlier(self, message: IncomingMessage) -> TurnInput:

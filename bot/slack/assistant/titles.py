@@ -13,6 +13,7 @@ from typing import Final, Protocol
 
 from bot.conversation import IncomingMessage, TurnOutcome
 from bot.errors import DeliveryError
+from bot.i18n import t
 from bot.slack.failures import slack_failures
 from bot.slack.workspaces import WorkspaceClients
 
@@ -34,7 +35,7 @@ def title_from(text: str) -> str:
     plain = plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     plain = _SPACE.sub(" ", plain).strip(" *_~`>")
     if not plain:
-        return "New conversation"
+        return t("New conversation")
     if len(plain) <= MAX_TITLE_CHARS:
         return plain
     cut = plain[: MAX_TITLE_CHARS - 1]

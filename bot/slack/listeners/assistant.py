@@ -32,15 +32,17 @@ from slack_bolt.middleware.assistant.async_assistant import AsyncAssistant
 
 from bot.channel_settings import WORKSPACE_DEFAULTS
 from bot.errors import DeliveryError
+from bot.i18n import N_, t
 from bot.slack.assistant.store import DatabaseThreadContextStore
 from bot.slack.failures import slack_failures
+from bot.slack.language import speaking_to
 from bot.slack.listeners.deps import ListenerDeps
 
 __all__ = ["PROMPTS_TITLE", "register"]
 
 logger = logging.getLogger(__name__)
 
-PROMPTS_TITLE: Final = "Try asking"
+PROMPTS_TITLE: Final = N_("Try asking")
 
 
 def register(app: AsyncApp, deps: ListenerDeps) -> None:
@@ -70,13 +72,18 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             context=thread.get("context") if isinstance(thread.get("context"), dict) else None,
         )
         effective = await deps.settings.effective(team_id=team_id, channel_id=WORKSPACE_DEFAULTS)
-        prompts = [str(p) for p in effective.suggested_prompts or ()][:4]
+        user_id = str(thread.get("user_id") or "")
+        # The default prompts are catalogue texts, offered in the person's language; a prompt
+        # an admin typed is offered as typed.
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id):
+            prompts = [t(str(p)) for p in effective.suggested_prompts or ()][:4]
+            title = t(PROMPTS_TITLE)
         if not prompts:
             return
         try:
             with slack_failures("assistant.threads.setSuggestedPrompts"):
                 await set_suggested_prompts(
-                    prompts=[{"title": p, "message": p} for p in prompts], title=PROMPTS_TITLE
+                    prompts=[{"title": p, "message": p} for p in prompts], title=title
                 )
         except DeliveryError as exc:
             logger.warning("could not set the suggested prompts: %s", exc.code)

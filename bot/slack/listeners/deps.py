@@ -18,6 +18,7 @@ from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.approvals import SlackApprovals
 from bot.slack.commands import SettingsCommands
+from bot.slack.language import PersonLanguages
 from bot.slack.membership import ChannelMembership
 from bot.slack.workspaces import WorkspaceClients
 from storage.assistant_threads import AssistantThreads
@@ -59,6 +60,8 @@ class ListenerDeps:
     """Votes on answers (``storage.feedback``)."""
     approvals: SlackApprovals | None = None
     """Tool calls waiting for the asker's yes (``bot.slack.approvals``)."""
+    languages: PersonLanguages | None = None
+    """The language to answer a person in (``bot.slack.language``); ``None``: English."""
 
     @property
     def default_team(self) -> str:

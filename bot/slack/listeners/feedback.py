@@ -28,8 +28,10 @@ from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import DeliveryError
+from bot.i18n import N_, t
 from bot.slack.failures import slack_failures
 from bot.slack.feedback import FEEDBACK_ACTIONS, Click, read_click
+from bot.slack.language import speaking_to
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from storage.feedback import MAX_COMMENT_CHARS
 
@@ -42,20 +44,22 @@ COMMENT_CALLBACK: Final = "answer_feedback_comment"
 _COMMENT_BLOCK = "comment"
 _COMMENT_INPUT = "text"
 
-THANKS_GOOD = "Thanks for the 👍: noted. You can change your vote at any time."
-THANKS_BAD = "Thanks for the 👎: noted. You can change your vote at any time."
-GONE = "I no longer have that answer on record, so I couldn't note your vote."
+# Catalogue texts (bot.i18n), in the language of the person who clicked.
+THANKS_GOOD = N_("Thanks for the 👍: noted. You can change your vote at any time.")
+THANKS_BAD = N_("Thanks for the 👎: noted. You can change your vote at any time.")
+GONE = N_("I no longer have that answer on record, so I couldn't note your vote.")
 
 
 async def _tell(client: AsyncWebClient, click: Click, text: str, *, comment: bool) -> None:
     """An ephemeral note to the person who clicked (with the comment button after a 👎)."""
+    text = t(text)
     blocks: list[dict[str, Any]] = [SectionBlock(text=text).to_dict()]
     if comment:
         blocks.append(
             ActionsBlock(
                 elements=[
                     ButtonElement(
-                        text="Add a comment",
+                        text=t("Add a comment"),
                         action_id=COMMENT_ACTION,
                         value=json.dumps(
                             {"channel": click.channel_id, "ts": click.user_ts},
@@ -78,14 +82,14 @@ def _comment_form(*, team_id: str, channel_id: str, user_ts: str) -> dict[str, A
     return View(
         type="modal",
         callback_id=COMMENT_CALLBACK,
-        title="What went wrong?",
-        submit="Send",
-        close="Skip",
+        title=t("What went wrong?"),
+        submit=t("Send"),
+        close=t("Skip"),
         private_metadata=json.dumps({"team": team_id, "channel": channel_id, "ts": user_ts}),
         blocks=[
             InputBlock(
                 block_id=_COMMENT_BLOCK,
-                label="Tell us briefly (optional)",
+                label=t("Tell us briefly (optional)"),
                 optional=True,
                 element=PlainTextInputElement(
                     action_id=_COMMENT_INPUT, multiline=True, max_length=MAX_COMMENT_CHARS
@@ -115,14 +119,15 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             user_id=click.user_id,
             value=click.value,
         )
-        if vote is None:
-            await _tell(client, click, GONE, comment=False)
-            return
-        if vote.previous != vote.value:
+        if vote is not None and vote.previous != vote.value:
             deps.metrics.feedback.labels(model=vote.model, value=vote.value).inc()
-        await _tell(
-            client, click, THANKS_GOOD if click.good else THANKS_BAD, comment=not click.good
-        )
+        async with speaking_to(deps.languages, team_id=click.team_id, user_id=click.user_id):
+            if vote is None:
+                await _tell(client, click, GONE, comment=False)
+                return
+            await _tell(
+                client, click, THANKS_GOOD if click.good else THANKS_BAD, comment=not click.good
+            )
 
     @app.action(COMMENT_ACTION)
     async def on_comment_button(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -135,12 +140,12 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
         except (ValueError, KeyError, TypeError):
             return
         team_id = str((body.get("team") or {}).get("id") or deps.default_team)
+        user_id = str((body.get("user") or {}).get("id") or "")
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
+            form = _comment_form(team_id=team_id, channel_id=channel_id, user_ts=user_ts)
         try:
             with slack_failures("views.open"):
-                await client.views_open(
-                    trigger_id=str(body.get("trigger_id") or ""),
-                    view=_comment_form(team_id=team_id, channel_id=channel_id, user_ts=user_ts),
-                )
+                await client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=form)
         except DeliveryError as exc:
             logger.info("could not open the feedback comment form: %s", exc.code)
 

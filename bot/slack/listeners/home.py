@@ -13,6 +13,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import WORKSPACE_DEFAULTS, Actor
+from bot.slack.language import speaking_to
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from bot.slack.listeners.settings_form import open_settings_form
 from bot.slack.views import EDIT_ACTION, home_view
@@ -52,7 +53,9 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             return
         user_id = str(event.get("user") or "")
         team_id = str(body.get("team_id") or deps.default_team)
-        await client.views_publish(user_id=user_id, view=await _home(deps, team_id, user_id))
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id):
+            view = await _home(deps, team_id, user_id)
+        await client.views_publish(user_id=user_id, view=view)
 
     @app.action(EDIT_ACTION)
     async def on_edit_channel(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -69,10 +72,11 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             return
         if not await deps.membership.is_member(user_id, channel_id, team_id=team_id):
             return
-        await open_settings_form(
-            deps,
-            client,
-            trigger_id=str(body.get("trigger_id") or ""),
-            team_id=team_id,
-            channel_id=channel_id,
-        )
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
+            await open_settings_form(
+                deps,
+                client,
+                trigger_id=str(body.get("trigger_id") or ""),
+                team_id=team_id,
+                channel_id=channel_id,
+            )

@@ -20,7 +20,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channel_settings import Actor, InvalidSettings, NotAllowed
 from bot.errors import DeliveryError
+from bot.i18n import N_, Reader, reading, t
 from bot.slack.failures import slack_failures
+from bot.slack.language import speaking_to
 from bot.slack.listeners.ack_window import time_left
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from bot.slack.views import (
@@ -35,9 +37,9 @@ __all__ = ["FORM_TOO_LATE", "open_settings_form", "register"]
 
 logger = logging.getLogger(__name__)
 
-FORM_TOO_LATE = "This took too long and nothing was saved. Please press Save again."
-NOT_AN_ADMIN = "Only admins can change these settings."
-OUT_OF_DATE = "This form is out of date."
+FORM_TOO_LATE = N_("This took too long and nothing was saved. Please press Save again.")
+NOT_AN_ADMIN = N_("Only admins can change these settings.")
+OUT_OF_DATE = N_("This form is out of date.")
 
 
 async def open_settings_form(
@@ -73,27 +75,38 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
         and every field before anything is saved; errors show on their fields."""
         user_id = str((body.get("user") or {}).get("id") or "")
         team_id = str((body.get("team") or {}).get("id") or deps.default_team)
+        # Field errors in the submitter's language; their users.info is cached from opening
+        # the form, and the lookup counts against Slack's 3 seconds like the rest.
+        reader = Reader()
+        try:
+            async with asyncio.timeout(time_left(context)):
+                async with speaking_to(deps.languages, team_id=team_id, user_id=user_id) as reader:
+                    await _submitted(ack, body, context, user_id, team_id)
+        except TimeoutError:
+            logger.warning("settings form not saved: Slack's 3-second window ran out")
+            field = first_input(body.get("view") or {}, editor.schema)
+            with reading(reader.language, reader.timezone):
+                await ack(response_action="errors", errors={field: t(FORM_TOO_LATE)})
+
+    async def _submitted(
+        ack: Ack, body: dict[str, Any], context: Mapping[str, Any], user_id: str, team_id: str
+    ) -> None:
         view = body.get("view") or {}
         field = first_input(view, editor.schema)
         try:
             channel_id = str(json.loads(view.get("private_metadata") or "{}")["channel_id"])
         except (ValueError, KeyError, TypeError):
-            await ack(response_action="errors", errors={field: OUT_OF_DATE})
+            await ack(response_action="errors", errors={field: t(OUT_OF_DATE)})
             return
         typed = parse_submission((view.get("state") or {}).get("values") or {}, editor.schema)
         try:
-            async with asyncio.timeout(time_left(context)):
-                await editor.change(
-                    Actor.slack(user_id), team_id=team_id, channel_id=channel_id, typed=typed
-                )
+            await editor.change(
+                Actor.slack(user_id), team_id=team_id, channel_id=channel_id, typed=typed
+            )
         except NotAllowed:
-            await ack(response_action="errors", errors={field: NOT_AN_ADMIN})
+            await ack(response_action="errors", errors={field: t(NOT_AN_ADMIN)})
             return
         except InvalidSettings as exc:
             await ack(response_action="errors", errors=form_errors(exc.errors))
-            return
-        except TimeoutError:
-            logger.warning("settings form not saved: Slack's 3-second window ran out")
-            await ack(response_action="errors", errors={field: FORM_TOO_LATE})
             return
         await ack()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from bot.i18n import N_
 from bot.slack.render import (
     Chunk,
     chunk_markdown,
@@ -26,7 +27,8 @@ __all__ = ["EMPTY_ANSWER", "Draft", "Live"]
 
 logger = logging.getLogger(__name__)
 
-EMPTY_ANSWER = "_(The model returned an empty answer.)_"
+EMPTY_ANSWER = N_("_(The model returned an empty answer.)_")
+"""A catalogue text (``bot.i18n``): shown through ``t``."""
 
 
 @dataclass

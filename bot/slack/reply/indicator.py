@@ -15,8 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from bot.channel_settings.schema import DEFAULT_LOADING_MESSAGES
 from bot.conversation import IncomingMessage, TurnStopped
 from bot.errors import DeliveryError
+from bot.i18n import N_, t
 from bot.slack.budget import Priority
 from bot.slack.reply.calls import Dropped, Expired, ReplyCalls, TooLate
 
@@ -30,9 +32,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-THINKING_STATUS = "is thinking…"
-REASONING_STATUS = "is reasoning…"
-LOADING_MESSAGES = ["Reading the thread…", "Thinking it through…", "Writing an answer…"]
+# Catalogue texts (bot.i18n), shown in the language of the person answered.
+THINKING_STATUS = N_("is thinking…")
+REASONING_STATUS = N_("is reasoning…")
+LOADING_MESSAGES = list(DEFAULT_LOADING_MESSAGES)
 WORKING_REACTION = "hourglass_flowing_sand"
 INDICATOR_WAIT = 60.0
 """Seconds the status may wait for its slot. It is dropped, unsent, as soon as text is ready
@@ -59,7 +62,7 @@ class WorkingIndicator:
     async def show(self) -> None:
         """The thread status (or a reaction where it is refused), unless text came first."""
         deadline = asyncio.get_running_loop().time() + INDICATOR_WAIT
-        status = self._status(THINKING_STATUS, loading_messages=await self._loading())
+        status = self._status(t(THINKING_STATUS), loading_messages=await self._loading())
 
         async def call(method: str, arguments: dict[str, Any]) -> None:
             await self._calls.call(method, arguments.copy, Priority.NORMAL, deadline)
@@ -91,7 +94,7 @@ class WorkingIndicator:
         if budget is not None and not budget.try_acquire("assistant.threads.setStatus"):
             return
         with contextlib.suppress(DeliveryError):
-            await self._calls.now("assistant.threads.setStatus", self._status(REASONING_STATUS))
+            await self._calls.now("assistant.threads.setStatus", self._status(t(REASONING_STATUS)))
 
     def reasoning_pending(self) -> bool:
         """A status is shown and does not say "reasoning" yet."""
@@ -130,13 +133,17 @@ class WorkingIndicator:
 
     async def _loading(self) -> list[str]:
         """The workspace's loading messages (the ``loading_messages`` setting)."""
-        if self._loading_messages is None:
-            return LOADING_MESSAGES
-        try:
-            return list(await self._loading_messages()) or LOADING_MESSAGES
-        except Exception as exc:  # a courtesy: the defaults do as well
-            logger.info("loading messages unavailable (%s); using the defaults", type(exc).__name__)
-            return LOADING_MESSAGES
+        # The defaults are catalogue texts, shown in the reader's language; a message an admin
+        # typed is not in the catalogue and is shown as typed.
+        chosen = LOADING_MESSAGES
+        if self._loading_messages is not None:
+            try:
+                chosen = list(await self._loading_messages()) or LOADING_MESSAGES
+            except Exception as exc:  # a courtesy: the defaults do as well
+                logger.info(
+                    "loading messages unavailable (%s); using the defaults", type(exc).__name__
+                )
+        return [t(text) for text in chosen]
 
 
 def _code(exc: BaseException) -> str:

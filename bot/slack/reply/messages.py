@@ -20,6 +20,7 @@ from typing import Any
 
 from bot.conversation import IncomingMessage
 from bot.errors import DeliveryError, SlackRateLimitedError
+from bot.i18n import t
 from bot.slack.budget import Priority
 from bot.slack.render import chunk_markdown, normalise, stream_payload
 from bot.slack.reply.calls import Expired, ReplyCalls
@@ -248,7 +249,7 @@ class AnswerMessages:
         if self._journal is not None:
             draft.start, draft.head, draft.waste = 0, "", 0
             await self.record()
-        chunks = chunk_markdown(normalise(text) or EMPTY_ANSWER, limit=draft.limit)
+        chunks = chunk_markdown(normalise(text) or t(EMPTY_ANSWER), limit=draft.limit)
         posted = list(draft.posted)
         try:
             for index, chunk in enumerate(chunks):

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from bot.conversation import IncomingMessage, ToolStep, TurnStopped
 from bot.errors import DeliveryError
+from bot.i18n import t
 from bot.slack.budget import Priority
 from bot.slack.render import MAX_MARKDOWN_CHARS, normalise
 from bot.slack.reply.calls import Dropped, Expired, ReplyCalls, TooLate
@@ -120,7 +121,7 @@ class LiveReplySink:
         draft = self._draft
         draft.reconcile(text, correct=True)
         if (draft.nothing_shown() or self._steps) and not normalise(draft.raw):
-            draft.raw = EMPTY_ANSWER
+            draft.raw = t(EMPTY_ANSWER)
         if isinstance(self._error, TurnStopped):
             # The user pressed stop as the model finished: the message keeps what it shows.
             raise DeliveryError("the user stopped the answer", code="stopped_by_user")
