@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversation import ApprovalRequest
 from bot.errors import DeliveryError
+from bot.i18n import t
 from bot.slack.failures import slack_failures
 from bot.slack.reply.steps import shorten
 from bot.slack.tool_texts import (
@@ -42,9 +43,8 @@ from bot.slack.tool_texts import (
     APPROVAL_FALLBACK,
     APPROVAL_QUESTION,
     APPROVAL_WITHDRAWN,
-    DURATION_MINUTES,
-    DURATION_ONE_MINUTE,
-    DURATION_SECONDS,
+    duration_minutes,
+    duration_seconds,
 )
 from bot.slack.workspaces import WorkspaceClients
 from storage.errors import StorageError
@@ -75,8 +75,8 @@ WITHDRAW_WAIT: Final = 10.0
 
 def question_blocks(record: ApprovalRecord) -> list[dict[str, Any]]:
     """The question: addressed to the asker, the title, Approve / Deny."""
-    text = APPROVAL_QUESTION.format(
-        user=f"<@{record.user_id}>", title=shorten(record.title, MAX_TITLE_CHARS)
+    text = t(
+        APPROVAL_QUESTION, user=f"<@{record.user_id}>", title=shorten(record.title, MAX_TITLE_CHARS)
     )
     value = str(record.id)
     return [
@@ -89,14 +89,14 @@ def question_blocks(record: ApprovalRecord) -> list[dict[str, Any]]:
                     "type": "button",
                     "action_id": APPROVE_ACTION,
                     "style": "primary",
-                    "text": {"type": "plain_text", "text": APPROVAL_APPROVE_BUTTON},
+                    "text": {"type": "plain_text", "text": t(APPROVAL_APPROVE_BUTTON)},
                     "value": value,
                 },
                 {
                     "type": "button",
                     "action_id": DENY_ACTION,
                     "style": "danger",
-                    "text": {"type": "plain_text", "text": APPROVAL_DENY_BUTTON},
+                    "text": {"type": "plain_text", "text": t(APPROVAL_DENY_BUTTON)},
                     "value": value,
                 },
             ],
@@ -109,12 +109,12 @@ def outcome_text(record: ApprovalRecord, *, timeout: float | None = None) -> str
     title = shorten(record.title, MAX_TITLE_CHARS)
     decided_by = f"<@{record.decided_by or record.user_id}>"
     if record.status == ApprovalStatus.APPROVED:
-        return APPROVAL_APPROVED.format(title=title, user=decided_by)
+        return t(APPROVAL_APPROVED, title=title, user=decided_by)
     if record.status == ApprovalStatus.DENIED:
-        return APPROVAL_DENIED.format(title=title, user=decided_by)
+        return t(APPROVAL_DENIED, title=title, user=decided_by)
     if record.status == ApprovalStatus.EXPIRED:
-        return APPROVAL_EXPIRED.format(title=title, duration=_duration(timeout))
-    return APPROVAL_WITHDRAWN.format(title=title)
+        return t(APPROVAL_EXPIRED, title=title, duration=_duration(timeout))
+    return t(APPROVAL_WITHDRAWN, title=title)
 
 
 def outcome_blocks(text: str) -> list[dict[str, Any]]:
@@ -125,10 +125,10 @@ def outcome_blocks(text: str) -> list[dict[str, Any]]:
 def _duration(seconds: float | None) -> str:
     if seconds is None or seconds >= 90:
         minutes = round((seconds or 300.0) / 60)
-        return DURATION_MINUTES.format(count=minutes)
+        return duration_minutes(minutes)
     if seconds >= 60:
-        return DURATION_ONE_MINUTE
-    return DURATION_SECONDS.format(count=max(1, round(seconds)))
+        return duration_minutes(1)
+    return duration_seconds(max(1, round(seconds)))
 
 
 class SlackApprovals:
@@ -216,8 +216,8 @@ class SlackApprovals:
             response = await client.chat_postMessage(
                 channel=record.channel_id,
                 thread_ts=record.thread_ts,
-                text=APPROVAL_FALLBACK.format(
-                    user=f"<@{record.user_id}>", title=shorten(record.title, 200)
+                text=t(
+                    APPROVAL_FALLBACK, user=f"<@{record.user_id}>", title=shorten(record.title, 200)
                 ),
                 blocks=question_blocks(record),
                 unfurl_links=False,

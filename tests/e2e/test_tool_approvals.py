@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.conversation import ApprovalRequest, IncomingMessage
+from bot.i18n import reading
 from bot.slack.approvals import APPROVE_ACTION, DENY_ACTION, SlackApprovals
 from bot.slack.tool_texts import APPROVAL_ALREADY_DECIDED
 from storage.engine import create_engine, create_session_factory
@@ -147,7 +148,7 @@ async def test_no_answer_in_time_is_a_denial_and_the_question_says_so(
     [record] = await _records(bot, request)
     assert record.status == ApprovalStatus.EXPIRED
     shown = bot.slack.message("C1", question["ts"])
-    assert _text(shown) == f"*{TITLE}*: no answer within 1 seconds, so the call was not run."
+    assert _text(shown) == f"*{TITLE}*: no answer within 1 second, so the call was not run."
     assert _buttons(shown) == []
     # A click after the end (a stale client still showing the buttons) changes nothing.
     await bot.interact(late)
@@ -224,3 +225,27 @@ async def test_a_question_that_cannot_be_posted_is_a_denial(bot: BotUnderTest) -
     [record] = await _records(bot, request)
     assert record.status == ApprovalStatus.WITHDRAWN
     assert record.message_ts is None
+
+
+async def test_the_question_is_in_the_askers_language_and_a_refusal_in_the_clickers(
+    bot: BotUnderTest,
+) -> None:
+    bot.slack.add_user("U1", name="anna", locale="de-DE")
+    bot.slack.add_user("U2", name="kenji", locale="ja-JP")
+    request = await _request(bot)
+    # The turn runs in the asker's language (bot.conversation.service sets the reader).
+    with reading("de"):
+        asking = asyncio.create_task(bot.service.approvals.ask(request, timeout=30))
+    question = await _question(bot, request)
+    assert _text(question) == f"<@U1>, darf ich das ausführen? *{TITLE}*"
+
+    await _click(bot, question["ts"], user="U2", action=APPROVE_ACTION)
+    [refusal] = await bot.slack.wait_for(lambda: bot.slack.ephemerals or None, timeout=5)
+    assert refusal["text"] == "承認または拒否できるのは、質問した <@U1> さんだけです。"
+
+    await _click(bot, question["ts"], user="U1", action=DENY_ACTION)
+    assert await asyncio.wait_for(asking, 5) is False
+    shown = bot.slack.message("C1", question["ts"])
+    assert _text(shown) == (
+        f"*{TITLE}*: von <@U1> abgelehnt, der Aufruf wurde daher nicht ausgeführt."
+    )

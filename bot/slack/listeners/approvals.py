@@ -20,8 +20,10 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import DeliveryError
+from bot.i18n import t
 from bot.slack.approvals import APPROVE_ACTION, DENY_ACTION
 from bot.slack.failures import slack_failures
+from bot.slack.language import speaking_to
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from bot.slack.tool_texts import APPROVAL_ALREADY_DECIDED, APPROVAL_GONE, APPROVAL_NOT_YOURS
 from storage.errors import StorageError
@@ -56,35 +58,37 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             logger.info("an approval click without a readable question was ignored")
             return
         team_id = str((body.get("team") or {}).get("id") or deps.default_team)
-        message: Mapping[str, Any] = body.get("message") or {}
-        try:
-            outcome, record = await approvals.decide(
-                approval_id=int(value),
-                team_id=team_id,
-                user_id=user_id,
-                approve=action.get("action_id") == APPROVE_ACTION,
-                message_ts=str(container.get("message_ts") or "") or None,
-            )
-        except StorageError as exc:
-            logger.warning("could not record an approval click (%s)", exc.code)
-            return
-        if outcome == ApprovalDecision.DECIDED:
-            return
-        if outcome == ApprovalDecision.NOT_ASKER and record is not None:
-            text = APPROVAL_NOT_YOURS.format(user=f"<@{record.user_id}>")
-        elif outcome == ApprovalDecision.ALREADY_DECIDED:
-            text = APPROVAL_ALREADY_DECIDED
-        else:
-            text = APPROVAL_GONE
-        thread_ts = (
-            record.thread_ts
-            if record is not None
-            else str(message.get("thread_ts") or container.get("message_ts") or "") or None
-        )
-        try:
-            with slack_failures("chat.postEphemeral"):
-                await client.chat_postEphemeral(
-                    channel=channel_id, user=user_id, text=text, thread_ts=thread_ts
+        # The words are the clicker's (the asker's, when the click decides).
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id):
+            message: Mapping[str, Any] = body.get("message") or {}
+            try:
+                outcome, record = await approvals.decide(
+                    approval_id=int(value),
+                    team_id=team_id,
+                    user_id=user_id,
+                    approve=action.get("action_id") == APPROVE_ACTION,
+                    message_ts=str(container.get("message_ts") or "") or None,
                 )
-        except DeliveryError as exc:
-            logger.info("could not answer an approval click (%s)", exc.code)
+            except StorageError as exc:
+                logger.warning("could not record an approval click (%s)", exc.code)
+                return
+            if outcome == ApprovalDecision.DECIDED:
+                return
+            if outcome == ApprovalDecision.NOT_ASKER and record is not None:
+                text = t(APPROVAL_NOT_YOURS, user=f"<@{record.user_id}>")
+            elif outcome == ApprovalDecision.ALREADY_DECIDED:
+                text = t(APPROVAL_ALREADY_DECIDED)
+            else:
+                text = t(APPROVAL_GONE)
+            thread_ts = (
+                record.thread_ts
+                if record is not None
+                else str(message.get("thread_ts") or container.get("message_ts") or "") or None
+            )
+            try:
+                with slack_failures("chat.postEphemeral"):
+                    await client.chat_postEphemeral(
+                        channel=channel_id, user=user_id, text=text, thread_ts=thread_ts
+                    )
+            except DeliveryError as exc:
+                logger.info("could not answer an approval click (%s)", exc.code)

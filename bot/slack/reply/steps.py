@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bot.conversation import StepStatus, ToolStep
+from bot.i18n import t
 from bot.slack.escaping import escape
-from bot.slack.tool_texts import STEPS_EARLIER, STEPS_FALLBACK
+from bot.slack.tool_texts import STEPS_FALLBACK, steps_earlier
 
 __all__ = [
     "DISPLAY_MODE",
@@ -161,7 +162,7 @@ class Steps:
             lines.pop(0)
             earlier += 1
         if earlier:
-            lines.insert(0, STEPS_EARLIER.format(count=earlier))
+            lines.insert(0, steps_earlier(earlier))
         return [{"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(lines)}]}]
 
 
@@ -174,7 +175,7 @@ def with_lead(payload: dict[str, Any], lead: Sequence[dict[str, Any]]) -> dict[s
         b for b in payload["blocks"] if not (b.get("type") == "markdown" and not b.get("text"))
     ]
     has_text = any(b.get("type") == "markdown" for b in blocks)
-    text = payload["text"] if has_text else STEPS_FALLBACK
+    text = payload["text"] if has_text else t(STEPS_FALLBACK)
     return {**payload, "text": text, "blocks": [*lead, *blocks]}
 
 
