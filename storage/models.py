@@ -46,6 +46,7 @@ __all__ = [
     "EventClaim",
     "SettingsAudit",
     "Thread",
+    "ToolCall",
     "Turn",
     "TurnStatus",
     "UTCDateTime",
@@ -244,6 +245,13 @@ class ChannelSettings(Base):
     """Prompts offered when someone opens the assistant pane (workspace row only)."""
     loading_messages: Mapped[list[str] | None] = mapped_column(JSON)
     """Messages Slack rotates while the model works (workspace row only)."""
+    mcp_servers: Mapped[list[str] | None] = mapped_column(JSON)
+    """Names of declared MCP servers (``MCP_SERVERS``) whose tools the model may call; names
+    only: their URLs and keys stay in the environment."""
+    hosted_tools: Mapped[list[str] | None] = mapped_column(JSON)
+    """Tools the endpoint runs itself: ``web_search``, ``file_search``, ``code_interpreter``."""
+    vector_store_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    """Vector store ids that ``file_search`` searches."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
     updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)
@@ -432,6 +440,42 @@ class AnswerFeedback(Base):
     """The first vote."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """The last change (a changed vote, a comment)."""
+
+
+class ToolCall(Base):
+    """One tool call made while answering a turn: which tool, how it ended, how long it took
+    and how much it gave back. Never its arguments or output (those reach the logs only, and
+    only with ``LOG_MESSAGE_CONTENT``). Deleted with its turn."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        # Usage reports: a workspace's (or channel's) tool calls since a time.
+        Index("ix_tool_calls_team_id_channel_id_created_at", "team_id", "channel_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key."""
+    turn_id: Mapped[int] = mapped_column(
+        ForeignKey("turns.id", ondelete="CASCADE"), index=True
+    )
+    """The turn the call was made for; pruned with it."""
+    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack workspace id (denormalised for reports)."""
+    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    """Slack channel id (denormalised for reports)."""
+    server: Mapped[str] = mapped_column(String(64))
+    """The MCP server's declared name (``""`` when the model named no known tool)."""
+    tool: Mapped[str] = mapped_column(String(128))
+    """The tool's name on its server (the function name when unknown)."""
+    status: Mapped[str] = mapped_column(String(16))
+    """``ok``, ``tool_error``, ``timeout``, ``unavailable``, ``protocol_error``, ``rejected``,
+    ``denied`` (the asker said no or did not answer) or ``cancelled`` (the user stopped)."""
+    duration_ms: Mapped[int] = mapped_column(default=0)
+    """How long the call ran (0 when it never ran)."""
+    output_chars: Mapped[int] = mapped_column(default=0)
+    """Characters of the tool's own output, before truncation."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the call ended."""
 
 
 _SETTINGS_ROW_COLUMNS: Final = frozenset(

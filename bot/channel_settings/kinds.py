@@ -20,6 +20,7 @@ __all__ = [
     "InvalidSetting",
     "Kind",
     "Name",
+    "NameList",
     "Number",
     "OnOff",
     "Text",
@@ -330,6 +331,51 @@ class TextList(_Plain):
 
 
 _SEPARATOR_NAMES = {"|": "vertical bars", ";": "semicolons"}
+
+
+@dataclass(frozen=True, slots=True)
+class NameList(_Plain):
+    """Some of a set of names, typed with commas between them (``orders, wiki``). ``names``
+    is the set (``None``: any single word); ``what`` says where the set comes from when it is
+    empty (the MCP servers the operator declared), so the refusal tells an admin what to do."""
+
+    max_items: int
+    names: tuple[str, ...] | None = None
+    what: str = "names"
+
+    def _words(self) -> TextList:
+        return TextList(self.max_items, 200, separator=",", words=True)
+
+    @property
+    def valid(self) -> str:
+        if self.names is None:
+            return self._words().valid
+        if not self.names:
+            return f"comma-separated, some of the {self.what}"
+        return "comma-separated, some of " + ", ".join(self.names)
+
+    @property
+    def max_chars(self) -> int | None:
+        return self._words().max_chars
+
+    def parse(self, name: str, raw: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(item.lower() for item in self._words().parse(name, raw)))
+        if self.names is None:
+            return items
+        unknown = [item for item in items if item not in self.names]
+        if unknown:
+            listed = ", ".join(self.names) if self.names else f"none (no {self.what} are declared)"
+            raise InvalidSetting(
+                f"{name}: unknown {', '.join(repr(u) for u in unknown)}; "
+                f"the valid values are: {listed}"
+            )
+        return items
+
+    def show(self, value: Any) -> str:
+        return ", ".join(str(item) for item in _items(value))
+
+    def text(self, value: Any) -> str:
+        return ",".join(str(item) for item in _items(value))
 
 
 def _items(value: Any) -> Sequence[Any]:

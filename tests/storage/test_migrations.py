@@ -47,6 +47,7 @@ TABLES = {
     "held_answers",
     "assistant_threads",
     "answer_feedback",
+    "tool_calls",
 }
 
 
@@ -103,7 +104,7 @@ async def test_revisions_report_whether_the_schema_is_current(
 
     await upgrade_to_head(database_url)
 
-    assert head_revision() == "0006"
+    assert head_revision() == "0007"
     assert await current_revision(engine) == head_revision()
     assert await store.schema_is_current() is True
 
