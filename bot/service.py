@@ -19,16 +19,17 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 
-from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
+from bot.channel_settings import SCHEMA, WORKSPACE_DEFAULTS, StoredChannelSettings
 from bot.conversation import ChainCheck, ConversationService, EndpointCapabilities, IncomingMessage
+from bot.conversation.ports import Approvals
 from bot.errors import ConfigError, SlackRefusedError
 from bot.metrics import InstrumentedModelClient, Metrics, TimedThreadLocks
 from bot.model.client import ResponsesClient
@@ -37,7 +38,7 @@ from bot.model.retry import RetryPolicy
 from bot.model_catalogue import ModelCatalogue
 from bot.retention import start_daily_prune
 from bot.server import build_web_app
-from bot.settings import Settings
+from bot.settings import Settings, tool_environment
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
@@ -68,6 +69,9 @@ from storage.replicas import ReplicaPresence
 from storage.repositories import Store
 from storage.thread_locks import DistributedThreadLocks
 
+if TYPE_CHECKING:
+    from bot.tool_runner import McpToolRunner
+
 __all__ = ["INTERRUPTED_NOTICE", "Service"]
 
 logger = logging.getLogger(__name__)
@@ -77,8 +81,20 @@ PROBE_MAX_AGE = 24 * 3600.0
 
 
 class Service:
-    def __init__(self, settings: Settings, *, shutdown_grace: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        shutdown_grace: float | None = None,
+        environ: Mapping[str, str] | None = None,
+        approvals: Approvals | None = None,
+    ) -> None:
+        """``environ``: where ``MCP_SERVERS``' ``headers_from_env`` are read (default: the
+        process environment over the ``.env`` file); ``approvals``: asks before a tool marked
+        ``require_approval`` runs (default: such calls are denied and the model told so)."""
         self.settings = settings
+        self._environ = environ
+        self.approvals = approvals
         self.shutdown_grace = settings.shutdown_grace if shutdown_grace is None else shutdown_grace
         self.metrics = Metrics()
         self.budgets = RateBudgets(
@@ -109,6 +125,24 @@ class Service:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _tool_runner(self) -> McpToolRunner | None:
+        """The declared MCP servers' tools (None without ``MCP_SERVERS``); their header values
+        are read now, so a missing variable stops the start with a line naming it."""
+        configs = self.settings.mcp_server_configs
+        if not configs:
+            return None
+        from bot.tool_runner import McpToolRunner  # the MCP SDK loads only when used
+        from bot.tools.config import resolve_mcp_servers
+        from bot.tools.registry import McpToolRegistry
+
+        environ = self._environ if self._environ is not None else tool_environment()
+        registry = McpToolRegistry(
+            resolve_mcp_servers(configs, environ),
+            log_content=self.settings.log_message_content,
+        )
+        self._cleanup.append(registry.aclose)
+        return McpToolRunner(registry)
 
     async def start(self) -> None:
         """Open and start every part; if a step fails, what the earlier steps opened is
@@ -233,6 +267,7 @@ class Service:
             loading_messages=loading_messages,
         )
         self._cleanup.append(sinks.aclose)
+        tool_runner = await self._tool_runner()
         self.conversation = ConversationService(
             intake=self.intake,
             replica_id=self.replica_id,
@@ -266,6 +301,12 @@ class Service:
             capabilities=self.capabilities,
             transcript_chars=settings.thread_context_chars,
             on_recovery=self.metrics.conversation_recovered,
+            tool_runner=tool_runner,
+            approvals=self.approvals,
+            tool_calls=self.store.tool_calls,
+            on_tool_call=self.metrics.tool_called,
+            max_tool_rounds=settings.tool_max_rounds,
+            tool_turn_timeout=settings.tool_turn_timeout,
         )
         admins = AdminPolicy(
             workspaces=self.workspaces, admin_user_ids=settings.admin_ids, users=users
@@ -300,6 +341,8 @@ class Service:
                 admins=admins,
                 catalogue=catalogue,
                 prices=settings.prices,
+                # mcp_servers is checked against the servers MCP_SERVERS declares.
+                schema=SCHEMA.declaring(mcp_servers=[c.name for c in settings.mcp_server_configs]),
             ),
             admins=admins,
             catalogue=catalogue,

@@ -14,6 +14,7 @@ their errors name the entry at fault.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -138,6 +139,11 @@ class Settings(StorageSettings):
 
     # Tools: MCP servers (JSON array; see bot.tools.config and docs/tools.md)
     mcp_servers: str = ""
+    tool_max_rounds: int = Field(default=8, ge=1, le=50)
+    """Tool rounds per turn before the model is asked to answer without tools."""
+    tool_turn_timeout: float = Field(default=300.0, gt=0, le=3600)
+    """Seconds all tool calls of one turn may take together (each call also has its
+    server's ``timeout``)."""
 
     # Storage (DATABASE_URL and RETENTION_DAYS: see StorageSettings)
     thread_lock_wait: float = Field(default=300.0, gt=0)
@@ -318,6 +324,16 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         return Settings(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def tool_environment(env_file: str | Path | None = ".env") -> dict[str, str]:
+    """Where ``MCP_SERVERS``' ``headers_from_env`` variables are read: the process environment
+    over the ``.env`` file's values, as ``Settings`` reads its own (so a key kept in ``.env``
+    works). Values are handed to ``bot.tools.config.resolve_mcp_servers`` only."""
+    from dotenv import dotenv_values
+
+    values = dotenv_values(env_file) if env_file is not None and Path(env_file).exists() else {}
+    return {**{k: v for k, v in values.items() if v is not None}, **os.environ}
 
 
 def load_storage_settings(env_file: str | Path | None = ".env") -> StorageSettings:

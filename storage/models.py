@@ -455,9 +455,7 @@ class ToolCall(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key."""
-    turn_id: Mapped[int] = mapped_column(
-        ForeignKey("turns.id", ondelete="CASCADE"), index=True
-    )
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
     """The turn the call was made for; pruned with it."""
     team_id: Mapped[str] = mapped_column(_SLACK_ID)
     """Slack workspace id (denormalised for reports)."""

@@ -35,6 +35,8 @@ __all__ = [
     "SettingsAuditRecord",
     "ThreadRecord",
     "TokenUsage",
+    "ToolCallCount",
+    "ToolCallRecord",
     "TranscriptRecord",
     "TurnLimits",
     "TurnRecord",
@@ -259,6 +261,32 @@ class UsageRow:
     counts: UsageCounts
     by_model: Mapping[str, UsageCounts]
     """The same counts split by model (for cost estimates; one entry when grouped by model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One tool call of a turn, as accounting keeps it: never its arguments or output."""
+
+    turn_id: int
+    team_id: str
+    channel_id: str
+    server: str
+    tool: str
+    status: str
+    duration_ms: int
+    output_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallCount:
+    """Tool calls of one server's tool since a time (``/ai usage``)."""
+
+    server: str
+    tool: str
+    calls: int
+    failed: int
+    """Calls that did not end ``ok``."""
+    duration_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -333,8 +333,7 @@ SCHEMA: Final = Schema(
         Setting(
             "hosted_tools",
             NameList(len(HOSTED_TOOLS), names=HOSTED_TOOLS, what="hosted tools"),
-            help="tools the model endpoint runs itself: web_search, file_search, "
-            "code_interpreter",
+            help="tools the model endpoint runs itself: web_search, file_search, code_interpreter",
             label="Hosted tools (comma-separated)",
         ),
         Setting(
