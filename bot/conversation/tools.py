@@ -163,29 +163,31 @@ class ToolLoop:
         results = [result]
         sent: list[dict[str, Any]] = list(request.input) if isinstance(request.input, list) else []
         rounds = 0
+        forced = 0  # 1: asked with tool_choice "none"; 2: asked without tools
         cut_short = False
         while True:
             await run.report_output(result, show_reasoning)
             tool_round = plan_round(result.output)
             if not tool_round.has_calls:
                 break
-            if request.tool_choice == "none":
-                # Asked not to call tools and it did anyway: stop here, with what it said.
+            if forced == 2:
+                # Asked without tools and it still calls them: stop with what it said.
                 cut_short = True
                 break
             rounds += 1
             remaining = deadline - self._clock()
-            if rounds > self._max_rounds:
-                outputs = {c.call_id: ROUND_LIMIT_OUTPUT for c in tool_round.calls}
-                await run.record_unrun(tool_round, "rejected")
-                last = True
-            elif remaining <= 0:
-                outputs = {c.call_id: OUT_OF_TIME_OUTPUT for c in tool_round.calls}
-                await run.record_unrun(tool_round, "timeout")
-                last = True
+            if forced == 1 or rounds > self._max_rounds or remaining <= 0:
+                # Out of rounds or time: answered "not run", then asked with tool_choice
+                # "none"; an endpoint that ignores that is asked once more without tools.
+                spent = remaining <= 0 and rounds <= self._max_rounds
+                text = OUT_OF_TIME_OUTPUT if spent else ROUND_LIMIT_OUTPUT
+                outputs = {c.call_id: text for c in tool_round.calls}
+                await run.record_unrun(tool_round, "timeout" if spent else "rejected")
+                forced += 1
             else:
                 outputs = await run.calls(tool_round, remaining)
-                last = deadline - self._clock() <= 0
+                if deadline - self._clock() <= 0:
+                    forced = 1
             answers = tool_round.input_items(outputs)
             if transcript:
                 sent += _message_items(result.output) + tool_round.call_items() + answers
@@ -196,7 +198,8 @@ class ToolLoop:
                 request,
                 input=scrub(next_input),
                 previous_response_id=previous,
-                tool_choice="none" if last else None,
+                tool_choice="none" if forced == 1 else None,
+                tools=None if forced == 2 else request.tools,
             )
             result = await model_call(request)
             results.append(result)
