@@ -66,6 +66,7 @@ class FakeRunner:
     crash: frozenset[str] = frozenset()
     release: asyncio.Event = field(default_factory=asyncio.Event)
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    two_running: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
     cancelled: int = 0
     running: int = 0
@@ -105,6 +106,8 @@ class FakeRunner:
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         self.started.set()
+        if self.running >= 2:
+            self.two_running.set()
         try:
             if tool in self.crash:
                 raise RuntimeError("a bug")
@@ -220,8 +223,7 @@ async def test_parallel_calls_run_together_and_are_answered_in_the_models_order(
     )
     task = asyncio.create_task(core.handle(message("1.0")))
     async with asyncio.timeout(WAIT):
-        while runner.running < 2:
-            await asyncio.sleep(0)
+        await runner.two_running.wait()
     runner.release.set()
     assert await task is TurnOutcome.COMPLETED
     assert runner.most_running == 3
@@ -408,7 +410,8 @@ async def test_a_stop_during_a_tool_call_cancels_it_and_keeps_the_head(core: Cor
     assert runner.cancelled == 1
     assert len(core.model.requests) == 1  # nothing more was asked
     assert core.store.head("1.0") is None
-    assert sink.failure is not None and sink.failure[0] == STOPPED_NOTE
+    assert sink.failure is not None
+    assert sink.failure[0] == STOPPED_NOTE
     assert [r.status for r in records.rows] == ["cancelled"]
 
 
