@@ -19,8 +19,9 @@ from bot.errors import (
     ResponseIncompleteError,
     StreamProtocolError,
 )
+from bot.model.error_meaning import refused_tool
 
-__all__ = ["INTERNAL_ERROR", "context_message", "user_message"]
+__all__ = ["INTERNAL_ERROR", "context_message", "tool_refused_message", "user_message"]
 
 INTERNAL_ERROR = (
     ":warning: Something went wrong on my side while answering. "
@@ -120,6 +121,8 @@ def user_message(exc: ModelError) -> str:
         )
     if isinstance(exc, ModelTimeoutError) and exc.kind == "idle":
         return ":warning: The model service stopped sending mid-answer. Please try again."
+    if exc.meaning is ErrorMeaning.UNSUPPORTED_TOOL:
+        return f":warning: {tool_refused_message(refused_tool(str(exc)))}"
     if exc.meaning in _BY_MEANING:
         return f":warning: {_BY_MEANING[exc.meaning]}"
     for error_type, text in _TABLE:
@@ -128,6 +131,20 @@ def user_message(exc: ModelError) -> str:
     return (
         ":warning: The model service returned an error. Please try again; if it keeps "
         "happening, tell your Slack admin."
+    )
+
+
+def tool_refused_message(tool: str | None) -> str:
+    """The sentence for a request refused because of a tool enabled in the channel."""
+    if tool is None:
+        return (
+            "The model service refused one of the tools enabled in this channel. An admin can "
+            "check `hosted_tools` and `mcp_servers` with the settings command."
+        )
+    return (
+        f"The model service refused the `{tool}` tool enabled in this channel: this model or "
+        "endpoint does not support it. An admin can turn it off (`hosted_tools`) or pick "
+        "another model with the settings command."
     )
 
 
