@@ -233,7 +233,7 @@ async def _config(args: argparse.Namespace) -> int:
 
 
 async def _usage(args: argparse.Namespace) -> int:
-    from bot.usage_report import parse_since, render_usage
+    from bot.usage_report import parse_since, render_usage, tool_call_lines
     from storage.engine import create_engine, create_session_factory
     from storage.migrate import upgrade_to_head
     from storage.repositories import Store
@@ -254,6 +254,11 @@ async def _usage(args: argparse.Namespace) -> int:
             if args.by in ("channel", "model")
             else None
         )
+        tools = (
+            await store.tool_calls_since(team_id=args.team, since=since)
+            if args.team and args.format == "table"
+            else []
+        )
     finally:
         await engine.dispose()
     _print(
@@ -267,6 +272,8 @@ async def _usage(args: argparse.Namespace) -> int:
             feedback=feedback,
         )
     )
+    if tools:
+        _print("\n".join(["", *tool_call_lines("Tool calls", tools, plain=True)]))
     return 0
 
 

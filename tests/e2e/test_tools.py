@@ -89,6 +89,9 @@ async def test_one_tool_call_is_run_and_the_answer_follows_it(
         'slackbot_tool_calls_total{server="orders",status="ok",tool="lookup_order"} 1.0' in metrics
     )
     assert 'slackbot_tool_call_seconds_count{server="orders"} 1.0' in metrics
+    _, _, usage = await slash_command(bot, "usage", user="U1")
+    assert "*Tool calls, 30 days*: 1 (0 failed)" in usage
+    assert "`orders/lookup_order`: 1 (0 failed)" in usage
 
     # A follow-up chains on the turn's last response, never the intermediate one.
     await bot.reply("thanks", thread_ts=ts)
