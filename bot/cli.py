@@ -31,7 +31,7 @@ from bot.channel_settings.flags import add_setting_flags, typed_settings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 from bot.redaction import terminal_safe
-from bot.settings import Settings, load_settings, load_storage_settings
+from bot.settings import Settings, load_settings, load_storage_settings, tool_environment
 
 __all__ = ["main"]
 
@@ -120,10 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run() -> int:
     settings = load_settings()
-    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets())
+    environ = tool_environment()
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        # MCP servers' header values too: they come from the environment, not from Settings.
+        secrets=settings.secrets() + settings.tool_secrets(environ),
+    )
     from bot.service import Service
 
-    asyncio.run(Service(settings).run_forever())
+    asyncio.run(Service(settings, environ=environ).run_forever())
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -287,6 +288,12 @@ class Settings(StorageSettings):
         source = self.slack_bot_token or self.slack_client_secret
         token = source.get_secret_value().encode() if source is not None else b""
         return hashlib.sha256(b"safety-identifier:" + token).hexdigest()
+
+    def tool_secrets(self, environ: Mapping[str, str]) -> list[str]:
+        """The values of the variables ``MCP_SERVERS``' ``headers_from_env`` name (read from
+        ``environ``, see ``tool_environment``), so log redaction scrubs them too."""
+        names = {v for c in self.mcp_server_configs for v in c.headers_from_env.values()}
+        return [environ[n] for n in sorted(names) if environ.get(n)]
 
     def secrets(self) -> list[str]:
         """Every secret value, so log redaction can scrub them."""
