@@ -178,6 +178,8 @@ async def _config(args: argparse.Namespace) -> int:
     from storage.repositories import Store
 
     storage_settings = load_storage_settings()
+    # mcp_servers is checked against the servers MCP_SERVERS declares, as in Slack.
+    schema = SCHEMA.declaring(mcp_servers=[c.name for c in storage_settings.mcp_server_configs])
     typed = typed_settings(args) if args.config_command == "set" else {}
     if args.config_command == "set":
         if not typed:
@@ -186,7 +188,7 @@ async def _config(args: argparse.Namespace) -> int:
         # Refuse bad values before asking Slack or touching the database (the editor checks
         # again, with the allow-list, when it saves).
         parse_typed(
-            SCHEMA, typed, layer=layer_of(WORKSPACE_DEFAULTS if args.default else args.channel)
+            schema, typed, layer=layer_of(WORKSPACE_DEFAULTS if args.default else args.channel)
         )
 
     team_id = await _resolve_team(args.team)
@@ -199,7 +201,10 @@ async def _config(args: argparse.Namespace) -> int:
         # The operator's edits go through the same service as Slack's (validation, the
         # allow-list, the audit trail); the CLI acts as the local operator, no Slack check.
         editor = SettingsEditor(
-            store=store, admins=None, allowed_models=storage_settings.allowed_models
+            store=store,
+            admins=None,
+            allowed_models=storage_settings.allowed_models,
+            schema=schema,
         )
         if args.config_command == "history":
             rows = await store.list_settings_audit(team_id=team_id, channel_id=channel_id)

@@ -78,6 +78,23 @@ class StorageSettings(BaseSettings):
     """``ALLOWED_MODELS``: the models admins may pick, in Slack and in the CLI alike."""
     conversation_state: Literal["auto", "chain", "transcript"] = "auto"
     """``CONVERSATION_STATE``: the default of the ``conversation_state`` channel setting."""
+    mcp_servers: str = ""
+    """``MCP_SERVERS``: a JSON array (see ``bot.tools.config`` and docs/tools.md); channels
+    enable servers by these names."""
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_servers_shape(cls, value: str) -> str:
+        try:
+            parse_mcp_servers(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
+        """``MCP_SERVERS`` parsed (header values are resolved at start, not here)."""
+        return parse_mcp_servers(self.mcp_servers)
 
     @field_validator("conversation_state", mode="before")
     @classmethod
@@ -138,8 +155,8 @@ class Settings(StorageSettings):
     file_max_count: int = Field(default=5, ge=0, le=20)
     safety_identifier_salt: SecretStr | None = None
 
-    # Tools: MCP servers (JSON array; see bot.tools.config and docs/tools.md)
-    mcp_servers: str = ""
+    # Tools: MCP servers are declared in StorageSettings (the CLI checks channel settings
+    # against them); the loop's bounds are here.
     tool_max_rounds: int = Field(default=8, ge=1, le=50)
     """Tool rounds per turn before the model is asked to answer without tools."""
     tool_turn_timeout: float = Field(default=300.0, gt=0, le=3600)
@@ -222,15 +239,6 @@ class Settings(StorageSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("mcp_servers")
-    @classmethod
-    def _mcp_servers_shape(cls, value: str) -> str:
-        try:
-            parse_mcp_servers(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
     @field_validator("slack_command")
     @classmethod
     def _command_shape(cls, value: str) -> str:
@@ -273,11 +281,6 @@ class Settings(StorageSettings):
     @property
     def admin_ids(self) -> frozenset[str]:
         return frozenset(self.admin_user_ids)
-
-    @property
-    def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
-        """``MCP_SERVERS`` parsed (header values are resolved at start, not here)."""
-        return parse_mcp_servers(self.mcp_servers)
 
     @property
     def identity_salt(self) -> str:
