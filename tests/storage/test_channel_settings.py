@@ -90,6 +90,9 @@ async def test_reset_one_setting_then_all(store: Store) -> None:
             "conversation_state": "transcript",
             "suggested_prompts": ["Summarise this channel"],
             "loading_messages": ["Brewing…"],
+            "mcp_servers": ["orders"],
+            "hosted_tools": ["web_search"],
+            "vector_store_ids": ["vs_1"],
         },
         updated_by="U_ADMIN",
     )
