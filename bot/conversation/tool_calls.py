@@ -235,8 +235,9 @@ class RoundRunner:
         )
         try:
             return await self.config.approvals.ask(request, timeout=self.config.approval_timeout)
-        except (DeliveryError, TimeoutError) as exc:
-            # Could not ask, or no answer: a denial, as the Approvals contract says.
+        except Exception as exc:
+            # Could not ask (Slack refused, a bug in the asker), or no answer: a denial, as
+            # the Approvals contract says; never a lost turn.
             logger.warning("approval not obtained: %s", type(exc).__name__, extra=self.log_extra)
             return False
 

@@ -452,3 +452,23 @@ async def test_without_tools_enabled_nothing_is_offered(core: Core) -> None:
     assert await core.handle(message("1.0")) is TurnOutcome.COMPLETED
     assert core.model.requests[0].tools is None
     assert runner.offered_for == []
+
+
+@dataclass
+class SlowApprovals:
+    """An asker whose wait runs out inside it: the time-out escapes as ``TimeoutError``."""
+
+    async def ask(self, request: ApprovalRequest, *, timeout: float) -> bool:
+        async with asyncio.timeout(0):
+            await asyncio.Event().wait()
+        return True
+
+
+async def test_no_answer_in_time_is_a_denial(core: Core) -> None:
+    runner = FakeRunner(approval=frozenset({"refund"}))
+    records = tooled(core, runner, approvals=SlowApprovals())
+    core.model.then(calls("resp_1", ("c1", "orders__refund", {})), answer("ok", "resp_2"))
+    assert await core.handle(message("1.0")) is TurnOutcome.COMPLETED
+    assert runner.calls == []
+    assert outputs(core, 1) == [("c1", DENIED_OUTPUT)]
+    assert [r.status for r in records.rows] == ["denied"]
