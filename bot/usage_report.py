@@ -162,10 +162,11 @@ def tool_call_lines(
     title: str, counts: Sequence[ToolCallCount], *, top: int = 10, plain: bool = False
 ) -> list[str]:
     """Tool calls per server and tool: the total, then the most called, each with how many
-    failed and their average time (``/ai usage`` in Slack markup; ``plain`` for the CLI)."""
+    failed and their average time (``/ai usage`` in Slack markup; ``plain`` for the CLI).
+    Nothing when there were none: most channels use no tools."""
     bold, code, bullet = ("", "", "-") if plain else ("*", "`", "•")
     if not counts:
-        return [f"{bold}{title}{bold}: none"]
+        return []
     total = sum(c.calls for c in counts)
     failed = sum(c.failed for c in counts)
     lines = [f"{bold}{title}{bold}: {total:,} ({failed:,} failed)"]

@@ -267,3 +267,32 @@ async def test_admins_enable_only_declared_servers(
     stored = await bot.service.store.get_channel_settings(team_id="T1", channel_id="C1")
     assert stored is not None
     assert list(stored.values["mcp_servers"]) == ["orders"]
+
+
+async def test_a_stop_during_a_tool_call_ends_the_turn_and_keeps_the_chain(
+    start_bot: StartBot, fake_mcp: FakeMcpServer
+) -> None:
+    bot = await start_with_tools(start_bot, fake_mcp)
+    root, _ = await bot.mention("first")
+    await bot.wait_replies("C1", root, 1)
+    fake_mcp.slow_delay = 1.5
+    bot.model.function_calls(("orders__slow_report", {"topic": "x"}), text="Let me check.")
+    bot.model.script_reply("The report says all is well.", delta_count=10, delay_between_deltas=0.2)
+    await bot.reply("report please", thread_ts=root)
+    await fake_mcp.wait_for_calls(1)
+    live = await bot.slack.wait_for(
+        lambda: [m for m in bot.slack.bot_replies("C1", root)[1:] if shown(m)], timeout=5
+    )
+    # The user presses stop while the tool runs; the reply sink sees it on its next call.
+    bot.slack.stop_stream_by_user("C1", live[0]["ts"])
+    replies = await bot.wait_replies("C1", root, 3, timeout=15)
+    assert "Stopped" in shown(replies[-1])
+    turns = await bot.turns("C1", root)
+    assert [(t.status, t.error_code) for t in turns] == [
+        ("completed", None),
+        ("stopped", "stopped_by_user"),
+    ]
+    # The chain stays at the last finished answer and the thread goes on from there.
+    await bot.reply("next", thread_ts=root)
+    await bot.wait_replies("C1", root, 4, timeout=15)
+    assert bot.model_bodies()[-1]["previous_response_id"] == bot.model.response_ids[0]

@@ -81,3 +81,40 @@ async def test_tool_calls_go_with_their_turns(store: Store) -> None:
         total = await session.scalar(select(func.count()).select_from(ToolCall))
     assert left == [new]
     assert total == 1
+
+
+async def test_a_turn_with_tool_rounds_is_no_measure_of_one_responses_input(
+    store: Store,
+) -> None:
+    from storage.conversation_state import ConversationStateStore
+    from storage.records import TokenUsage
+
+    state = ConversationStateStore(store)
+    plain = await store.start_turn(
+        team_id="T1",
+        channel_id="C1",
+        thread_ts="1.000100",
+        user_id="U1",
+        user_ts="1.000100",
+        event_id=None,
+        model="m1",
+    )
+    await store.complete_turn(
+        turn_id=plain.turn_id, response_id="resp_a", reply_ts=None, usage=TokenUsage(50, 0, 5, 0)
+    )
+    assert await state.usage_of_response(thread_id=plain.thread_id, response_id="resp_a")
+    tooled = await store.start_turn(
+        team_id="T1",
+        channel_id="C1",
+        thread_ts="1.000100",
+        user_id="U1",
+        user_ts="1.000200",
+        event_id=None,
+        model="m1",
+    )
+    await store.record_tool_calls([_call(tooled.turn_id, "lookup", "ok", 5)])
+    await store.complete_turn(
+        turn_id=tooled.turn_id, response_id="resp_b", reply_ts=None, usage=TokenUsage(900, 0, 9, 0)
+    )
+    # Its usage is the sum of its rounds: the next turn's continuity check must not use it.
+    assert await state.usage_of_response(thread_id=tooled.thread_id, response_id="resp_b") is None
