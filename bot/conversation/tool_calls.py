@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.conversation.notes import DENIED_OUTPUT
+from bot.conversation.notes import DENIED_OUTPUT, OUT_OF_TIME_OUTPUT
 from bot.conversation.ports import (
     ApprovalRequest,
     Approvals,
@@ -145,8 +145,9 @@ class RoundRunner:
                         )
                     )
 
-    async def calls(self, tool_round: ToolRound, remaining: float) -> dict[str, str]:
-        """Run the round's calls; ``call_id -> output`` for each."""
+    async def calls(self, tool_round: ToolRound, deadline: float) -> dict[str, str]:
+        """Run the round's calls, none past ``deadline`` (the turn's, on ``config.clock``);
+        ``call_id -> output`` for each."""
         gate = asyncio.Semaphore(self.config.max_parallel)
         outcomes: dict[str, tuple[FunctionCall, ToolOutcome]] = {}
         started: dict[str, float] = {}
@@ -154,7 +155,7 @@ class RoundRunner:
         async def one(call: FunctionCall) -> None:
             async with gate:
                 started[call.call_id] = self.config.clock()
-                outcomes[call.call_id] = (call, await self._call(call, remaining))
+                outcomes[call.call_id] = (call, await self._call(call, deadline))
 
         stopped = False
         try:
@@ -180,7 +181,7 @@ class RoundRunner:
         await self._record([self._record_of(c, o, o.status, None) for c, o in outcomes.values()])
         return {cid: outcome.output for cid, (_, outcome) in outcomes.items()}
 
-    async def _call(self, call: FunctionCall, remaining: float) -> ToolOutcome:
+    async def _call(self, call: FunctionCall, deadline: float) -> ToolOutcome:
         tool = self.tools.offer.tools.get(call.name)
         title = step_title(tool, call)
         if call.error is not None:
@@ -198,9 +199,18 @@ class RoundRunner:
             if not approved:
                 await self.step(ToolStep(call.call_id, title, StepStatus.ERROR, details="denied"))
                 return ToolOutcome(tool.server, tool.tool, "denied", DENIED_OUTPUT)
+        # Measured after the approval: waiting for the asker counts against the turn's time.
+        remaining = deadline - self.config.clock()
         if self.config.runner is None:
             outcome = ToolOutcome(
                 None, None, "rejected", f"Error: there is no tool named {call.name!r}."
+            )
+        elif remaining <= 0:
+            outcome = ToolOutcome(
+                tool.server if tool else None,
+                tool.tool if tool else None,
+                "timeout",
+                OUT_OF_TIME_OUTPUT,
             )
         else:
             try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -143,7 +143,7 @@ class ToolLoop:
     async def run(
         self,
         *,
-        model_call: Callable[[ResponseRequest], Any],
+        model_call: Callable[[ResponseRequest], Awaitable[ModelResult]],
         sink: ReplySink,
         message: IncomingMessage,
         turn_id: int,
@@ -185,7 +185,7 @@ class ToolLoop:
                 await run.record_unrun(tool_round, "timeout" if spent else "rejected")
                 forced += 1
             else:
-                outputs = await run.calls(tool_round, remaining)
+                outputs = await run.calls(tool_round, deadline)
                 if deadline - self._clock() <= 0:
                     forced = 1
             answers = tool_round.input_items(outputs)

@@ -14,6 +14,7 @@ from typing import Any
 from bot.conversation import STOPPED_NOTE, TurnOutcome
 from bot.conversation.notes import (
     DENIED_OUTPUT,
+    OUT_OF_TIME_OUTPUT,
     ROUND_LIMIT_NOTE,
     ROUND_LIMIT_OUTPUT,
 )
@@ -72,6 +73,8 @@ class FakeRunner:
     running: int = 0
     most_running: int = 0
     offered_for: list[tuple[str, ...]] = field(default_factory=list)
+    timeouts: list[float | None] = field(default_factory=list)
+    delay: float = 0.0
 
     async def offer(self, servers: Collection[str]) -> ToolOffer:
         self.offered_for.append(tuple(servers))
@@ -103,6 +106,7 @@ class FakeRunner:
     ) -> ToolOutcome:
         tool = name.removeprefix("orders__")
         self.calls.append((tool, dict(arguments or {}), approved))
+        self.timeouts.append(timeout)
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         self.started.set()
@@ -114,7 +118,7 @@ class FakeRunner:
             if tool in self.slow:
                 await self.release.wait()
             else:
-                await asyncio.sleep(0)
+                await asyncio.sleep(self.delay)  # a tool that takes this long
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -472,3 +476,20 @@ async def test_no_answer_in_time_is_a_denial(core: Core) -> None:
     assert runner.calls == []
     assert outputs(core, 1) == [("c1", DENIED_OUTPUT)]
     assert [r.status for r in records.rows] == ["denied"]
+
+
+async def test_the_turns_time_for_tools_bounds_each_call_and_then_the_rounds(core: Core) -> None:
+    runner = FakeRunner(delay=0.05)
+    records = tooled(core, runner, tool_turn_timeout=0.03)
+    core.model.then(
+        calls("resp_1", ("c1", "orders__lookup", {})),
+        calls("resp_2", ("c2", "orders__lookup", {})),
+        answer("With what I have: …", "resp_3"),
+    )
+    assert await core.handle(message("1.0")) is TurnOutcome.COMPLETED
+    (timeout,) = runner.timeouts  # the second call was never run
+    assert timeout is not None
+    assert 0 < timeout <= 0.03
+    assert core.model.requests[1].tool_choice == "none"  # time spent: answer without tools
+    assert outputs(core, 2) == [("c2", OUT_OF_TIME_OUTPUT)]
+    assert [r.status for r in records.rows] == ["ok", "timeout"]
