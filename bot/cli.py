@@ -31,7 +31,7 @@ from bot.channel_settings.flags import add_setting_flags, typed_settings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 from bot.redaction import terminal_safe
-from bot.settings import Settings, load_settings, load_storage_settings
+from bot.settings import Settings, load_settings, load_storage_settings, tool_environment
 
 __all__ = ["main"]
 
@@ -120,10 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run() -> int:
     settings = load_settings()
-    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets())
+    environ = tool_environment()
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        # MCP servers' header values too: they come from the environment, not from Settings.
+        secrets=settings.secrets() + settings.tool_secrets(environ),
+    )
     from bot.service import Service
 
-    asyncio.run(Service(settings).run_forever())
+    asyncio.run(Service(settings, environ=environ).run_forever())
     return 0
 
 
@@ -172,6 +178,8 @@ async def _config(args: argparse.Namespace) -> int:
     from storage.repositories import Store
 
     storage_settings = load_storage_settings()
+    # mcp_servers is checked against the servers MCP_SERVERS declares, as in Slack.
+    schema = SCHEMA.declaring(mcp_servers=[c.name for c in storage_settings.mcp_server_configs])
     typed = typed_settings(args) if args.config_command == "set" else {}
     if args.config_command == "set":
         if not typed:
@@ -180,7 +188,7 @@ async def _config(args: argparse.Namespace) -> int:
         # Refuse bad values before asking Slack or touching the database (the editor checks
         # again, with the allow-list, when it saves).
         parse_typed(
-            SCHEMA, typed, layer=layer_of(WORKSPACE_DEFAULTS if args.default else args.channel)
+            schema, typed, layer=layer_of(WORKSPACE_DEFAULTS if args.default else args.channel)
         )
 
     team_id = await _resolve_team(args.team)
@@ -193,7 +201,10 @@ async def _config(args: argparse.Namespace) -> int:
         # The operator's edits go through the same service as Slack's (validation, the
         # allow-list, the audit trail); the CLI acts as the local operator, no Slack check.
         editor = SettingsEditor(
-            store=store, admins=None, allowed_models=storage_settings.allowed_models
+            store=store,
+            admins=None,
+            allowed_models=storage_settings.allowed_models,
+            schema=schema,
         )
         if args.config_command == "history":
             rows = await store.list_settings_audit(team_id=team_id, channel_id=channel_id)
@@ -233,7 +244,7 @@ async def _config(args: argparse.Namespace) -> int:
 
 
 async def _usage(args: argparse.Namespace) -> int:
-    from bot.usage_report import parse_since, render_usage
+    from bot.usage_report import parse_since, render_usage, tool_call_lines
     from storage.engine import create_engine, create_session_factory
     from storage.migrate import upgrade_to_head
     from storage.repositories import Store
@@ -254,6 +265,11 @@ async def _usage(args: argparse.Namespace) -> int:
             if args.by in ("channel", "model")
             else None
         )
+        tools = (
+            await store.tool_calls_since(team_id=args.team, since=since)
+            if args.team and args.format == "table"
+            else []
+        )
     finally:
         await engine.dispose()
     _print(
@@ -267,6 +283,8 @@ async def _usage(args: argparse.Namespace) -> int:
             feedback=feedback,
         )
     )
+    if tools:
+        _print("\n".join(["", *tool_call_lines("Tool calls", tools, plain=True)]))
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from bot.doctor_model import ModelChecks
 from bot.doctor_report import CheckFailed, CheckWarning, Report
+from bot.doctor_tools import ToolChecks
 from bot.errors import (
     ConfigError,
     DeliveryError,
@@ -328,6 +329,7 @@ async def run_doctor() -> int:
         await report.run("slack app token", slack.app_token)
 
     model = ModelChecks(settings)
+    tools = ToolChecks(settings)
     try:
         if await report.run("model endpoint", model.models_list) or model.reachable:
             default_ok = await report.run("default model", model.default_model)
@@ -335,6 +337,12 @@ async def run_doctor() -> int:
             names += [m for m in settings.allowed_models if m != settings.default_model]
             for name in names[:MAX_MODELS_CHECKED]:
                 await report.run(f"model {name}", functools.partial(model.capabilities, name))
+            if default_ok:
+                for tool, stores in (await tools.enabled_hosted_tools()).items():
+                    hosted = functools.partial(tools.hosted, model.client, tool, stores)
+                    await report.run(f"hosted tool {tool}", hosted)
     finally:
         await model.client.aclose()
+    for name, check in tools.mcp_checks():
+        await report.run(name, check)
     return 1 if report.failed else 0

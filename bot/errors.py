@@ -92,6 +92,8 @@ class ErrorMeaning(enum.StrEnum):
     """The endpoint's content policy refused the request."""
     BAD_SETTING = "bad_setting"
     """A parameter from the channel's settings was refused (temperature, max tokens, ...)."""
+    UNSUPPORTED_TOOL = "unsupported_tool"
+    """A tool in the request was refused (a hosted tool the endpoint or model lacks)."""
     SERVER = "server"
     """The endpoint failed on its side."""
     UNKNOWN = "unknown"

@@ -83,6 +83,8 @@ def configure_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> N
     root.setLevel(level)
     # httpx logs every request URL at INFO; keep that noise (and any query string) at WARNING.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The MCP SDK's HTTP client (httpx2) does the same for every tool call.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     # slack_sdk's Web API client logs whole request and response bodies at DEBUG: message
     # text, which the service never logs. Its INFO and above still come through.
     logging.getLogger("slack_sdk.web").setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -37,6 +37,7 @@ from slack_sdk.http_retry.state import RetryState
 from bot.errors import ModelError
 from bot.model.types import Completed, ModelEvent, ReasoningDelta, ResponseRequest, TextDelta
 from bot.redaction import bounded_code
+from storage.records import ToolCallRecord
 
 __all__ = [
     "CONTENT_TYPE",
@@ -209,6 +210,29 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
             registry=r,
         )
+
+        self.tool_calls = Counter(
+            "slackbot_tool_calls_total",
+            "Tool calls made for turns, by MCP server, tool and how they ended (ok, tool_error, "
+            "timeout, unavailable, protocol_error, rejected, denied, cancelled).",
+            ["server", "tool", "status"],
+            registry=r,
+        )
+        self.tool_call_seconds = Histogram(
+            "slackbot_tool_call_seconds",
+            "Time one tool call took, by MCP server.",
+            ["server"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+
+    def tool_called(self, record: ToolCallRecord) -> None:
+        """One tool call ended (an ``on_tool_call`` for ``ConversationService``)."""
+        # A name the model made up (no server) is not a label: it would grow without bound.
+        server = record.server or "unknown"
+        tool = record.tool if record.server else "unknown"
+        self.tool_calls.labels(server=server, tool=tool, status=record.status).inc()
+        self.tool_call_seconds.labels(server=server).observe(record.duration_ms / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,16 +19,17 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 
-from bot.channel_settings import WORKSPACE_DEFAULTS, StoredChannelSettings
+from bot.channel_settings import SCHEMA, WORKSPACE_DEFAULTS, StoredChannelSettings
 from bot.conversation import ChainCheck, ConversationService, EndpointCapabilities, IncomingMessage
+from bot.conversation.ports import Approvals
 from bot.errors import ConfigError, SlackRefusedError
 from bot.metrics import InstrumentedModelClient, Metrics, TimedThreadLocks
 from bot.model.client import ResponsesClient
@@ -37,7 +38,7 @@ from bot.model.retry import RetryPolicy
 from bot.model_catalogue import ModelCatalogue
 from bot.retention import start_daily_prune
 from bot.server import build_web_app
-from bot.settings import Settings
+from bot.settings import Settings, tool_environment
 from bot.slack.accept import EventIntake
 from bot.slack.admins import AdminPolicy
 from bot.slack.app import build_slack_app
@@ -70,6 +71,9 @@ from storage.replicas import ReplicaPresence
 from storage.repositories import Store
 from storage.thread_locks import DistributedThreadLocks
 
+if TYPE_CHECKING:
+    from bot.tool_runner import McpToolRunner
+
 __all__ = ["INTERRUPTED_NOTICE", "Service"]
 
 logger = logging.getLogger(__name__)
@@ -79,8 +83,21 @@ PROBE_MAX_AGE = 24 * 3600.0
 
 
 class Service:
-    def __init__(self, settings: Settings, *, shutdown_grace: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        shutdown_grace: float | None = None,
+        environ: Mapping[str, str] | None = None,
+        approvals: Approvals | None = None,
+    ) -> None:
+        """``environ``: where ``MCP_SERVERS``' ``headers_from_env`` are read (default: the
+        process environment over the ``.env`` file); ``approvals``: asks before a tool marked
+        ``require_approval`` runs (default: the asker, in the thread, with Approve / Deny)."""
         self.settings = settings
+        self._environ = environ
+        self._approvals = approvals
+        self.approvals: Approvals | None = approvals
         self.shutdown_grace = settings.shutdown_grace if shutdown_grace is None else shutdown_grace
         self.metrics = Metrics()
         self.budgets = RateBudgets(
@@ -111,6 +128,24 @@ class Service:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    async def _tool_runner(self) -> McpToolRunner | None:
+        """The declared MCP servers' tools (None without ``MCP_SERVERS``); their header values
+        are read now, so a missing variable stops the start with a line naming it."""
+        configs = self.settings.mcp_server_configs
+        if not configs:
+            return None
+        from bot.tool_runner import McpToolRunner  # the MCP SDK loads only when used
+        from bot.tools.config import resolve_mcp_servers
+        from bot.tools.registry import McpToolRegistry
+
+        environ = self._environ if self._environ is not None else tool_environment()
+        registry = McpToolRegistry(
+            resolve_mcp_servers(configs, environ),
+            log_content=self.settings.log_message_content,
+        )
+        self._cleanup.append(registry.aclose)
+        return McpToolRunner(registry)
 
     async def start(self) -> None:
         """Open and start every part; if a step fails, what the earlier steps opened is
@@ -236,6 +271,13 @@ class Service:
             loading_messages=loading_messages,
         )
         self._cleanup.append(sinks.aclose)
+        tool_runner = await self._tool_runner()
+        # Tool calls that need the asker's yes: asked in the thread with Approve / Deny
+        # (bot.slack.approvals), unless the caller brings its own.
+        slack_approvals = SlackApprovals(
+            workspaces=self.workspaces, store=self.store.tool_approvals
+        )
+        self.approvals = self._approvals or slack_approvals
         self.conversation = ConversationService(
             intake=self.intake,
             replica_id=self.replica_id,
@@ -270,6 +312,12 @@ class Service:
             capabilities=self.capabilities,
             transcript_chars=settings.thread_context_chars,
             on_recovery=self.metrics.conversation_recovered,
+            tool_runner=tool_runner,
+            approvals=self.approvals,
+            tool_calls=self.store.tool_calls,
+            on_tool_call=self.metrics.tool_called,
+            max_tool_rounds=settings.tool_max_rounds,
+            tool_turn_timeout=settings.tool_turn_timeout,
         )
         self.languages = PersonLanguages(locales=users, settings=channel_settings)
         admins = AdminPolicy(
@@ -288,8 +336,6 @@ class Service:
                 threads=self.store.assistant_threads, workspaces=self.workspaces
             ).after_answer,
         )
-        # Tool calls that need the asker's yes (bot.slack.approvals); the tool loop asks it.
-        self.approvals = SlackApprovals(workspaces=self.workspaces, store=self.store.tool_approvals)
         bolt = build_slack_app(
             intake=self.event_intake,
             client=slack,
@@ -307,6 +353,8 @@ class Service:
                 admins=admins,
                 catalogue=catalogue,
                 prices=settings.prices,
+                # mcp_servers is checked against the servers MCP_SERVERS declares.
+                schema=SCHEMA.declaring(mcp_servers=[c.name for c in settings.mcp_server_configs]),
             ),
             admins=admins,
             catalogue=catalogue,
@@ -315,7 +363,7 @@ class Service:
             membership=membership,
             pane_threads=self.store.assistant_threads,
             feedback=self.store.feedback,
-            approvals=self.approvals,
+            approvals=slack_approvals,
             languages=self.languages,
         )
         # Answers the model finished but Slack did not hold whole: their threads' locks are

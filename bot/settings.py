@@ -14,6 +14,8 @@ their errors name the entry at fault.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -76,6 +78,23 @@ class StorageSettings(BaseSettings):
     """``ALLOWED_MODELS``: the models admins may pick, in Slack and in the CLI alike."""
     conversation_state: Literal["auto", "chain", "transcript"] = "auto"
     """``CONVERSATION_STATE``: the default of the ``conversation_state`` channel setting."""
+    mcp_servers: str = ""
+    """``MCP_SERVERS``: a JSON array (see ``bot.tools.config`` and docs/tools.md); channels
+    enable servers by these names."""
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_servers_shape(cls, value: str) -> str:
+        try:
+            parse_mcp_servers(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
+        """``MCP_SERVERS`` parsed (header values are resolved at start, not here)."""
+        return parse_mcp_servers(self.mcp_servers)
 
     @field_validator("conversation_state", mode="before")
     @classmethod
@@ -136,8 +155,13 @@ class Settings(StorageSettings):
     file_max_count: int = Field(default=5, ge=0, le=20)
     safety_identifier_salt: SecretStr | None = None
 
-    # Tools: MCP servers (JSON array; see bot.tools.config and docs/tools.md)
-    mcp_servers: str = ""
+    # Tools: MCP servers are declared in StorageSettings (the CLI checks channel settings
+    # against them); the loop's bounds are here.
+    tool_max_rounds: int = Field(default=8, ge=1, le=50)
+    """Tool rounds per turn before the model is asked to answer without tools."""
+    tool_turn_timeout: float = Field(default=300.0, gt=0, le=3600)
+    """Seconds all tool calls of one turn may take together (each call also has its
+    server's ``timeout``)."""
 
     # Storage (DATABASE_URL and RETENTION_DAYS: see StorageSettings)
     thread_lock_wait: float = Field(default=300.0, gt=0)
@@ -215,15 +239,6 @@ class Settings(StorageSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("mcp_servers")
-    @classmethod
-    def _mcp_servers_shape(cls, value: str) -> str:
-        try:
-            parse_mcp_servers(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
     @field_validator("slack_command")
     @classmethod
     def _command_shape(cls, value: str) -> str:
@@ -268,11 +283,6 @@ class Settings(StorageSettings):
         return frozenset(self.admin_user_ids)
 
     @property
-    def mcp_server_configs(self) -> tuple[McpServerConfig, ...]:
-        """``MCP_SERVERS`` parsed (header values are resolved at start, not here)."""
-        return parse_mcp_servers(self.mcp_servers)
-
-    @property
     def identity_salt(self) -> str:
         """Salt for ``safety_identifier``: the setting, else derived from the bot token (stable
         while the token is, and never sent anywhere: only hashes of it are)."""
@@ -281,6 +291,12 @@ class Settings(StorageSettings):
         source = self.slack_bot_token or self.slack_client_secret
         token = source.get_secret_value().encode() if source is not None else b""
         return hashlib.sha256(b"safety-identifier:" + token).hexdigest()
+
+    def tool_secrets(self, environ: Mapping[str, str]) -> list[str]:
+        """The values of the variables ``MCP_SERVERS``' ``headers_from_env`` name (read from
+        ``environ``, see ``tool_environment``), so log redaction scrubs them too."""
+        names = {v for c in self.mcp_server_configs for v in c.headers_from_env.values()}
+        return [environ[n] for n in sorted(names) if environ.get(n)]
 
     def secrets(self) -> list[str]:
         """Every secret value, so log redaction can scrub them."""
@@ -318,6 +334,16 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         return Settings(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def tool_environment(env_file: str | Path | None = ".env") -> dict[str, str]:
+    """Where ``MCP_SERVERS``' ``headers_from_env`` variables are read: the process environment
+    over the ``.env`` file's values, as ``Settings`` reads its own (so a key kept in ``.env``
+    works). Values are handed to ``bot.tools.config.resolve_mcp_servers`` only."""
+    from dotenv import dotenv_values
+
+    values = dotenv_values(env_file) if env_file is not None and Path(env_file).exists() else {}
+    return {**{k: v for k, v in values.items() if v is not None}, **os.environ}
 
 
 def load_storage_settings(env_file: str | Path | None = ".env") -> StorageSettings:

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from bot.i18n import t
 from bot.pricing import ModelPrices, estimate_cost, format_cost
-from storage.records import FeedbackCount
+from storage.records import FeedbackCount, ToolCallCount
 from storage.repositories import UsageCounts, UsageRow
 
-__all__ = ["ReportFormat", "parse_since", "render_usage"]
+__all__ = ["ReportFormat", "parse_since", "render_usage", "tool_call_lines"]
 
 ReportFormat = Literal["table", "csv", "json"]
 
@@ -156,3 +157,31 @@ def _table(
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([title, render(headings), rule, *map(render, lines), rule, render(footer)])
+
+
+def tool_call_lines(
+    title: str, counts: Sequence[ToolCallCount], *, top: int = 10, plain: bool = False
+) -> list[str]:
+    """Tool calls per server and tool: the total, then the most called, each with how many
+    failed and their average time (``/ai usage`` in Slack markup; ``plain`` for the CLI).
+    Nothing when there were none: most channels use no tools."""
+    bold, code, bullet = ("", "", "-") if plain else ("*", "`", "•")
+    if not counts:
+        return []
+    total = sum(c.calls for c in counts)
+    failed = sum(c.failed for c in counts)
+    # In the reader's language in Slack; the CLI sets no reader, so it stays English.
+    lines = [f"{bold}{title}{bold}: " + t("{total} ({failed} failed)", total=total, failed=failed)]
+    for c in counts[:top]:
+        average = round(c.duration_ms / c.calls / 1000, 1) if c.calls else 0.0
+        where = f"{c.server}/{c.tool}" if c.server else c.tool
+        lines.append(
+            f"{bullet} {code}{where}{code}: "
+            + t(
+                "{calls} ({failed} failed), {seconds} s on average",
+                calls=c.calls,
+                failed=c.failed,
+                seconds=average,
+            )
+        )
+    return lines

@@ -21,8 +21,9 @@ from bot.errors import (
     StreamProtocolError,
 )
 from bot.i18n import N_, t
+from bot.model.error_meaning import refused_tool
 
-__all__ = ["INTERNAL_ERROR", "context_message", "user_message"]
+__all__ = ["INTERNAL_ERROR", "context_message", "tool_refused_message", "user_message"]
 
 INTERNAL_ERROR = N_(
     ":warning: Something went wrong on my side while answering. "
@@ -117,6 +118,9 @@ _OTHER = N_(
 
 def user_message(exc: ModelError) -> str:
     """The sentence for ``exc`` in the reader's language, prefixed with a warning sign."""
+    if exc.meaning is ErrorMeaning.UNSUPPORTED_TOOL:
+        # The one sentence with a placeholder: the tool the endpoint refused.
+        return f":warning: {tool_refused_message(refused_tool(str(exc)))}"
     return f":warning: {t(_sentence(exc))}"
 
 
@@ -138,6 +142,24 @@ def _sentence(exc: ModelError) -> str:
 
 
 _NOT_A_MEMBER = N_("I'm not a member of this channel. Invite me (`/invite`) and ask again.")
+_TOOL_REFUSED = N_(
+    "The model service refused one of the tools enabled in this channel. An admin can "
+    "check `hosted_tools` and `mcp_servers` with the settings command."
+)
+_TOOL_REFUSED_NAMED = N_(
+    "The model service refused the `{tool}` tool enabled in this channel: this model or "
+    "endpoint does not support it. An admin can turn it off (`hosted_tools`) or pick "
+    "another model with the settings command."
+)
+
+
+def tool_refused_message(tool: str | None) -> str:
+    """The sentence for a request refused because of a tool enabled in the channel."""
+    if tool is None:
+        return t(_TOOL_REFUSED)
+    return t(_TOOL_REFUSED_NAMED, tool=tool)
+
+
 _CONTEXT_REASONS = {
     "not_in_channel": _NOT_A_MEMBER,
     "channel_not_found": _NOT_A_MEMBER,

@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    exists,
     insert,
     select,
     update,
@@ -41,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.errors import StorageError
-from storage.models import Base, Thread, Turn, utcnow
+from storage.models import Base, Thread, ToolCall, Turn, utcnow
 from storage.records import CapabilityRecord, ResponseUsage, TranscriptRecord
 from storage.repositories import Store
 
@@ -265,6 +266,9 @@ class ConversationStateStore:
                 Turn.thread_id == thread_id,
                 Turn.response_id == response_id,
                 Turn.status == "completed",
+                # A turn with tool rounds is billed for every round (its history counted once
+                # per round): its figures say nothing about one response's input.
+                ~exists().where(ToolCall.turn_id == Turn.id),
             )
             .order_by(Turn.id.desc())
             .limit(1)

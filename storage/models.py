@@ -11,24 +11,32 @@ Changing a table here needs a new revision in ``migrations/versions``; a test ch
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
-    Dialect,
     Double,
     ForeignKey,
     Index,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
+
+# The base and column types (storage.base); kept importable from here.
+from storage.base import (
+    EXTERNAL_ID,
+    INTEGER_MAX,
+    NAMING_CONVENTION,
+    SLACK_ID,
+    SLACK_TS,
+    Base,
+    UTCDateTime,
+    utcnow,
+)
 
 # Defined with the records (SQLAlchemy-free); kept importable from here.
 from storage.records import WORKSPACE_DEFAULT_CHANNEL, TurnStatus
@@ -47,71 +55,12 @@ __all__ = [
     "SettingsAudit",
     "Thread",
     "ToolApproval",
+    "ToolCall",
     "Turn",
     "TurnStatus",
     "UTCDateTime",
     "utcnow",
 ]
-
-NAMING_CONVENTION: Final = {
-    # Deterministic constraint names make migrations reproducible and let later migrations
-    # drop or alter constraints by name (SQLite otherwise leaves them unnamed).
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-INTEGER_MAX: Final = 2**31 - 1
-"""The largest value an integer column (``mapped_column()`` of ``int``) holds on every engine:
-PostgreSQL's ``integer`` is 32 bits (SQLite's is 64). Writers check against it, so a value out
-of range is refused with a clear error instead of failing inside the database driver."""
-
-# Slack ids (T…, C…, U…) and message timestamps ("1700000000.000100") are short; the bound
-# only catches garbage. Ids minted by model endpoints and relays vary far more: LiteLLM's proxy
-# encodes its routing into response ids of ~450 characters, hence 2048.
-_SLACK_ID = String(32)
-_SLACK_TS = String(32)
-_EXTERNAL_ID = String(2048)
-
-
-def utcnow() -> datetime:
-    """The current time as an aware UTC datetime (the only clock storage uses)."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """``DateTime(timezone=True)`` that always returns aware UTC datetimes.
-
-    PostgreSQL's ``timestamptz`` already does; SQLite stores text without an offset and hands
-    back naive values. Converting on the way in and tagging on the way out makes both engines
-    behave the same. Naive datetimes are refused rather than guessed at.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: storage needs timezone-aware values")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    """Declarative base holding the shared :class:`MetaData`."""
-
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime()}
 
 
 class Thread(Base):
@@ -122,13 +71,13 @@ class Thread(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key referenced by ``turns.thread_id``."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace (team) id."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack channel id."""
-    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    thread_ts: Mapped[str] = mapped_column(SLACK_TS)
     """Slack ts of the thread's parent message."""
-    head_response_id: Mapped[str | None] = mapped_column(_EXTERNAL_ID)
+    head_response_id: Mapped[str | None] = mapped_column(EXTERNAL_ID)
     """Response id of the last completed turn: the next turn's ``previous_response_id``."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     """When the bot first answered in this thread."""
@@ -153,25 +102,25 @@ class Turn(Base):
     """Surrogate key; increasing, so it orders a thread's turns."""
     thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
     """The thread this turn belongs to."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace id (denormalised for per-team reporting)."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack channel id (denormalised for per-channel reporting)."""
-    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    user_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack user who wrote the message."""
     event_id: Mapped[str | None] = mapped_column(String(64))
     """Slack event id that delivered the message, if it came from the Events API."""
-    user_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    user_ts: Mapped[str] = mapped_column(SLACK_TS)
     """Slack ts of the user's message."""
-    reply_ts: Mapped[str | None] = mapped_column(_SLACK_TS)
+    reply_ts: Mapped[str | None] = mapped_column(SLACK_TS)
     """Slack ts of the bot's first reply message, once posted."""
     status: Mapped[str] = mapped_column(String(16), default=TurnStatus.PENDING.value)
     """A :class:`TurnStatus` value."""
     error_code: Mapped[str | None] = mapped_column(String(128))
     """Why the turn did not complete (an endpoint error code or one of the service's own)."""
-    response_id: Mapped[str | None] = mapped_column(_EXTERNAL_ID)
+    response_id: Mapped[str | None] = mapped_column(EXTERNAL_ID)
     """Id of the model response that answered this turn."""
-    previous_response_id: Mapped[str | None] = mapped_column(_EXTERNAL_ID)
+    previous_response_id: Mapped[str | None] = mapped_column(EXTERNAL_ID)
     """Response the request continued from (None: the chain started afresh)."""
     model: Mapped[str] = mapped_column(String(255))
     """Model name sent in the request."""
@@ -209,9 +158,9 @@ class ChannelSettings(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace id."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack channel id, or :data:`WORKSPACE_DEFAULT_CHANNEL` for the workspace's defaults."""
     model: Mapped[str | None] = mapped_column(String(255))
     """Model name."""
@@ -247,9 +196,16 @@ class ChannelSettings(Base):
     """Messages Slack rotates while the model works (workspace row only)."""
     language: Mapped[str | None] = mapped_column(String(16))
     """The bot's own words for everyone ("auto": each person's Slack locale; workspace row)."""
+    mcp_servers: Mapped[list[str] | None] = mapped_column(JSON)
+    """Names of declared MCP servers (``MCP_SERVERS``) whose tools the model may call; names
+    only: their URLs and keys stay in the environment."""
+    hosted_tools: Mapped[list[str] | None] = mapped_column(JSON)
+    """Tools the endpoint runs itself: ``web_search``, ``file_search``, ``code_interpreter``."""
+    vector_store_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    """Vector store ids that ``file_search`` searches."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     """When the row last changed."""
-    updated_by: Mapped[str | None] = mapped_column(_SLACK_ID)
+    updated_by: Mapped[str | None] = mapped_column(SLACK_ID)
     """Slack user id of whoever changed it last (None: changed by the operator's CLI)."""
 
 
@@ -273,9 +229,9 @@ class SettingsAudit(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key; increasing, so it orders changes made at the same instant."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace id."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack channel id, or :data:`WORKSPACE_DEFAULT_CHANNEL` for the workspace's defaults."""
     field: Mapped[str] = mapped_column(String(32))
     """The setting that changed (a name in :data:`SETTING_FIELDS`)."""
@@ -283,7 +239,7 @@ class SettingsAudit(Base):
     """JSON-encoded value before the change (NULL: it was inheriting)."""
     new_value: Mapped[str | None] = mapped_column(Text)
     """JSON-encoded value after the change (NULL: it now inherits)."""
-    changed_by: Mapped[str | None] = mapped_column(_SLACK_ID)
+    changed_by: Mapped[str | None] = mapped_column(SLACK_ID)
     """Slack user id of whoever made the change, "cli", or None if unknown."""
     changed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     """When the change was committed (with the settings row's ``updated_at``)."""
@@ -345,15 +301,15 @@ class AcceptedMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key; breaks ties between messages with the same ``ts``."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace id."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack channel id."""
-    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    thread_ts: Mapped[str] = mapped_column(SLACK_TS)
     """The thread the answer goes to."""
-    ts: Mapped[str] = mapped_column(_SLACK_TS)
+    ts: Mapped[str] = mapped_column(SLACK_TS)
     """Slack ts of the message (orders a thread's waiting messages)."""
-    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    user_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack user who wrote it."""
     event_id: Mapped[str | None] = mapped_column(String(64))
     """Slack event id that delivered it."""
@@ -380,13 +336,13 @@ class AssistantThread(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace id of the DM ("" when Slack did not say)."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """The app's DM with the person (``D…``)."""
-    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    thread_ts: Mapped[str] = mapped_column(SLACK_TS)
     """The pane thread's root ts."""
-    user_id: Mapped[str | None] = mapped_column(_SLACK_ID)
+    user_id: Mapped[str | None] = mapped_column(SLACK_ID)
     """Who opened the pane."""
     context: Mapped[str | None] = mapped_column(Text)
     """JSON: the context Slack reported last (``channel_id``, ``team_id``,
@@ -419,13 +375,13 @@ class AnswerFeedback(Base):
     """Surrogate key."""
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
     """The answer voted on; the vote is pruned with it."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack workspace id (denormalised for reports)."""
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
     """Slack channel id (denormalised for reports)."""
     model: Mapped[str] = mapped_column(String(255))
     """The model that answered (denormalised for reports)."""
-    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    user_id: Mapped[str] = mapped_column(SLACK_ID)
     """Who voted."""
     value: Mapped[str] = mapped_column(String(8))
     """``good`` or ``bad``."""
@@ -447,11 +403,11 @@ class ToolApproval(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     """Surrogate key; the value of the Approve / Deny buttons."""
-    team_id: Mapped[str] = mapped_column(_SLACK_ID)
-    channel_id: Mapped[str] = mapped_column(_SLACK_ID)
-    thread_ts: Mapped[str] = mapped_column(_SLACK_TS)
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
+    thread_ts: Mapped[str] = mapped_column(SLACK_TS)
     """The thread the question is asked in."""
-    user_id: Mapped[str] = mapped_column(_SLACK_ID)
+    user_id: Mapped[str] = mapped_column(SLACK_ID)
     """The asker: the only person whose click counts."""
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
     """The turn whose tool call waits; the question is pruned with it."""
@@ -464,13 +420,47 @@ class ToolApproval(Base):
     """What the call will do, short and made by the bot (never the tool's output)."""
     status: Mapped[str] = mapped_column(String(16), default="pending")
     """``pending``, ``approved``, ``denied``, ``expired`` or ``withdrawn``."""
-    decided_by: Mapped[str | None] = mapped_column(_SLACK_ID)
+    decided_by: Mapped[str | None] = mapped_column(SLACK_ID)
     """Who clicked (the asker), for approved and denied."""
-    message_ts: Mapped[str | None] = mapped_column(_SLACK_TS)
+    message_ts: Mapped[str | None] = mapped_column(SLACK_TS)
     """The question's Slack message, once posted."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column()
     """When it stopped being pending."""
+
+
+class ToolCall(Base):
+    """One tool call made while answering a turn: which tool, how it ended, how long it took
+    and how much it gave back. Never its arguments or output (those reach the logs only, and
+    only with ``LOG_MESSAGE_CONTENT``). Deleted with its turn."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        # Usage reports: a workspace's (or channel's) tool calls since a time.
+        Index("ix_tool_calls_team_id_channel_id_created_at", "team_id", "channel_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Surrogate key."""
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    """The turn the call was made for; pruned with it."""
+    team_id: Mapped[str] = mapped_column(SLACK_ID)
+    """Slack workspace id (denormalised for reports)."""
+    channel_id: Mapped[str] = mapped_column(SLACK_ID)
+    """Slack channel id (denormalised for reports)."""
+    server: Mapped[str] = mapped_column(String(64))
+    """The MCP server's declared name (``""`` when the model named no known tool)."""
+    tool: Mapped[str] = mapped_column(String(128))
+    """The tool's name on its server (the function name when unknown)."""
+    status: Mapped[str] = mapped_column(String(16))
+    """``ok``, ``tool_error``, ``timeout``, ``unavailable``, ``protocol_error``, ``rejected``,
+    ``denied`` (the asker said no or did not answer) or ``cancelled`` (the user stopped)."""
+    duration_ms: Mapped[int] = mapped_column(default=0)
+    """How long the call ran (0 when it never ran)."""
+    output_chars: Mapped[int] = mapped_column(default=0)
+    """Characters of the tool's own output, before truncation."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the call ended."""
 
 
 _SETTINGS_ROW_COLUMNS: Final = frozenset(

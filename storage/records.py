@@ -14,6 +14,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
 
+# The records of tool calls and their approvals (storage.tool_records); kept importable here.
+from storage.tool_records import (
+    ApprovalDecision,
+    ApprovalRecord,
+    ApprovalStatus,
+    ToolCallCount,
+    ToolCallRecord,
+)
+
 __all__ = [
     "WORKSPACE_DEFAULT_CHANNEL",
     "AbandonedTurn",
@@ -38,6 +47,8 @@ __all__ = [
     "SettingsAuditRecord",
     "ThreadRecord",
     "TokenUsage",
+    "ToolCallCount",
+    "ToolCallRecord",
     "TranscriptRecord",
     "TurnLimits",
     "TurnRecord",
@@ -436,54 +447,3 @@ class FeedbackCount:
     key: str
     good: int
     bad: int
-
-
-# -- tool approvals (storage.tool_approvals) --------------------------------------------------
-
-
-class ApprovalStatus(StrEnum):
-    """Where a tool call's approval question stands (stored as its string value)."""
-
-    PENDING = "pending"
-    APPROVED = "approved"
-    DENIED = "denied"
-    EXPIRED = "expired"
-    """No answer in time: a denial."""
-    WITHDRAWN = "withdrawn"
-    """The turn stopped waiting (a user stop, shutdown)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalRecord:
-    """A tool call's approval question as stored (ids and the bot-made title; never the
-    call's arguments or output)."""
-
-    id: int
-    team_id: str
-    channel_id: str
-    thread_ts: str
-    user_id: str
-    """The asker: the only person whose click counts."""
-    turn_id: int
-    call_id: str
-    server: str
-    tool: str
-    title: str
-    status: ApprovalStatus
-    decided_by: str | None
-    message_ts: str | None
-    created_at: datetime
-    decided_at: datetime | None
-
-
-class ApprovalDecision(StrEnum):
-    """What became of a click on Approve / Deny."""
-
-    DECIDED = "decided"
-    """This click decided the question (exactly one click ever does)."""
-    NOT_ASKER = "not_asker"
-    """Someone other than the asker: nothing changed."""
-    ALREADY_DECIDED = "already_decided"
-    """The question was decided, expired or withdrawn before."""
-    UNKNOWN = "unknown"
-    """No such question (pruned with its turn, or not ours)."""

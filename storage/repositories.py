@@ -12,6 +12,7 @@ Where each job lives (one module each, one small class each):
 * ``storage.assistant_threads``: conversations in Slack's assistant pane and their context
 * ``storage.feedback``: 👍/👎 on answers and their counts
 * ``storage.tool_approvals``: tool calls waiting for the asker's yes
+* ``storage.tool_calls``: tool calls of turns and their counts
 * ``storage.health``: ping and schema check
 * ``storage.units``: the units of work they all run in
 * ``storage.records``: the records they return (SQLAlchemy-free)
@@ -49,6 +50,7 @@ from storage.records import UsageRow as UsageRow
 from storage.retention import Retention
 from storage.threads import Threads
 from storage.tool_approvals import ToolApprovals
+from storage.tool_calls import ToolCallStore
 from storage.units import UnitsOfWork
 from storage.usage import UsageReports
 
@@ -73,6 +75,7 @@ class Store:
         self.channel_settings = ChannelSettingsStore(self.units)
         self.usage = UsageReports(self.units)
         self.assistant_threads = AssistantThreads(self.units)
+        self.tool_calls = ToolCallStore(self.units)
         self.feedback = FeedbackStore(self.units)
         self.tool_approvals = ToolApprovals(self.units)
         self.retention = Retention(
@@ -113,6 +116,8 @@ class Store:
         self.usage_since = self.usage.usage_since
         self.top_users = self.usage.top_users
         self.feedback_since = self.feedback.counts_since
+        self.record_tool_calls = self.tool_calls.record_tool_calls
+        self.tool_calls_since = self.tool_calls.counts_since
 
         self.prune_history = self.retention.prune_history
 

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidSetting",
     "Kind",
     "Name",
+    "NameList",
     "Number",
     "OnOff",
     "Text",
@@ -384,6 +385,60 @@ class TextList(_Plain):
 
 
 _SEPARATOR_NAMES = {"|": N_("vertical bars"), ";": N_("semicolons")}
+
+
+@dataclass(frozen=True, slots=True)
+class NameList(_Plain):
+    """Some of a set of names, typed with commas between them (``orders, wiki``). ``names``
+    is the set (``None``: any single word); ``what`` says where the set comes from when it is
+    empty (the MCP servers the operator declared), so the refusal tells an admin what to do."""
+
+    max_items: int
+    names: tuple[str, ...] | None = None
+    what: str = N_("names")
+    """What the names are, for the refusal (a catalogue text: ``N_``)."""
+
+    def _words(self) -> TextList:
+        return TextList(self.max_items, 200, separator=",", words=True)
+
+    @property
+    def valid(self) -> str:
+        if self.names is None:
+            return self._words().valid
+        if not self.names:
+            return t("comma-separated, some of the {what}", what=t(self.what))
+        return t("comma-separated, some of {names}", names=", ".join(self.names))
+
+    @property
+    def max_chars(self) -> int | None:
+        return self._words().max_chars
+
+    def parse(self, name: str, raw: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(item.lower() for item in self._words().parse(name, raw)))
+        if self.names is None:
+            return items
+        unknown = [item for item in items if item not in self.names]
+        if unknown:
+            listed = (
+                ", ".join(self.names)
+                if self.names
+                else t("none (no {what} are declared)", what=t(self.what))
+            )
+            raise InvalidSetting(
+                t(
+                    "{name}: unknown {values}; the valid values are: {listed}",
+                    name=name,
+                    values=", ".join(repr(u) for u in unknown),
+                    listed=listed,
+                )
+            )
+        return items
+
+    def show(self, value: Any) -> str:
+        return ", ".join(str(item) for item in _items(value))
+
+    def text(self, value: Any) -> str:
+        return ",".join(str(item) for item in _items(value))
 
 
 def _items(value: Any) -> Sequence[Any]:

@@ -13,7 +13,7 @@ checks that the two agree).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from bot.channel_settings.kinds import (
@@ -21,6 +21,7 @@ from bot.channel_settings.kinds import (
     InvalidSetting,
     Kind,
     Name,
+    NameList,
     Number,
     OnOff,
     Text,
@@ -187,6 +188,13 @@ class Schema:
         """The ``Settings`` fields the defaults come from."""
         return tuple(dict.fromkeys(s.env for s in self if s.env))
 
+    def declaring(self, *, mcp_servers: Iterable[str]) -> Schema:
+        """This schema with the names only the running service knows: the MCP servers the
+        operator declared (``MCP_SERVERS``). Without it, ``mcp_servers`` refuses every name,
+        so a path that forgot to say which servers exist cannot enable an unknown one."""
+        names = tuple(mcp_servers)
+        return Schema(_with_names(setting, "mcp_servers", names) for setting in self)
+
 
 MAX_SUGGESTED_PROMPTS: Final = 4
 """Slack's ``assistant.threads.setSuggestedPrompts`` shows up to four prompts."""
@@ -208,6 +216,12 @@ DEFAULT_LOADING_MESSAGES: Final = (
     N_("Thinking it through…"),
     N_("Writing an answer…"),
 )
+
+
+HOSTED_TOOLS: Final = ("web_search", "file_search", "code_interpreter")
+"""Tools the model endpoint runs itself, passed through in the request's ``tools``."""
+MAX_MCP_SERVERS: Final = 16
+MAX_VECTOR_STORES: Final = 16
 
 
 def _count(unit: str, zero: str) -> WholeNumber:
@@ -337,8 +351,34 @@ SCHEMA: Final = Schema(
             layers=WORKSPACE_ONLY,
             default=AUTO,
         ),
+        Setting(
+            "mcp_servers",
+            NameList(MAX_MCP_SERVERS, names=(), what=N_("MCP servers (MCP_SERVERS)")),
+            help=N_("MCP servers whose tools the model may call (names from MCP_SERVERS)"),
+            label=N_("Tool servers (MCP, comma-separated)"),
+        ),
+        Setting(
+            "hosted_tools",
+            NameList(len(HOSTED_TOOLS), names=HOSTED_TOOLS, what=N_("hosted tools")),
+            help=N_(
+                "tools the model endpoint runs itself: web_search, file_search, code_interpreter"
+            ),
+            label=N_("Hosted tools (comma-separated)"),
+        ),
+        Setting(
+            "vector_store_ids",
+            TextList(MAX_VECTOR_STORES, 200, separator=",", words=True),
+            help=N_("vector store ids that file_search searches"),
+            label=N_("Vector stores for file_search (comma-separated ids)"),
+        ),
     ]
 )
+
+
+def _with_names(setting: Setting, name: str, names: tuple[str, ...]) -> Setting:
+    if setting.name != name or not isinstance(setting.kind, NameList):
+        return setting
+    return replace(setting, kind=replace(setting.kind, names=names))
 
 
 def show_value(name: str, value: Any, *, schema: Schema = SCHEMA) -> str:

@@ -15,8 +15,12 @@ from storage.records import LimitReached
 
 __all__ = [
     "BUSY_NOTE",
+    "DENIED_OUTPUT",
+    "OUT_OF_TIME_OUTPUT",
     "RESEND_FAILED_NOTE",
     "RESENT_NOTE",
+    "ROUND_LIMIT_NOTE",
+    "ROUND_LIMIT_OUTPUT",
     "SHUTDOWN_NOTE",
     "STOPPED_NOTE",
     "STORAGE_NOTE",
@@ -42,6 +46,26 @@ RESENT_NOTE = N_(
 RESEND_FAILED_NOTE = N_(
     ":warning: The model service answered without this thread's earlier messages, so this "
     "answer may miss what was said before. I'll send them along from now on."
+)
+
+ROUND_LIMIT_NOTE = N_(
+    "_(I stopped using tools here: this answer reached its limit of tool rounds. "
+    "Ask me to continue if you need more.)_"
+)
+
+# What the model reads instead of a tool's output (function_call_output): plain English for
+# the model, not shown to people unless the model quotes it.
+DENIED_OUTPUT = (
+    "The user denied this tool call (or did not answer in time); the tool was not run. "
+    "Do not call it again for this request unless the user asks."
+)
+ROUND_LIMIT_OUTPUT = (
+    "Error: the limit of tool rounds for this answer was reached; the tool was not run. "
+    "Answer now with what you have, and say what is missing."
+)
+OUT_OF_TIME_OUTPUT = (
+    "Error: the time for tool calls in this answer ran out; the tool was not run. "
+    "Answer now with what you have, and say what is missing."
 )
 
 

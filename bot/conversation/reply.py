@@ -39,6 +39,8 @@ class Attempt:
         self.answer_started = False
         self.first_token_at: datetime | None = None
         self.result: ModelResult | None = None
+        self.request: ResponseRequest | None = None  # the last request run (tool rounds)
+        self._separate = False  # a later tool round's text starts a new paragraph
 
     @property
     def partial_text(self) -> str:
@@ -50,7 +52,13 @@ class Attempt:
         assert self.result is not None
         return self.prefix + self.result.text + self.suffix
 
+    def next_round(self) -> None:
+        """The next call continues the same answer (a tool round): its text, if any, comes
+        after a blank line, as the turn's final text joins the rounds."""
+        self._separate = any(part != self.prefix for part in self.text_parts)
+
     async def run(self, model: ModelClient, request: ResponseRequest) -> ModelResult:
+        self.request = request
         # aclosing: when the sink raises (the user stopped the answer), the model stream is
         # closed at once, which closes the upstream request instead of letting it run on.
         async with aclosing(model.stream(request)) as events:
@@ -70,9 +78,13 @@ class Attempt:
                     self.text_parts.append(self.prefix)
                     if not self.quiet:
                         await self.sink.delta(self.prefix)
-            self.text_parts.append(event.text)
+            text = event.text
+            if self._separate:
+                self._separate = False
+                text = "\n\n" + text
+            self.text_parts.append(text)
             if not self.quiet:
-                await self.sink.delta(event.text)
+                await self.sink.delta(text)
         elif isinstance(event, ReasoningDelta):
             if not self.quiet:
                 await self.sink.reasoning()

@@ -25,6 +25,7 @@ def build_request(
     message: IncomingMessage,
     *,
     identity_salt: str,
+    tools: list[dict[str, Any]] | None = None,
 ) -> ResponseRequest:
     # Instructions are not carried over by previous_response_id: send them on every turn.
     return ResponseRequest(
@@ -46,6 +47,8 @@ def build_request(
             "slack_channel": message.channel_id,
             "slack_thread": message.thread_ts,
         },
+        # MCP function tools and hosted tools, sent on every round (not carried by the chain).
+        tools=tools,
     )
 
 
@@ -75,8 +78,14 @@ class RunningTurn:
     current: TurnInput
     identity_salt: str
     log_extra: Mapping[str, Any]
+    tools: list[dict[str, Any]] | None = None
 
     def request(self, items: list[dict[str, Any]], previous: str | None) -> ResponseRequest:
         return build_request(
-            self.settings, items, previous, self.message, identity_salt=self.identity_salt
+            self.settings,
+            items,
+            previous,
+            self.message,
+            identity_salt=self.identity_salt,
+            tools=self.tools,
         )

@@ -24,6 +24,7 @@ from bot.conversation.history import History
 from bot.conversation.limits import Refused, admit
 from bot.conversation.notes import BUSY_NOTE, STORAGE_NOTE
 from bot.conversation.ports import (
+    Approvals,
     ContextSource,
     ConversationStore,
     IncomingMessage,
@@ -40,12 +41,14 @@ from bot.conversation.ports import (
 )
 from bot.conversation.recovery import Recovery
 from bot.conversation.reply import tell
+from bot.conversation.tool_ports import ToolCallStore, ToolRunner
+from bot.conversation.tools import DenyingApprovals, ToolLoop
 from bot.conversation.turn import TurnRunner
 from bot.i18n import choose, from_slack_locale, reading
 from bot.thread_locks import KeyedLocks
 from bot.user_messages import INTERNAL_ERROR
 from storage.errors import StorageError, ThreadLockTimeout
-from storage.records import Acceptance, QueuedMessage
+from storage.records import Acceptance, QueuedMessage, ToolCallRecord
 
 __all__ = ["ConversationService"]
 
@@ -74,7 +77,17 @@ class ConversationService:
         transcript_chars: int = 40_000,
         on_recovery: Callable[[str], None] | None = None,
         locales: LocaleSource | None = None,
+        tool_runner: ToolRunner | None = None,
+        approvals: Approvals | None = None,
+        tool_calls: ToolCallStore | None = None,
+        on_tool_call: Callable[[ToolCallRecord], None] | None = None,
+        max_tool_rounds: int = 8,
+        tool_turn_timeout: float = 300.0,
     ) -> None:
+        """``tool_runner``: the declared MCP servers' tools (None: none); ``approvals``: asks
+        the asker before a tool marked ``require_approval`` runs (default: every such call is
+        denied, and the model told so); ``tool_calls``: where calls are recorded;
+        ``on_tool_call``: metrics for each call."""
         self._store = store
         self._locales = locales
         self._intake = intake
@@ -109,6 +122,14 @@ class ConversationService:
             ),
             identity_salt=identity_salt,
             log_message_content=log_message_content,
+            tools=ToolLoop(
+                runner=tool_runner,
+                approvals=approvals or DenyingApprovals(),
+                records=tool_calls,
+                on_call=on_tool_call,
+                max_rounds=max_tool_rounds,
+                turn_timeout=tool_turn_timeout,
+            ),
         )
 
     async def handle(self, message: IncomingMessage) -> TurnOutcome:

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.channel_settings import EffectiveSettings
 from bot.conversation.history import History
-from bot.conversation.notes import SHUTDOWN_NOTE, STOPPED_NOTE
+from bot.conversation.notes import ROUND_LIMIT_NOTE, SHUTDOWN_NOTE, STOPPED_NOTE
 from bot.conversation.ports import (
     ContextSource,
     ConversationStore,
@@ -33,6 +33,7 @@ from bot.conversation.ports import (
 from bot.conversation.recovery import Recovery, resend_reason
 from bot.conversation.reply import Attempt, tell
 from bot.conversation.request import RunningTurn
+from bot.conversation.tools import ToolLoop, TurnTools
 from bot.errors import (
     ContextError,
     DeliveryError,
@@ -40,7 +41,8 @@ from bot.errors import (
     NotInstalledError,
     ResponseIncompleteError,
 )
-from bot.model.types import ModelResult
+from bot.i18n import t
+from bot.model.types import ModelResult, ResponseRequest
 from bot.user_messages import INTERNAL_ERROR, context_message, user_message
 from storage.errors import StorageError
 from storage.records import TokenUsage, TurnStart
@@ -64,8 +66,10 @@ class TurnRunner:
         recovery: Recovery,
         identity_salt: str,
         log_message_content: bool,
+        tools: ToolLoop,
     ) -> None:
         self._store = store
+        self._tools = tools
         self._model = model
         self._sinks = sinks
         self._context = context
@@ -159,6 +163,7 @@ class TurnRunner:
         current = await self._context.current(message)
         notices = "".join(f"_{notice}_\n" for notice in current.notices)
         attempt.prefix = notices + "\n" if notices else ""
+        tools = await self._tools.tools_for(settings, log_extra)
         running = RunningTurn(
             message=message,
             settings=settings,
@@ -166,6 +171,7 @@ class TurnRunner:
             current=current,
             identity_salt=self._identity_salt,
             log_extra=log_extra,
+            tools=tools.definitions,
         )
         items, previous = await self._history.plan(message, settings, turn, current)
         request = running.request(items, previous)
@@ -175,8 +181,46 @@ class TurnRunner:
             reason = resend_reason(exc, attempt, request)
             if reason is None:
                 raise
-            return await self._recovery.resend(reason, running, request, attempt)
-        return await self._recovery.check_continuity(running, request, attempt, result)
+            attempt, result = await self._recovery.resend(reason, running, request, attempt)
+        else:
+            attempt, result = await self._recovery.check_continuity(
+                running, request, attempt, result
+            )
+        return attempt, await self._follow_tools(attempt, result, running, tools)
+
+    async def _follow_tools(
+        self,
+        attempt: Attempt,
+        result: ModelResult,
+        running: RunningTurn,
+        tools: TurnTools,
+    ) -> ModelResult:
+        """Run the tool rounds the answer asks for (``bot.conversation.tools``); the result
+        is then the last response, with every round's text and usage."""
+        assert attempt.request is not None
+        answered = attempt
+
+        async def model_call(request: ResponseRequest) -> ModelResult:
+            answered.next_round()
+            return await answered.run(self._model, request)
+
+        final, cut_short = await self._tools.run(
+            model_call=model_call,
+            sink=attempt.sink,
+            message=running.message,
+            turn_id=running.turn.turn_id,
+            tools=tools,
+            request=attempt.request,
+            result=result,
+            transcript=attempt.request.previous_response_id is None
+            and await self._history.transcript_mode(running.settings),
+            show_reasoning=bool(running.settings.reasoning_summary),
+            log_extra=running.log_extra,
+        )
+        if cut_short:
+            attempt.suffix += "\n\n" + t(ROUND_LIMIT_NOTE)
+        attempt.result = final
+        return final
 
     async def _close(
         self,

@@ -223,7 +223,14 @@ def result_from_response_json(body: dict[str, Any]) -> ModelResult:
         usage=normalise_usage(body.get("usage")),
         model=model if isinstance(model, str) else None,
         status=str(status),
+        output=_output_items(body.get("output")),
     )
+
+
+def _output_items(output: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(output, list):
+        return ()
+    return tuple(item for item in output if isinstance(item, dict))
 
 
 @dataclass(slots=True)
@@ -234,6 +241,7 @@ class _Item:
     # content_index → the part's whole text from ``response.output_text.done``
     done_parts: dict[int, str] = field(default_factory=dict)
     closed: bool = False  # ``response.output_item.done`` arrived
+    done_item: dict[str, Any] | None = None  # the item as ``output_item.done`` gave it
 
     def text(self) -> str:
         indexes = sorted(set(self.parts) | set(self.done_parts))
@@ -354,6 +362,7 @@ class StreamAccumulator:
                 usage=Usage(),
                 model=self.model,
                 status="completed",
+                output=self._done_items(),
             )
             return [Completed(self.result)]
         raise StreamProtocolError(
@@ -392,6 +401,16 @@ class StreamAccumulator:
                 item.type = item_type
             if closed:
                 item.closed = True
+                raw = event.get("item")
+                if isinstance(raw, dict):
+                    item.done_item = raw
+
+    def _done_items(self) -> tuple[dict[str, Any], ...]:
+        """The output items as their ``output_item.done`` events gave them, in output order:
+        the output of a relay whose final response leaves ``output`` empty."""
+        return tuple(
+            done for i in sorted(self._items) if (done := self._items[i].done_item) is not None
+        )
 
     def _answer_delta(self, event: dict[str, Any]) -> list[ModelEvent]:
         delta = event.get("delta")
@@ -458,11 +477,15 @@ class StreamAccumulator:
             raise StreamProtocolError(
                 "the stream completed without a response id", partial_text=text
             )
+        # The final response's output is the authority; a relay that leaves it empty still
+        # sent each item whole in its ``output_item.done`` (function calls included).
+        output = _output_items(response.get("output")) or self._done_items()
         self.result = ModelResult(
             response_id=self.response_id,
             text=text,
             usage=normalise_usage(response.get("usage")),
             model=self.model,
             status="completed",
+            output=output,
         )
         return [Completed(self.result)]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from bot.errors import ErrorMeaning
 
-__all__ = ["ErrorFacts", "canonical_code", "classify", "is_vague_code"]
+__all__ = ["ErrorFacts", "canonical_code", "classify", "is_vague_code", "refused_tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +125,24 @@ _SETTING_PARAMS = frozenset(
 )
 _SERVER_TYPES = frozenset({"server_error", "internal_error", "internalservererror"})
 
+# A hosted tool the endpoint or model does not offer: "Tool 'web_search' is not supported with
+# this model", "Hosted tool 'code_interpreter' is not supported", "Invalid value: 'file_search'".
+_TOOL_NAME = re.compile(r"\b(web_search(?:_preview)?|file_search|code_interpreter)\b")
+_TOOL_REFUSED = re.compile(
+    r"not supported|unsupported|not (?:available|enabled|allowed)|invalid (?:value|tool)"
+    r"|unknown (?:tool|parameter)|does not support",
+    re.IGNORECASE,
+)
+
+
+def refused_tool(message: str | None) -> str | None:
+    """The hosted tool a refusal names (``web_search``…), or None."""
+    found = _TOOL_NAME.search(message or "")
+    if found is not None:
+        return found.group(1).removesuffix("_preview")
+    return None
+
+
 # "Previous response with id 'resp_…' not found." (OpenAI), and what relays make of it.
 _LOST_CHAIN_TEXT = re.compile(
     r"previous[ _-]?response[^\n]{0,160}?(?:not[ _-]?found|does not exist|could not be found"
@@ -203,6 +221,12 @@ def classify(facts: ErrorFacts) -> ErrorMeaning:
         return ErrorMeaning.UNKNOWN_MODEL
     if _RATE_TEXT.search(text):
         return ErrorMeaning.RATE_LIMIT
+    client_error = status is None or 400 <= status < 500
+    named = param.startswith("tools") or (
+        refused_tool(facts.message) is not None and _TOOL_REFUSED.search(text) is not None
+    )
+    if client_error and named:
+        return ErrorMeaning.UNSUPPORTED_TOOL
     if code in _SETTING_CODES or param in _SETTING_PARAMS or _SETTING_TEXT.search(text):
         return ErrorMeaning.BAD_SETTING
     if (status is not None and status >= 500) or kind in _SERVER_TYPES or code in _SERVER_TYPES:

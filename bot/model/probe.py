@@ -64,17 +64,19 @@ async def check_chains(client: ResponsesClient, model: str) -> ChainCheck:
     return ChainCheck("ignored", "it answered a made-up previous_response_id")
 
 
-async def check_tools(client: ResponsesClient, model: str) -> bool | None:
-    """Whether a request with one function tool is accepted (None: the call failed for
-    another reason, e.g. a rate limit)."""
+async def check_tools(
+    client: ResponsesClient, model: str, tools: list[dict[str, Any]] | None = None
+) -> bool | None:
+    """Whether a request with ``tools`` (default: one function tool) is accepted (None: the
+    call failed for another reason, e.g. a rate limit). One small request; ``doctor`` asks it
+    for each hosted tool a channel enabled."""
     try:
-        await client.create(_request(model, tools=[PROBE_TOOL]))
+        await client.create(_request(model, tools=tools or [PROBE_TOOL]))
     except ResponseIncompleteError:
         return True
     except ModelHTTPError as exc:
-        if exc.meaning in (ErrorMeaning.BAD_SETTING, ErrorMeaning.UNKNOWN) and (
-            400 <= exc.status_code <= 499
-        ):
+        refused = (ErrorMeaning.BAD_SETTING, ErrorMeaning.UNSUPPORTED_TOOL, ErrorMeaning.UNKNOWN)
+        if exc.meaning in refused and (400 <= exc.status_code <= 499):
             return False
         return None
     except ModelError:

@@ -44,6 +44,9 @@ class ResponseRequest:
     prompt_cache_key: str | None = None
     store: bool = True
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | None = None
+    """``"none"`` forbids tool calls (the last round of a turn); ``None`` leaves it to the
+    endpoint (``auto`` when ``tools`` are sent)."""
 
     def to_body(self, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "input": self.input, "stream": stream}
@@ -60,6 +63,7 @@ class ResponseRequest:
             "safety_identifier": self.safety_identifier,
             "prompt_cache_key": self.prompt_cache_key,
             "tools": self.tools,
+            "tool_choice": self.tool_choice,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         reasoning: dict[str, str] = {}
@@ -90,13 +94,15 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class ModelResult:
-    """A finished answer: the response id to chain on, the answer text, the usage."""
+    """A finished answer: the response id to chain on, the answer text, the usage, and the
+    response's ``output`` items (what the tool loop reads its function calls from)."""
 
     response_id: str
     text: str
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
     status: str = "completed"
+    output: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

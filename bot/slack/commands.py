@@ -47,7 +47,8 @@ from bot.model_catalogue import ModelCatalogue
 from bot.pricing import ModelPrice, estimate_cost, format_cost
 from bot.slack.admins import AdminPolicy
 from bot.slack.escaping import escape, unescape
-from storage.records import FeedbackCount, FeedbackGrouping
+from bot.usage_report import tool_call_lines
+from storage.records import FeedbackCount, FeedbackGrouping, ToolCallCount
 from storage.repositories import (
     SettingsAuditRecord,
     UsageCounts,
@@ -114,6 +115,10 @@ class _Store(Protocol):
         team_id: str | None = None,
         channel_id: str | None = None,
     ) -> list[FeedbackCount]: ...
+
+    async def tool_calls_since(
+        self, *, team_id: str, since: datetime, channel_id: str | None = None
+    ) -> list[ToolCallCount]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +309,10 @@ class SettingsCommands:
             since=since, by="model", team_id=team_id, channel_id=channel_id
         )
         lines += _feedback(t("Feedback, 30 days"), by_model, None)
+        tools = await self._store.tool_calls_since(
+            team_id=team_id, since=since, channel_id=channel_id
+        )
+        lines += tool_call_lines(t("Tool calls, 30 days"), tools)
         return "\n".join(lines)
 
     async def _workspace_usage(self, team_id: str) -> str:
@@ -322,6 +331,8 @@ class SettingsCommands:
         by_model = await self._store.feedback_since(since=since, by="model", team_id=team_id)
         lines += _feedback(t("Feedback by channel, 30 days"), by_channel, "#")
         lines += _feedback(t("Feedback by model, 30 days"), by_model, None)
+        tools = await self._store.tool_calls_since(team_id=team_id, since=since)
+        lines += tool_call_lines(t("Tool calls, 30 days"), tools)
         return "\n".join(lines)
 
     def _usage_refusal(self) -> str:

@@ -9,8 +9,10 @@ does not load the SDK):
 - ``bot.tools.connection``: one server's session, owned by a task of its own.
 - ``bot.tools.registry``: ``McpToolRegistry``: list tools (cached), call them (bounded).
 - ``bot.tools.results``: ``ToolCallResult`` and how an MCP result becomes text for the model.
-- ``bot.tools.rounds``: the pure planner: function calls in, ``function_call_output`` items out.
-- ``bot.tools.execute``: ``run_round``: one round's calls, concurrently.
+
+The tool loop itself (rounds, parallel calls, approval, steps) is in the core
+(``bot.conversation.tools``, with its pure planner ``bot.conversation.tool_round``);
+``bot.tool_runner.McpToolRunner`` hands it the registry as its ``ToolRunner`` port.
 
 See ``docs/tools.md``.
 """

@@ -583,13 +583,15 @@ class RecordingSinks:
     def __init__(self) -> None:
         self.opened: list[RecordingSink] = []
         self._next: list[dict[str, Any]] = []
+        self.factory: Callable[..., RecordingSink] = RecordingSink
+        """The sink class (a subclass that shows steps, for the tool loop's tests)."""
 
     def configure(self, **options: Any) -> None:
         """Options (``stop_after``, ``refuse_finish``, ``refuse_start``) of the next sink."""
         self._next.append(options)
 
     def open(self, message: IncomingMessage) -> RecordingSink:
-        sink = RecordingSink(message, **(self._next.pop(0) if self._next else {}))
+        sink = self.factory(message, **(self._next.pop(0) if self._next else {}))
         self.opened.append(sink)
         return sink
 

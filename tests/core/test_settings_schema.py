@@ -114,16 +114,46 @@ SAMPLES: dict[str, object] = {
     "suggested_prompts": ("Summarise this channel, briefly", "What's new?"),
     "loading_messages": ("Reading…", "Thinking, hard…"),
     "language": "zh-CN",
+    "mcp_servers": ("orders", "wiki-search"),
+    "hosted_tools": ("web_search", "code_interpreter"),
+    "vector_store_ids": ("vs_abc123", "vs_def456"),
 }
 
+# The names only the running service knows (MCP_SERVERS), as the service declares them.
+DECLARED = SCHEMA.declaring(mcp_servers=("orders", "wiki-search", "admin"))
 
-@pytest.mark.parametrize("setting", list(SCHEMA), ids=lambda s: s.name)
+
+@pytest.mark.parametrize("setting", list(DECLARED), ids=lambda s: s.name)
 def test_every_value_round_trips_through_its_exact_text(setting: Setting) -> None:
     # What the form shows is what it saves: text() parses back to the very same value.
     value = SAMPLES[setting.name]
     again = setting.parse(setting.text(value))
     assert again == value
     assert type(again) is type(value)
+
+
+def test_mcp_servers_are_checked_against_the_declared_servers() -> None:
+    setting = DECLARED["mcp_servers"]
+    assert setting.parse(" Orders , admin,orders") == ("orders", "admin")
+    with pytest.raises(InvalidSetting) as refused:
+        setting.parse("orders, billing")
+    assert str(refused.value) == (
+        "mcp_servers: unknown 'billing'; the valid values are: orders, wiki-search, admin"
+    )
+    # A path that did not say which servers exist refuses every name, and says why.
+    with pytest.raises(InvalidSetting, match=r"none \(no MCP servers \(MCP_SERVERS\) are"):
+        SCHEMA["mcp_servers"].parse("orders")
+    assert SCHEMA["mcp_servers"].valid == "comma-separated, some of the MCP servers (MCP_SERVERS)"
+
+
+def test_hosted_tools_are_the_three_the_endpoint_runs() -> None:
+    setting = SCHEMA["hosted_tools"]
+    assert setting.parse("file_search,web_search") == ("file_search", "web_search")
+    with pytest.raises(InvalidSetting, match="unknown 'browser'"):
+        setting.parse("web_search, browser")
+    assert SCHEMA["vector_store_ids"].parse("vs_1, vs_2") == ("vs_1", "vs_2")
+    with pytest.raises(InvalidSetting, match="one word"):
+        SCHEMA["vector_store_ids"].parse("vs 1")
 
 
 def test_the_schema_is_the_storage_columns_and_matches_the_environment() -> None:

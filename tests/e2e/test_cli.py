@@ -314,3 +314,23 @@ async def test_migrate_finds_the_packages_migrations_whatever_the_working_direct
     assert "database is at the latest migration" in out
     (version,) = sqlite3.connect(db).execute("select version_num from alembic_version").fetchone()
     assert version == head_revision()
+
+
+async def test_config_enables_only_declared_mcp_servers(
+    tmp_path: Path, fake_slack: FakeSlack, fake_model: FakeResponsesServer
+) -> None:
+    servers = [{"name": "orders", "url": "https://orders.example/mcp"}]
+    env = {**_service_env(tmp_path, fake_slack, fake_model), "MCP_SERVERS": json.dumps(servers)}
+    code, _, err = await _run(
+        ["config", "set", "--channel", "C1", "--mcp-servers", "orders,billing"], env, tmp_path
+    )
+    assert code == 2
+    assert "mcp_servers: unknown 'billing'; the valid values are: orders" in err
+    assert "Nothing was saved" in err
+    code, out, err = await _run(
+        ["config", "set", "--channel", "C1", "--mcp-servers", "orders"], env, tmp_path
+    )
+    assert code == 0, err
+    code, out, _ = await _run(["config", "show", "--channel", "C1"], env, tmp_path)
+    assert code == 0
+    assert "orders" in out

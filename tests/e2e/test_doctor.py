@@ -4,6 +4,7 @@ with a fix and exit code 1."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from bot.doctor import manifest_bot_scopes
 from tests.e2e.harness import MODEL_KEY, SIGNING_SECRET
 from tests.e2e.harness import run_cli as _run
+from tests.fakes.mcp_server import FakeMcpServer
 from tests.fakes.responses_server import FakeResponsesServer
 from tests.fakes.slack_server import DEFAULT_BOT_SCOPES, FakeSlack
 
@@ -275,3 +277,54 @@ async def test_unapplied_migrations_and_a_missing_setting(
     assert code == 1
     assert out.startswith("FAIL configuration: OPENAI_API_KEY is required")
     assert "fix:" in out
+
+
+async def test_each_mcp_server_and_enabled_hosted_tool_is_checked(
+    tmp_path: Path, fake_slack: FakeSlack, good_model: FakeResponsesServer
+) -> None:
+    async with FakeMcpServer(required_headers={"X-Api-Key": "mcp-secret-1"}) as mcp:
+        servers = [
+            {"name": "orders", "url": mcp.url, "headers_from_env": {"X-Api-Key": "ORDERS_KEY"}},
+            {"name": "gone", "url": "http://127.0.0.1:9/mcp", "timeout": 2},
+        ]
+        env = _env(
+            tmp_path,
+            fake_slack,
+            good_model,
+            MCP_SERVERS=json.dumps(servers),
+            ORDERS_KEY="mcp-secret-1",
+        )
+        code, _, err = await _run(
+            ["config", "set", "--channel", "C1", "--hosted-tools", "web_search,code_interpreter"],
+            env,
+            tmp_path,
+        )
+        assert code == 0, err
+        # default model, tools, streaming, then web_search (the chain check uses no script).
+        for _ in range(4):
+            good_model.reply("OK")
+        good_model.error(
+            400,
+            {
+                "error": {
+                    "message": "Tool 'code_interpreter' is not supported with test-model.",
+                    "type": "invalid_request_error",
+                    "param": "tools",
+                    "code": None,
+                }
+            },
+        )
+        code, out, err = await _run(["doctor"], env, tmp_path)
+    assert code == 1, out
+    assert "mcp-secret-1" not in out + err
+    assert _line(out, "mcp server orders").startswith("ok   mcp server orders: 6 tools: ")
+    assert _line(out, "mcp server gone").startswith("FAIL mcp server gone: could not list")
+    assert _line(out, "hosted tool web_search").startswith(
+        "ok   hosted tool web_search: the endpoint accepts web_search"
+    )
+    refused = _line(out, "hosted tool code_interpreter")
+    assert refused.startswith("FAIL hosted tool code_interpreter: the endpoint refuses")
+    assert "hosted_tools" in refused
+    bodies = [r.body for r in good_model.requests if r.path.endswith("/responses")]
+    assert bodies[-2]["tools"] == [{"type": "web_search"}]
+    assert bodies[-1]["tools"] == [{"type": "code_interpreter", "container": {"type": "auto"}}]

@@ -72,6 +72,7 @@ __all__ = [
     "UsageStyle",
     "last_user_text",
     "recall_answerer",
+    "tool_outputs",
     "user_texts",
 ]
 
@@ -92,7 +93,7 @@ def last_user_text(body: Mapping[str, Any]) -> str:
     if not isinstance(data, list):
         return ""
     for item in reversed(data):
-        if not isinstance(item, dict) or item.get("role", "user") != "user":
+        if not _is_user(item):
             continue
         content = item.get("content")
         if isinstance(content, str):
@@ -128,11 +129,26 @@ def user_texts(body: Mapping[str, Any]) -> list[str]:
         return [data]
     if not isinstance(data, list):
         return []
-    return [
-        _item_text(item)
-        for item in data
-        if isinstance(item, dict) and item.get("role", "user") == "user"
-    ]
+    return [_item_text(item) for item in data if _is_user(item)]
+
+
+def _is_user(item: Any) -> bool:
+    """A user message (function calls and their outputs are items without a role)."""
+    return (
+        isinstance(item, dict)
+        and item.get("type", "message") == "message"
+        and item.get("role", "user") == "user"
+    )
+
+
+def tool_outputs(body: Mapping[str, Any]) -> dict[str, str]:
+    """``call_id -> output`` of every ``function_call_output`` the model sees."""
+    data = body.get("input")
+    return {
+        str(item.get("call_id")): str(item.get("output"))
+        for item in (data if isinstance(data, list) else [])
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    }
 
 
 def recall_answerer(body: dict[str, Any], n: int) -> str:
@@ -188,6 +204,10 @@ class RecordedRequest(dict[str, Any]):
 
 def _default_answerer(body: dict[str, Any], n: int) -> str:
     return f"answer {n} to: {last_user_text(body)}"
+
+
+def _arguments(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _new_id(prefix: str) -> str:
@@ -282,7 +302,17 @@ class _ChainNotFound:
     pass
 
 
-_Script = _Reply | _HTTPError | _StreamFailure | _Incomplete | _Cut | _Raw | _ChainNotFound
+@dataclass(frozen=True, slots=True)
+class _Calls:
+    """A response that asks for function calls: ``(name, arguments JSON text)`` each, after
+    an optional message ``text``."""
+
+    calls: tuple[tuple[str, str], ...]
+    text: str = ""
+    delay: float = 0.0
+
+
+_Script = _Reply | _HTTPError | _StreamFailure | _Incomplete | _Cut | _Raw | _ChainNotFound | _Calls
 
 
 # ------------------------------------------------------------------------------ wire objects
@@ -331,6 +361,15 @@ class _Answer:
     reasoning_id: str = field(default_factory=lambda: _new_id("rs"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     sequence: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    """``function_call`` items (completed), after the message (left out when it is empty)."""
+
+    @property
+    def has_message(self) -> bool:
+        return bool(self.text) or not self.calls
+
+    def call_index(self, n: int) -> int:
+        return self.message_index + (1 if self.has_message else 0) + n
 
     @property
     def message_index(self) -> int:
@@ -391,8 +430,8 @@ class _Answer:
             "store": req.get("store", True),
             "temperature": req.get("temperature", 1.0),
             "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": "auto",
-            "tools": [],
+            "tool_choice": req.get("tool_choice", "auto"),
+            "tools": req.get("tools") or [],
             "top_logprobs": 0,
             "top_p": req.get("top_p", 1.0),
             "truncation": req.get("truncation", "disabled"),
@@ -403,7 +442,38 @@ class _Answer:
 
     def output(self, status: str = "completed") -> list[dict[str, Any]]:
         items = [self.reasoning_item()] if self.reasoning_text is not None else []
-        return [*items, self.message_item(self.text, status)]
+        if self.has_message:
+            items.append(self.message_item(self.text, status))
+        return [*items, *self.calls]
+
+    def call_frames(self) -> list[bytes]:
+        """Each function call as OpenAI streams it: the item added with empty arguments, the
+        arguments in deltas, their ``done``, the item ``done``."""
+        frames: list[bytes] = []
+        for n, item in enumerate(self.calls):
+            index = self.call_index(n)
+            common = {"item_id": item["id"], "output_index": index}
+            frames.append(
+                self.event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item={**item, "status": "in_progress", "arguments": ""},
+                )
+            )
+            for piece in _split(item["arguments"], 2):
+                frames.append(
+                    self.event("response.function_call_arguments.delta", **common, delta=piece)
+                )
+            frames.append(
+                self.event(
+                    "response.function_call_arguments.done",
+                    **common,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
+            frames.append(self.event("response.output_item.done", output_index=index, item=item))
+        return frames
 
     def event(self, type_: str, **fields: Any) -> bytes:
         payload = {"type": type_, "sequence_number": self.sequence, **fields}
@@ -524,6 +594,9 @@ class FakeResponsesServer:
         self.disconnects = 0
         """Responses cut short because the client closed the connection."""
         self._known_ids: set[str] = set()
+        # response id → call ids it asked for (answered by the next request in its chain)
+        self._open_calls: dict[str, list[str]] = {}
+        self._always: tuple[str, str] | None = None
         self._scripts: deque[_Script] = deque()
         self._answers = 0
         self._changed = asyncio.Condition()
@@ -702,6 +775,20 @@ class FakeResponsesServer:
         """Send ``body`` byte for byte (e.g. a recorded stream), in ``chunk_size`` writes."""
         data = body.encode() if isinstance(body, str) else body
         self._scripts.append(_Raw(data, status, content_type, dict(headers or {}), chunk_size))
+
+    def function_calls(self, *calls: tuple[str, Any], text: str = "", delay: float = 0.0) -> None:
+        """Answer the next call with ``function_call`` items, one per ``(name, arguments)``
+        (a dict is sent as its JSON text, a string as is; several = parallel calls), after an
+        optional message ``text``; ``delay``: seconds before the first byte."""
+        self._scripts.append(
+            _Calls(tuple((name, _arguments(args)) for name, args in calls), text, delay)
+        )
+
+    def always_call(self, name: str | None, arguments: Any = None) -> None:
+        """Answer every unscripted call with one call of ``name`` (a model that never stops
+        calling tools, for the round limit) until ``always_call(None)``. A request with
+        ``tool_choice: "none"`` gets a text answer, as a real endpoint gives it."""
+        self._always = None if name is None else (name, _arguments(arguments or {}))
 
     def previous_response_not_found(self) -> None:
         """Answer the next call with OpenAI's 400 ``previous_response_not_found``."""
@@ -892,7 +979,16 @@ class FakeResponsesServer:
                 return self._chain_not_found(previous)
         seen = history + _as_items(body.get("input"))
         self.requests[-1]["seen"] = seen
-        script = self._scripts.popleft() if self._scripts else _Reply()
+        if self.chain_mode == "strict":
+            refusal = self._check_calls(body, seen)
+            if refusal is not None:
+                return self._json(400, refusal)
+        if self._scripts:
+            script = self._scripts.popleft()
+        elif self._always is not None and body.get("tool_choice") != "none":
+            script = _Calls((self._always,))
+        else:
+            script = _Reply()
         stream = bool(body.get("stream"))
         try:
             return await self._run(script, request, {**body, "input": seen}, stream)
@@ -906,9 +1002,44 @@ class FakeResponsesServer:
             await self._notify()
             raise
 
+    def _check_calls(self, body: dict[str, Any], seen: list[dict[str, Any]]) -> bytes | None:
+        """OpenAI's 400s for tool outputs that do not fit: an output whose call the model never
+        made, or a chained request that leaves a call of the previous response unanswered."""
+        made = {i.get("call_id") for i in seen if i.get("type") == "function_call"}
+        given = [i.get("call_id") for i in seen if i.get("type") == "function_call_output"]
+        for call_id in given:
+            if call_id not in made:
+                message = f"No tool call found for function call output with call_id {call_id}."
+                return _error_body(message, type_="invalid_request_error", code=None, param="input")
+        previous = body.get("previous_response_id")
+        for call_id in self._open_calls.get(str(previous), []) if previous else []:
+            if call_id not in given:
+                message = f"No tool output found for function call {call_id}."
+                return _error_body(message, type_="invalid_request_error", code=None, param="input")
+        return None
+
     async def _run(
         self, script: _Script, request: web.Request, body: dict[str, Any], stream: bool
     ) -> web.StreamResponse:
+        if isinstance(script, _Calls):
+            if script.delay:
+                await asyncio.sleep(script.delay)  # simulating a slow model, not synchronising
+            answer = self._answer(body, script.text, _Reply())
+            answer.calls = [
+                {
+                    "id": _new_id("fc"),
+                    "type": "function_call",
+                    "status": "completed",
+                    "arguments": arguments,
+                    "call_id": _new_id("call"),
+                    "name": name,
+                }
+                for name, arguments in script.calls
+            ]
+            if not stream:
+                self._issue(answer)
+                return self._json(200, self._body(answer, "completed"))
+            return await self._stream(request, answer, 3, 0.0)
         if isinstance(script, _ChainNotFound):
             return self._chain_not_found(body.get("previous_response_id"))
         if isinstance(script, _HTTPError):
@@ -989,10 +1120,13 @@ class FakeResponsesServer:
     def _issue(self, answer: _Answer) -> None:
         self._known_ids.add(answer.response_id)
         self.response_ids.append(answer.response_id)
+        said = [{"role": "assistant", "content": answer.text}] if answer.has_message else []
         self._histories[answer.response_id] = [
             *_as_items(answer.request.get("input")),
-            {"role": "assistant", "content": answer.text},
+            *said,
+            *answer.calls,
         ]
+        self._open_calls[answer.response_id] = [c["call_id"] for c in answer.calls]
 
     @staticmethod
     def _body(
@@ -1046,6 +1180,8 @@ class FakeResponsesServer:
             },
         )
         await response.prepare(request)
+        if not answer.has_message:
+            return await self._calls_stream(response, answer)
         for frame in answer.opening():
             await response.write(frame)
         for i, piece in enumerate(_split(answer.text, delta_count)):
@@ -1086,9 +1222,26 @@ class FakeResponsesServer:
         else:
             for frame in answer.closing():
                 await response.write(frame)
+            for frame in answer.call_frames():
+                await response.write(frame)
             self._issue(answer)
             envelope = answer.envelope("completed", answer.output(), usage=answer.usage)
             await response.write(answer.event("response.completed", response=envelope))
+        await response.write_eof()
+        return response
+
+    async def _calls_stream(
+        self, response: web.StreamResponse, answer: _Answer
+    ) -> web.StreamResponse:
+        """A response that is only function calls (no message item)."""
+        created = answer.envelope("in_progress", [])
+        await response.write(answer.event("response.created", response=created))
+        await response.write(answer.event("response.in_progress", response=created))
+        for frame in answer.call_frames():
+            await response.write(frame)
+        self._issue(answer)
+        envelope = answer.envelope("completed", answer.output(), usage=answer.usage)
+        await response.write(answer.event("response.completed", response=envelope))
         await response.write_eof()
         return response
 

@@ -32,7 +32,13 @@ from bot.errors import (
 )
 from bot.model.accumulator import StreamAccumulator
 from bot.model.client import ResponsesClient
-from bot.model.error_meaning import ErrorFacts, canonical_code, classify, is_vague_code
+from bot.model.error_meaning import (
+    ErrorFacts,
+    canonical_code,
+    classify,
+    is_vague_code,
+    refused_tool,
+)
 from bot.model.http_errors import error_from_response
 from bot.model.retry import RetryPolicy
 from bot.model.types import ResponseRequest
@@ -516,3 +522,41 @@ def test_a_quota_increase_link_is_not_a_quota_and_a_status_alone_decides_little(
     assert classify(ErrorFacts(status=502)) is ErrorMeaning.SERVER
     # In a stream there is no status: a bare message that says nothing stays unknown.
     assert classify(ErrorFacts(message="Something went wrong")) is ErrorMeaning.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "tool"),
+    [
+        (
+            400,
+            {
+                "message": "Tool 'web_search' is not supported with gpt-3.5-turbo.",
+                "type": "invalid_request_error",
+                "param": "tools",
+                "code": None,
+            },
+            "web_search",
+        ),
+        (
+            400,
+            {"message": "Hosted tool 'code_interpreter' is not supported.", "code": "400"},
+            "code_interpreter",
+        ),
+        (
+            400,
+            {"message": "Invalid value: 'file_search'.", "param": "tools[0].type"},
+            "file_search",
+        ),
+        (400, {"message": "tools is not supported in this model.", "param": "tools"}, None),
+    ],
+)
+def test_a_refused_tool_is_named(status: int, error: dict[str, Any], tool: str | None) -> None:
+    facts = ErrorFacts(
+        status=status,
+        code=error.get("code"),
+        type=error.get("type"),
+        param=error.get("param"),
+        message=error.get("message"),
+    )
+    assert classify(facts) is ErrorMeaning.UNSUPPORTED_TOOL
+    assert refused_tool(facts.message) == tool

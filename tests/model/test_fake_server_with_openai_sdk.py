@@ -167,3 +167,72 @@ async def test_sdk_sees_a_wrong_key_as_authentication_error(fake: FakeResponsesS
 async def test_sdk_reads_the_model_list(fake: FakeResponsesServer, sdk: openai.AsyncOpenAI) -> None:
     fake.models = ["gpt-a", "gpt-b"]
     assert [m.id async for m in sdk.models.list()] == ["gpt-a", "gpt-b"]
+
+
+async def test_sdk_reads_streamed_parallel_function_calls_and_chains_their_outputs(
+    fake: FakeResponsesServer, sdk: openai.AsyncOpenAI
+) -> None:
+    fake.function_calls(
+        ("orders__lookup_order", {"order_id": "A1"}),
+        ("orders__lookup_order", {"order_id": "B2"}),
+        text="Let me look.",
+    )
+    tools: list[typing.Any] = [
+        {"type": "function", "name": "orders__lookup_order", "parameters": {"type": "object"}}
+    ]
+    stream = await sdk.responses.create(
+        model="fake-model", input="where are A1 and B2?", tools=tools, stream=True
+    )
+    events = [event async for event in stream]
+    kinds = [e.type for e in events]
+    assert kinds.count("response.function_call_arguments.done") == 2
+    assert kinds[-1] == "response.completed"
+    added = [e for e in events if e.type == "response.output_item.added"]
+    assert [e.item.type for e in added] == ["message", "function_call", "function_call"]
+    # The arguments stream per item (by output_index), and add up to the item's own.
+    for done in (e for e in events if e.type == "response.function_call_arguments.done"):
+        deltas = "".join(
+            e.delta
+            for e in events
+            if e.type == "response.function_call_arguments.delta"
+            and e.output_index == done.output_index
+        )
+        assert deltas == done.arguments
+    final = events[-1]
+    assert final.type == "response.completed"
+    calls = [item for item in final.response.output if item.type == "function_call"]
+    assert [json.loads(c.arguments) for c in calls] == [{"order_id": "A1"}, {"order_id": "B2"}]
+    assert final.response.output_text == "Let me look."
+
+    # The outputs go back chained, one per call.
+    answer = await sdk.responses.create(
+        model="fake-model",
+        previous_response_id=final.response.id,
+        input=[
+            {"type": "function_call_output", "call_id": c.call_id, "output": f"ok {n}"}
+            for n, c in enumerate(calls)
+        ],
+    )
+    assert answer.output_text.startswith("answer 2")
+    assert all(
+        item.get("type") == "function_call_output" for item in fake.requests[-1]["body"]["input"]
+    )
+
+
+async def test_unanswered_or_unknown_calls_are_refused_as_openai_does(
+    fake: FakeResponsesServer, sdk: openai.AsyncOpenAI
+) -> None:
+    fake.function_calls(("t__a", {}), ("t__b", {}))
+    first = await sdk.responses.create(model="fake-model", input="go")
+    calls = [item for item in first.output if item.type == "function_call"]
+    with pytest.raises(openai.BadRequestError, match="No tool output found for function call"):
+        await sdk.responses.create(
+            model="fake-model",
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "x"}],
+        )
+    with pytest.raises(openai.BadRequestError, match="No tool call found for function call"):
+        await sdk.responses.create(
+            model="fake-model",
+            input=[{"type": "function_call_output", "call_id": "call_nope", "output": "x"}],
+        )

@@ -91,6 +91,9 @@ async def test_reset_one_setting_then_all(store: Store) -> None:
             "suggested_prompts": ["Summarise this channel"],
             "loading_messages": ["Brewing…"],
             "language": "ja",
+            "mcp_servers": ["orders"],
+            "hosted_tools": ["web_search"],
+            "vector_store_ids": ["vs_1"],
         },
         updated_by="U_ADMIN",
     )

@@ -48,6 +48,7 @@ TABLES = {
     "assistant_threads",
     "answer_feedback",
     "tool_approvals",
+    "tool_calls",
 }
 
 

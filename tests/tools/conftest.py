@@ -3,13 +3,16 @@ pointed at it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import pytest
 
+from bot.conversation.tool_round import ToolRound
 from bot.tools.config import McpServerConfig, resolve_mcp_servers
 from bot.tools.registry import McpToolRegistry
+from bot.tools.results import ToolCallResult
 from tests.fakes.mcp_server import FakeMcpServer
 
 MakeRegistry = Callable[..., Awaitable[McpToolRegistry]]
@@ -41,3 +44,16 @@ async def make_registry(fake_mcp: FakeMcpServer) -> AsyncIterator[MakeRegistry]:
     yield make
     for registry in made:
         await registry.aclose()
+
+
+async def run_calls(
+    registry: McpToolRegistry, tool_round: ToolRound, *, approved: Collection[str] = ()
+) -> dict[str, ToolCallResult]:
+    """A round's runnable calls, all at once, straight on the registry (the turn's own runner,
+    with approval and steps, is ``bot.conversation.tool_calls``; tested in
+    tests/conversation/test_tool_loop.py)."""
+    calls = tool_round.runnable
+    results = await asyncio.gather(
+        *(registry.call(c.name, c.arguments, approved=c.call_id in approved) for c in calls)
+    )
+    return {c.call_id: r for c, r in zip(calls, results, strict=True)}

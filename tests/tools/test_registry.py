@@ -11,13 +11,12 @@ import time
 
 import pytest
 
+from bot.conversation.tool_round import plan_round
 from bot.tools.config import McpServerConfig, parse_mcp_servers, resolve_mcp_servers
-from bot.tools.execute import run_round
 from bot.tools.naming import function_name
 from bot.tools.registry import McpToolRegistry
-from bot.tools.rounds import plan_round
 from tests.fakes.mcp_server import TOOL_NAMES, FakeMcpServer
-from tests.tools.conftest import MakeRegistry
+from tests.tools.conftest import MakeRegistry, run_calls
 
 MODEL_KEY = "sk-model-key-never-for-tools"
 BOT_TOKEN = "xoxb-bot-token-never-for-tools"
@@ -362,7 +361,7 @@ async def test_parallel_calls_run_at_the_same_time(
         for i in range(3)
     ]
     tool_round = plan_round(output)
-    results = await run_round(registry, tool_round)
+    results = await run_calls(registry, tool_round)
 
     assert [results[f"call_{i}"].status for i in range(3)] == ["ok", "ok", "ok"]
     calls = fake_mcp.calls_to("slow_report")

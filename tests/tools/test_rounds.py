@@ -4,17 +4,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.tools.execute import run_round
-from bot.tools.results import ToolCallResult
-from bot.tools.rounds import function_call_output, plan_round
+from bot.conversation.tool_round import function_call_output, plan_round
 from tests.fakes.mcp_server import FakeMcpServer
-from tests.tools.conftest import MakeRegistry
+from tests.tools.conftest import MakeRegistry, run_calls
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "responses"
 
@@ -179,7 +176,7 @@ async def test_a_round_trip_through_a_real_mcp_server(
         call("c6", "orders__refund_order", '{"order_id": "A2", "amount": 4}'),
     ]
     tool_round = plan_round(output)
-    results = await run_round(registry, tool_round, approved={"c6"})
+    results = await run_calls(registry, tool_round, approved={"c6"})
 
     assert set(results) == {"c1", "c3", "c4", "c5", "c6"}  # c2 was never run
     assert {cid: r.status for cid, r in results.items()} == {
@@ -205,30 +202,3 @@ async def test_a_round_trip_through_a_real_mcp_server(
         ("lookup_order", '{"order_id": "A1"}'),
         ("refund_order", '{"amount": 4.0, "order_id": "A2"}'),
     ]
-
-
-class CrashingCaller:
-    """A caller with a bug: it raises for one tool instead of returning a result."""
-
-    async def call(
-        self,
-        name: str,
-        arguments: Mapping[str, Any] | None,
-        *,
-        servers: Collection[str] | None = None,
-        approved: bool = False,
-        timeout: float | None = None,
-    ) -> ToolCallResult:
-        if name == "a__boom":
-            raise RuntimeError("bug")
-        return ToolCallResult(name, "a", name[3:], "ok", f"ran {name}")
-
-
-async def test_a_crashing_caller_loses_neither_the_other_calls_nor_the_round() -> None:
-    tool_round = plan_round([call("c1", "a__boom", "{}"), call("c2", "a__fine", "{}")])
-    results = await run_round(CrashingCaller(), tool_round)
-    assert results["c1"].status == "protocol_error"
-    assert results["c1"].output == (
-        "Error: the tool call failed inside the bot; it may not have run."
-    )
-    assert results["c2"].output == "ran a__fine"
