@@ -363,3 +363,28 @@ async def test_a_stop_during_a_tool_call_ends_the_turn_and_keeps_the_chain(
     await bot.reply("next", thread_ts=root)
     await bot.wait_replies("C1", root, 4, timeout=15)
     assert bot.model_bodies()[-1]["previous_response_id"] == bot.model.response_ids[0]
+
+
+async def test_without_native_streaming_each_step_is_a_context_line_above_the_answer(
+    start_bot: StartBot, fake_mcp: FakeMcpServer
+) -> None:
+    bot = await start_with_tools(start_bot, fake_mcp, slack_native_streaming=False)
+    bot.model.function_calls(
+        ("orders__lookup_order", {"order_id": "A1"}),
+        ("orders__flaky_inventory", {"sku": "S1"}),
+    )
+    bot.model.script_reply("A1 shipped; inventory is unavailable.")
+    ts, _ = await bot.mention("order A1 and inventory?")
+    await bot.wait_replies("C1", ts, 1)
+    [answer] = bot.slack.bot_replies("C1", ts)
+    assert shown(answer) == "A1 shipped; inventory is unavailable."
+    [context] = [b for b in answer.get("blocks") or [] if b.get("type") == "context"]
+    lines = context["elements"][0]["text"].splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(":white_check_mark:")
+    assert "lookup_order" in lines[0]
+    assert "A1" in lines[0]
+    assert lines[1].startswith(":x:")  # the flaky tool failed: an error step
+    assert "flaky_inventory" in lines[1]
+    # Nothing of the tools' output is posted; only the model's answer and the step titles.
+    assert "2025-03-04" not in json.dumps(answer)
