@@ -827,22 +827,7 @@ class FakeSlack:
                     }
                 else:
                     continue
-                return {
-                    "type": "block_actions",
-                    "team": {"id": team, "domain": self.team_domain},
-                    "user": {"id": user, "team_id": team},
-                    "api_app_id": self.app_id,
-                    "trigger_id": f"trigger-{secrets.token_hex(4)}",
-                    "container": {
-                        "type": "message",
-                        "message_ts": ts,
-                        "channel_id": channel,
-                        "is_ephemeral": False,
-                    },
-                    "channel": {"id": channel, "name": channel.lower()},
-                    "message": self._public(channel, message),
-                    "actions": [action],
-                }
+                return self._block_actions(channel, ts, team=team, user=user, action=action)
         raise AssertionError(f"message {ts} in {channel} has no feedback buttons")
 
     def button_click(
@@ -859,32 +844,37 @@ class FakeSlack:
                     continue
                 if element.get("action_id") != action_id:
                     continue
-                return {
-                    "type": "block_actions",
-                    "team": {"id": team, "domain": self.team_domain},
-                    "user": {"id": user, "team_id": team},
-                    "api_app_id": self.app_id,
-                    "trigger_id": f"trigger-{secrets.token_hex(4)}",
-                    "container": {
-                        "type": "message",
-                        "message_ts": ts,
-                        "channel_id": channel,
-                        "is_ephemeral": False,
-                    },
-                    "channel": {"id": channel, "name": channel.lower()},
-                    "message": self._public(channel, message),
-                    "actions": [
-                        {
-                            "type": "button",
-                            "action_id": action_id,
-                            "block_id": block.get("block_id", "b"),
-                            "text": element["text"],
-                            "value": element.get("value", ""),
-                            "action_ts": f"{time.time():.6f}",
-                        }
-                    ],
+                action = {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": block.get("block_id", "b"),
+                    "text": element["text"],
+                    "value": element.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
                 }
+                return self._block_actions(channel, ts, team=team, user=user, action=action)
         raise AssertionError(f"message {ts} in {channel} has no button {action_id}")
+
+    def _block_actions(
+        self, channel: str, ts: str, *, team: str, user: str, action: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload of one click on the message ``ts``."""
+        return {
+            "type": "block_actions",
+            "team": {"id": team, "domain": self.team_domain},
+            "user": {"id": user, "team_id": team},
+            "api_app_id": self.app_id,
+            "trigger_id": f"trigger-{secrets.token_hex(4)}",
+            "container": {
+                "type": "message",
+                "message_ts": ts,
+                "channel_id": channel,
+                "is_ephemeral": False,
+            },
+            "channel": {"id": channel, "name": channel.lower()},
+            "message": self._public(channel, self._channels[channel][ts]),
+            "actions": [action],
+        }
 
     async def send_envelope(
         self,
