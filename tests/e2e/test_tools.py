@@ -9,6 +9,7 @@ the MCP server ran, what the thread shows, the chain head, and what accounting r
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.slack.approvals import APPROVE_ACTION, DENY_ACTION
+from bot.slack.reply import sink as reply_sink
 from storage.models import ToolCall
 from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown, slash_command
@@ -388,3 +390,36 @@ async def test_without_native_streaming_each_step_is_a_context_line_above_the_an
     assert "flaky_inventory" in lines[1]
     # Nothing of the tools' output is posted; only the model's answer and the step titles.
     assert "2025-03-04" not in json.dumps(answer)
+
+
+async def test_a_stop_while_one_slow_call_runs_cancels_it_without_waiting_for_it(
+    start_bot: StartBot, fake_mcp: FakeMcpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slack sends no event for a stop: the running step's card is sent again to ask.
+    monkeypatch.setattr(reply_sink, "STOP_CHECK_INTERVAL", 0.2)
+    fake_mcp.slow_delay = 20.0
+    bot = await start_with_tools(start_bot, fake_mcp)
+    bot.model.function_calls(("orders__slow_report", {"topic": "x"}), text="Let me check.")
+    bot.model.script_reply("never sent")
+    ts, _ = await bot.mention("report please")
+    await fake_mcp.wait_for_calls(1)
+    streamed = await bot.slack.wait_for(
+        lambda: (
+            [m for m in bot.slack.bot_replies("C1", ts) if bot.slack.stream_tasks("C1", m["ts"])]
+            or None
+        ),
+        timeout=5,
+    )
+    started = time.monotonic()
+    bot.slack.stop_stream_by_user("C1", streamed[0]["ts"])
+
+    replies = await bot.slack.wait_for(
+        lambda: [m for m in bot.slack.bot_replies("C1", ts) if "Stopped" in shown(m)] or None,
+        timeout=10,
+    )
+    assert replies
+    assert time.monotonic() - started < 5  # not the tool's 20 s
+    (turn,) = await bot.turns("C1", ts)
+    assert (turn.status, turn.error_code) == ("stopped", "stopped_by_user")
+    assert (await tool_rows(bot))[0][:3] == ("orders", "slow_report", "cancelled")
+    assert len(bot.model_bodies()) == 1  # the model was never asked again

@@ -34,6 +34,11 @@ RESCUE_WAIT = 120.0
 """Extra seconds for the new message that carries the rest when the deadline has passed."""
 SHUTDOWN_WAIT = 5.0
 """Seconds a note may take when the turn is being cancelled by shutdown."""
+STOP_CHECK_INTERVAL = 10.0
+"""Seconds between checks, while a tool call runs, that the user has not pressed stop. Slack
+sends no event for a stop: the sink learns it from Slack's answer to its next call on the
+stream. While a step is in progress nothing else is sent, so its task card is sent again this
+often (one ``chat.appendStream``, Tier 4, from the answer's own budget) to ask."""
 
 
 class LiveReplySink:
@@ -61,6 +66,7 @@ class LiveReplySink:
         self._calls = ReplyCalls(workspaces=workspaces, team_id=message.team_id)
         self._draft = Draft(limit=limit, resume=resume)
         self._steps = Steps()
+        self._stopped = asyncio.Event()
         self._endings = AnswerEndings(endings)
         self._changed = asyncio.Event()
         self._text_ready = asyncio.Event()
@@ -116,6 +122,21 @@ class LiveReplySink:
         self._changed.set()
         self._text_ready.set()  # a message is about to be posted: the status must not linger
         self._ensure_pump(indicate=False)
+
+    async def wait_stopped(self) -> None:
+        """``StopSignal``: returns once the user has stopped the answer in Slack, which shows
+        on the native stream only (see ``STOP_CHECK_INTERVAL``); the tool loop cancels the
+        running calls then."""
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_CHECK_INTERVAL):
+                    await self._stopped.wait()
+            live = self._draft.live
+            if self._stopped.is_set() or self._draft.final is not None:
+                continue
+            if live is not None and live.native and self._steps.touch_running():
+                self._changed.set()
+                self._ensure_pump(indicate=False)
 
     async def finish(self, text: str) -> str | None:
         draft = self._draft
@@ -226,6 +247,8 @@ class LiveReplySink:
                 await self._deliver_final()
         except (DeliveryError, TurnStopped) as exc:
             self._error = exc
+            if isinstance(exc, TurnStopped):
+                self._stopped.set()
         except Exception as exc:  # never lose a failure inside the task
             logger.exception("answer delivery failed")
             self._error = DeliveryError(f"delivery failed: {type(exc).__name__}", code="internal")

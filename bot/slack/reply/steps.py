@@ -120,6 +120,15 @@ class Steps:
     def __bool__(self) -> bool:
         return bool(self._latest)
 
+    def touch_running(self) -> bool:
+        """Mark the steps still in progress as changed, so the next call sends them again
+        (asking Slack whether the stream still runs); False when none is in progress."""
+        running = [k for k, step in self._latest.items() if step.status == StepStatus.IN_PROGRESS]
+        for key in running:
+            self._counter += 1
+            self._version[key] = self._counter
+        return bool(running)
+
     def news(self) -> bool:
         """Some step changed since Slack last took it."""
         return any(self._shown.get(key, 0) < version for key, version in self._version.items())
