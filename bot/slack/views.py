@@ -210,7 +210,7 @@ def settings_modal(
             "Defaults for every channel of this workspace (a channel's own settings win). "
             "Leave a field empty, or pick *inherit*, to use the service default."
         )
-        title = t("Workspace defaults")
+        title = t("Default settings")  # Slack cuts a modal title at 24 characters
     else:
         intro = t(
             "Model settings for {channel}. Leave a field empty, or pick *inherit*, to "
