@@ -118,7 +118,9 @@ async def test_a_submission_saves_the_workspace_row_with_audit_and_the_language_
     row = await bot.service.store.get_channel_settings(team_id="T1", channel_id="")
     assert row is not None
     assert row.values["language"] == "zh-CN"
-    assert tuple(row.values["suggested_prompts"]) == ("Summarise the week", "Draft a reply")
+    prompts = row.values["suggested_prompts"]
+    assert isinstance(prompts, list | tuple)
+    assert list(prompts) == ["Summarise the week", "Draft a reply"]
     audit = await bot.service.store.list_settings_audit(team_id="T1", channel_id="")
     assert {row.field for row in audit} == {"language", "suggested_prompts"}
     assert {row.changed_by for row in audit} == {ADMIN}
