@@ -1,6 +1,7 @@
 """The slash command (``SLACK_COMMAND``, default ``/ai``) in the contract's grammar:
 
     /ai | /ai config                open the settings modal (admins)
+    /ai config default              open it for the workspace defaults (admins)
     /ai show                        the channel's effective settings and where each comes from
     /ai set FIELD VALUE             change a channel setting (admins)
     /ai set default FIELD VALUE     change a workspace default (admins)
@@ -35,6 +36,7 @@ from bot.channel_settings import (
     Actor,
     EffectiveSettings,
     InvalidSetting,
+    Layer,
     NotAllowed,
     Schema,
     SettingsEditor,
@@ -61,6 +63,7 @@ __all__ = ["CommandResult", "SettingsCommands"]
 
 _HELP = (
     N_("`{command}` or `{command} config`: open the settings form (admins)"),
+    N_("`{command} config default`: open the form for the workspace defaults (admins)"),
     N_("`{command} show`: the effective settings and where each comes from"),
     N_("`{command} set FIELD VALUE`: change this channel's setting (admins)"),
     N_("`{command} set default FIELD VALUE`: change the workspace default (admins)"),
@@ -125,6 +128,8 @@ class _Store(Protocol):
 class CommandResult:
     text: str = ""
     open_modal: bool = False
+    layer: Layer = "channel"
+    """The layer the modal edits (``config default``: the workspace's defaults)."""
 
 
 class SettingsCommands:
@@ -158,9 +163,19 @@ class SettingsCommands:
         rest = words[1] if len(words) > 1 else ""
         actor = Actor.slack(user_id)
         if verb == "config":
+            layer, extra = _layer(rest)
+            if extra:
+                return CommandResult(
+                    t(
+                        "I don't know `{command} config {what}`: use `{command} config` or "
+                        "`{command} config default`.",
+                        command=self.command,
+                        what=rest.strip(),
+                    )
+                )
             if not await self.editor.may_edit(actor, team_id=team_id):
                 return CommandResult(await self._refusal(team_id, channel_id))
-            return CommandResult(open_modal=True)
+            return CommandResult(open_modal=True, layer=layer)
         if verb == "show":
             return CommandResult(await self.show(team_id, channel_id))
         if verb == "help":
@@ -410,7 +425,7 @@ def _spans() -> list[tuple[str, datetime]]:
     ]
 
 
-def _layer(rest: str) -> tuple[str, str]:
+def _layer(rest: str) -> tuple[Layer, str]:
     words = rest.strip().split(maxsplit=1)
     if words and words[0].lower() == "default":
         return "workspace", words[1] if len(words) > 1 else ""

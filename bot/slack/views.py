@@ -20,6 +20,7 @@ from bot.channel_settings import (
     MAX_INSTRUCTIONS_CHARS,
     SCHEMA,
     EffectiveSettings,
+    Layer,
     Schema,
     Setting,
 )
@@ -29,6 +30,7 @@ from storage.repositories import ChannelSettingsRecord, SettingsAuditRecord
 
 __all__ = [
     "EDIT_ACTION",
+    "EDIT_DEFAULTS_ACTION",
     "MODAL_CALLBACK",
     "first_input",
     "home_view",
@@ -38,6 +40,7 @@ __all__ = [
 
 MODAL_CALLBACK = "channel_settings"
 EDIT_ACTION = "edit_channel_settings"
+EDIT_DEFAULTS_ACTION = "edit_workspace_defaults"
 INHERIT = "__inherit__"
 
 # Slack's Block Kit limits (a view breaking one is refused whole by views.open).
@@ -57,9 +60,15 @@ _SOURCE = {
 _INHERIT_LABEL = N_("inherit (use the default)")
 
 
-def _form_fields(schema: Schema) -> tuple[Setting, ...]:
-    """The form edits one channel: workspace-only settings are set with `/ai set default`."""
-    return schema.on("channel")
+def _form_fields(schema: Schema, layer: Layer = "channel") -> tuple[Setting, ...]:
+    """The form edits one layer: a channel's form holds what a channel may set, the workspace
+    defaults' form every setting the workspace layer may hold (workspace-only ones too)."""
+    return schema.on(layer)
+
+
+def _own(settings: EffectiveSettings, layer: Layer, name: str) -> Any:
+    """The value the edited layer itself holds (``None``: it inherits)."""
+    return settings.values[name] if settings.sources[name] == layer else None
 
 
 def _text(text: str, kind: str = "plain_text", limit: int = 150) -> dict[str, Any]:
@@ -74,8 +83,12 @@ def _option(value: str, label: str | None = None) -> dict[str, Any]:
     return {"text": _text(label or value, limit=MAX_OPTION_TEXT_CHARS), "value": value}
 
 
-def _hint(settings: EffectiveSettings, setting: Setting) -> str:
+def _hint(settings: EffectiveSettings, setting: Setting, layer: Layer) -> str:
     source = settings.sources[setting.name]
+    if source == layer == "workspace":
+        return t(
+            "Set as the workspace default. Clear it (or pick inherit) to use the service default."
+        )
     if source == "channel":
         return t("Set for this channel. Clear it (or pick inherit) to use the default.")
     return t(
@@ -133,27 +146,36 @@ def _input_element(setting: Setting, own: Any) -> dict[str, Any]:
     return element
 
 
+def _too_long(setting: Setting, own: Any, layer: Layer) -> str:
+    if layer == "workspace":
+        return t(
+            "*{label}*: set as the workspace default ({count} characters, more than this form "
+            "holds). Saving keeps it; change it with the `set default {field}` command.",
+            label=t(setting.label),
+            count=len(setting.text(own)),
+            field=setting.name,
+        )
+    return t(
+        "*{label}*: set for this channel ({count} characters, more than this form "
+        "holds). Saving keeps it; change it with the `set {field}` command.",
+        label=t(setting.label),
+        count=len(setting.text(own)),
+        field=setting.name,
+    )
+
+
 def _block(
-    setting: Setting, settings: EffectiveSettings, models: Sequence[str] | None
+    setting: Setting, settings: EffectiveSettings, models: Sequence[str] | None, layer: Layer
 ) -> dict[str, Any]:
     field = setting.name
-    own = settings.own(field)
+    own = _own(settings, layer, field)
     if own is not None and len(setting.text(own)) > _input_limit(setting):
         # Stored before today's limit: the form cannot hold it, so it shows how to change it
         # and leaves it out of the submission (an absent field is left as it is).
         return {
             "type": "section",
             "block_id": field,
-            "text": _text(
-                t(
-                    "*{label}*: set for this channel ({count} characters, more than this form "
-                    "holds). Saving keeps it; change it with the `set {field}` command.",
-                    label=t(setting.label),
-                    count=len(setting.text(own)),
-                    field=field,
-                ),
-                "mrkdwn",
-            ),
+            "text": _text(_too_long(setting, own, layer), "mrkdwn"),
         }
     if setting.from_catalogue and models and (own is None or len(own) <= MAX_OPTION_VALUE_CHARS):
         element = _model_select(own, models)
@@ -166,7 +188,7 @@ def _block(
         "block_id": field,
         "optional": True,
         "label": _text(t(setting.label)),
-        "hint": _text(_hint(settings, setting)),
+        "hint": _text(_hint(settings, setting, layer)),
         "element": element,
     }
 
@@ -178,45 +200,53 @@ def settings_modal(
     settings: EffectiveSettings,
     models: Sequence[str] | None,
     schema: Schema = SCHEMA,
+    layer: Layer = "channel",
 ) -> dict[str, Any]:
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "section",
-            "text": _text(
-                t(
-                    "Model settings for {channel}. Leave a field empty, or pick *inherit*, to "
-                    "use the workspace or service default.",
-                    channel=f"<#{channel_id}>",
-                ),
-                "mrkdwn",
-            ),
-        }
-    ]
-    blocks += [_block(setting, settings, models) for setting in _form_fields(schema)]
+    """The form for one channel, or (``layer="workspace"``, ``settings`` resolved for
+    ``WORKSPACE_DEFAULTS``) for the workspace's defaults. ``private_metadata`` names the layer;
+    the submission is checked again whatever it says."""
+    if layer == "workspace":
+        intro = t(
+            "Defaults for every channel of this workspace (a channel's own settings win). "
+            "Leave a field empty, or pick *inherit*, to use the service default."
+        )
+        title = t("Default settings")  # Slack cuts a modal title at 24 characters
+    else:
+        intro = t(
+            "Model settings for {channel}. Leave a field empty, or pick *inherit*, to "
+            "use the workspace or service default.",
+            channel=f"<#{channel_id}>",
+        )
+        title = t("Channel settings")
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": _text(intro, "mrkdwn")}]
+    blocks += [_block(setting, settings, models, layer) for setting in _form_fields(schema, layer)]
+    metadata = {"team_id": team_id, "channel_id": channel_id, "layer": layer}
     return {
         "type": "modal",
         "callback_id": MODAL_CALLBACK,
-        "private_metadata": json.dumps({"team_id": team_id, "channel_id": channel_id}),
-        "title": _text(t("Channel settings"), limit=24),
+        "private_metadata": json.dumps(metadata),
+        "title": _text(title, limit=24),
         "submit": _text(t("Save"), limit=24),
         "close": _text(t("Cancel"), limit=24),
         "blocks": blocks,
     }
 
 
-def first_input(view: Mapping[str, Any], schema: Schema = SCHEMA) -> str:
+def first_input(view: Mapping[str, Any], schema: Schema = SCHEMA, layer: Layer = "channel") -> str:
     """The block id to hang a form-wide error on (``response_action: errors`` needs an
     input block of the submitted view)."""
     values = (view.get("state") or {}).get("values") or {}
-    names = [setting.name for setting in _form_fields(schema)]
+    names = [setting.name for setting in _form_fields(schema, layer)]
     return next((name for name in names if name in values), names[0])
 
 
-def parse_submission(state: Mapping[str, Any], schema: Schema = SCHEMA) -> dict[str, str | None]:
-    """The text typed per field in ``view.state.values`` (``None``: inherit). A field the
-    view did not hold is left out, so it stays unchanged."""
+def parse_submission(
+    state: Mapping[str, Any], schema: Schema = SCHEMA, layer: Layer = "channel"
+) -> dict[str, str | None]:
+    """The text typed per field of ``layer``'s form in ``view.state.values`` (``None``:
+    inherit). A field the view did not hold is left out, so it stays unchanged."""
     typed: dict[str, str | None] = {}
-    for setting in _form_fields(schema):
+    for setting in _form_fields(schema, layer):
         if setting.name not in state:
             continue
         entry = (state.get(setting.name) or {}).get("value") or {}
@@ -291,6 +321,22 @@ def home_view(
                 "mrkdwn",
             ),
         },
+    ]
+    if is_admin:
+        # A block of its own (not an accessory): the defaults' list can be long.
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": _text(t("Edit workspace defaults")),
+                        "action_id": EDIT_DEFAULTS_ACTION,
+                    }
+                ],
+            }
+        )
+    blocks += [
         {"type": "divider"},
         {"type": "section", "text": _text("*" + t("Configured channels") + "*", "mrkdwn")},
     ]

@@ -96,6 +96,7 @@ async def _handle(
                 trigger_id=str(body.get("trigger_id") or ""),
                 team_id=team_id,
                 channel_id=channel_id,
+                layer=result.layer,
             )
             if not opened:
                 await _answer(respond, t(MODAL_FAILED))

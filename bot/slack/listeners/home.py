@@ -1,5 +1,6 @@
 """The App Home tab and its Edit buttons. One guarantee: a channel's settings are shown only
-to its members, and only an admin who is a member can open its form.
+to its members, and only an admin who is a member can open its form; only an admin can open
+the workspace defaults' form.
 
 ``app_home_opened`` is acknowledged by Bolt before this listener runs; the Edit button
 acknowledges first and checks (on the server, whatever the view showed) after.
@@ -16,7 +17,7 @@ from bot.channel_settings import WORKSPACE_DEFAULTS, Actor
 from bot.slack.language import speaking_to
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from bot.slack.listeners.settings_form import open_settings_form
-from bot.slack.views import EDIT_ACTION, home_view
+from bot.slack.views import EDIT_ACTION, EDIT_DEFAULTS_ACTION, home_view
 
 __all__ = ["register"]
 
@@ -79,4 +80,23 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
                 trigger_id=str(body.get("trigger_id") or ""),
                 team_id=team_id,
                 channel_id=channel_id,
+            )
+
+    @app.action(EDIT_DEFAULTS_ACTION)
+    async def on_edit_defaults(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """The Home tab's "Edit workspace defaults" button: admins only (checked here, and
+        again when the form is saved)."""
+        await ack()
+        user_id = str((body.get("user") or {}).get("id") or "")
+        team_id = str((body.get("team") or {}).get("id") or deps.default_team)
+        if not await deps.editor.may_edit(Actor.slack(user_id), team_id=team_id):
+            return
+        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
+            await open_settings_form(
+                deps,
+                client,
+                trigger_id=str(body.get("trigger_id") or ""),
+                team_id=team_id,
+                channel_id=WORKSPACE_DEFAULTS,
+                layer="workspace",
             )

@@ -1,6 +1,10 @@
 """The settings form (modal): opened for admins, and its submission saved, or refused with the
 reason on the fields. One guarantee: the form never fails while the settings change anyway.
 
+The form edits one layer: a channel, or the workspace's defaults (``private_metadata`` names
+which; either way the signed user must be an admin when the form is saved, not only when it
+was opened).
+
 The submission is answered in its acknowledgement (close, or errors on fields), so the admin
 check, the validation and the save (``SettingsEditor``, the same service the slash command and
 the CLI use) must finish within what is left of Slack's 3 seconds; when they cannot, nothing
@@ -18,7 +22,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channel_settings import Actor, InvalidSettings, NotAllowed
+from bot.channel_settings import WORKSPACE_DEFAULTS, Actor, InvalidSettings, Layer, NotAllowed
 from bot.errors import DeliveryError
 from bot.i18n import N_, Reader, reading, t
 from bot.slack.failures import slack_failures
@@ -43,10 +47,18 @@ OUT_OF_DATE = N_("This form is out of date.")
 
 
 async def open_settings_form(
-    deps: ListenerDeps, client: AsyncWebClient, *, trigger_id: str, team_id: str, channel_id: str
+    deps: ListenerDeps,
+    client: AsyncWebClient,
+    *,
+    trigger_id: str,
+    team_id: str,
+    channel_id: str,
+    layer: Layer = "channel",
 ) -> bool:
-    """Open the form for one channel (the caller has checked the person); ``False`` when
-    Slack refused it."""
+    """Open the form for one channel, or (``layer="workspace"``) for the workspace's defaults
+    (the caller has checked the person); ``False`` when Slack refused it."""
+    if layer == "workspace":
+        channel_id = WORKSPACE_DEFAULTS
     effective = await deps.settings.effective(team_id=team_id, channel_id=channel_id)
     view = settings_modal(
         team_id=team_id,
@@ -54,6 +66,7 @@ async def open_settings_form(
         settings=effective,
         models=await deps.catalogue.choices(),
         schema=deps.editor.schema,
+        layer=layer,
     )
     try:
         with slack_failures("views.open"):
@@ -84,7 +97,8 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
                     await _submitted(ack, body, context, user_id, team_id)
         except TimeoutError:
             logger.warning("settings form not saved: Slack's 3-second window ran out")
-            field = first_input(body.get("view") or {}, editor.schema)
+            view = body.get("view") or {}
+            field = first_input(view, editor.schema, _layer(view))
             with reading(reader.language, reader.timezone):
                 await ack(response_action="errors", errors={field: t(FORM_TOO_LATE)})
 
@@ -92,13 +106,22 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
         ack: Ack, body: dict[str, Any], context: Mapping[str, Any], user_id: str, team_id: str
     ) -> None:
         view = body.get("view") or {}
-        field = first_input(view, editor.schema)
+        layer = _layer(view)
+        field = first_input(view, editor.schema, layer)
         try:
             channel_id = str(json.loads(view.get("private_metadata") or "{}")["channel_id"])
         except (ValueError, KeyError, TypeError):
             await ack(response_action="errors", errors={field: t(OUT_OF_DATE)})
             return
-        typed = parse_submission((view.get("state") or {}).get("values") or {}, editor.schema)
+        if layer == "workspace":
+            channel_id = WORKSPACE_DEFAULTS
+        elif channel_id == WORKSPACE_DEFAULTS:
+            # A channel's form naming no channel would write the workspace's row.
+            await ack(response_action="errors", errors={field: t(OUT_OF_DATE)})
+            return
+        typed = parse_submission(
+            (view.get("state") or {}).get("values") or {}, editor.schema, layer
+        )
         try:
             await editor.change(
                 Actor.slack(user_id), team_id=team_id, channel_id=channel_id, typed=typed
@@ -110,3 +133,12 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             await ack(response_action="errors", errors=form_errors(exc.errors))
             return
         await ack()
+
+
+def _layer(view: Mapping[str, Any]) -> Layer:
+    """The layer the form names (a form from before layers existed edits a channel)."""
+    try:
+        named = json.loads(view.get("private_metadata") or "{}").get("layer")
+    except (ValueError, AttributeError):
+        return "channel"
+    return "workspace" if named == "workspace" else "channel"
