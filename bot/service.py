@@ -375,6 +375,7 @@ class Service:
                 sinks=sinks,
                 locks=locks,
                 thread_locks=self.thread_locks if self.thread_locks.distributed else None,
+                languages=self.languages,
             )
         )
         # What a previous run left: listed now (two quick queries, however many), handled once

@@ -115,7 +115,10 @@ class StartupRecovery:
             extra={"turn_id": turn.turn_id, "channel": turn.channel_id},
         )
         try:
-            async with speaking_to(self._languages, team_id=turn.team_id, user_id=""):
+            # In the asker's language (one cached users.info; bounded, then English).
+            async with speaking_to(
+                self._languages, team_id=turn.team_id, user_id=turn.user_id, within=2.0
+            ):
                 text = t(INTERRUPTED_NOTICE)
             slack = await self._workspaces.client(turn.team_id)
             await slack.chat_postMessage(

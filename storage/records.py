@@ -128,6 +128,8 @@ class AbandonedTurn:
     channel_id: str
     thread_ts: str
     user_ts: str
+    user_id: str = ""
+    """Who asked: the note is in their language."""
 
 
 @dataclass(frozen=True, slots=True)

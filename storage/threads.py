@@ -367,7 +367,14 @@ async def insert_pending_turn(
 async def _pending_turns(session: AsyncSession) -> list[AbandonedTurn]:
     rows = (
         await session.execute(
-            select(Turn.id, Turn.team_id, Turn.channel_id, Thread.thread_ts, Turn.user_ts)
+            select(
+                Turn.id,
+                Turn.team_id,
+                Turn.channel_id,
+                Thread.thread_ts,
+                Turn.user_ts,
+                Turn.user_id,
+            )
             .join(Thread, Thread.id == Turn.thread_id)
             # A turn with a held answer is not lost: the start-up delivers it (bot.slack.resume).
             .where(Turn.status == TurnStatus.PENDING.value, ~is_held_clause())
@@ -381,6 +388,7 @@ async def _pending_turns(session: AsyncSession) -> list[AbandonedTurn]:
             channel_id=row.channel_id,
             thread_ts=row.thread_ts,
             user_ts=row.user_ts,
+            user_id=row.user_id,
         )
         for row in rows
     ]

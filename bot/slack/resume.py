@@ -24,6 +24,7 @@ from typing import Protocol
 
 from bot.conversation import IncomingMessage, ThreadLockProvider, TurnCompletion
 from bot.errors import DeliveryError
+from bot.slack.language import PersonLanguages, speaking_to
 from bot.slack.reply import LiveReplySinks, ResumeState
 from bot.thread_locks import KeyedLocks
 from storage.records import HeldAnswerRecord
@@ -52,6 +53,7 @@ async def resume_held_answers(
     sinks: LiveReplySinks,
     locks: KeyedLocks,
     thread_locks: ThreadLockProvider | None = None,
+    languages: PersonLanguages | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Take the held answers' thread locks now and finish them in the background; returns a
     function that stops the work (the answers stay held for the next start)."""
@@ -66,7 +68,7 @@ async def resume_held_answers(
             await hold.__aenter__()  # uncontended before events flow: returns at once
             taken[key] = hold
     logger.info("finishing %d answer(s) held by the previous run", len(held))
-    task = asyncio.create_task(_resume_all(store, sinks, thread_locks, held, taken))
+    task = asyncio.create_task(_resume_all(store, sinks, thread_locks, held, taken, languages))
 
     async def stop() -> None:
         task.cancel()
@@ -86,6 +88,7 @@ async def _resume_all(
     thread_locks: ThreadLockProvider | None,
     held: list[HeldAnswerRecord],
     taken: dict[tuple[str, str, str], AbstractAsyncContextManager[None]],
+    languages: PersonLanguages | None,
 ) -> None:
     gate = asyncio.Semaphore(CONCURRENCY)
     by_thread: dict[tuple[str, str, str], list[HeldAnswerRecord]] = {}
@@ -98,7 +101,12 @@ async def _resume_all(
         try:
             async with gate:
                 for answer in answers:  # in order: the chain advances answer by answer
-                    await _resume_one(store, sinks, thread_locks, answer)
+                    # The sink's own words (a note, the feedback buttons) in the asker's
+                    # language, as when the answer was first being delivered.
+                    async with speaking_to(
+                        languages, team_id=answer.team_id, user_id=answer.user_id, within=2.0
+                    ):
+                        await _resume_one(store, sinks, thread_locks, answer)
         finally:
             await taken[key].__aexit__(None, None, None)
 

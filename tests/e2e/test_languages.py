@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 
+from bot.i18n import translations
+from bot.service import INTERRUPTED_NOTICE
+from tests.conftest import StartBot
 from tests.e2e.harness import BotUnderTest, shown
 from tests.e2e.test_slash_command import ADMIN, command
 
@@ -126,3 +129,41 @@ async def test_the_home_tab_is_in_the_viewers_language(bot: BotUnderTest) -> Non
     assert "Valeurs par défaut de l’espace de travail" in text  # noqa: RUF001
     # The default prompts are offered in French; a setting's name stays as typed.
     assert "`suggested_prompts`: Résume ce canal" in text
+
+
+async def test_a_turn_interrupted_by_a_crash_is_told_in_the_askers_language(
+    start_bot: StartBot,
+) -> None:
+    first = await start_bot()
+    first.slack.add_user("UJA", name="kenji", locale="ja-JP")
+    first.slack.add_user("UDE", name="anna", locale="de-DE")
+    roots = {}
+    for user in ("UJA", "UDE"):
+        root = first.slack.add_message("C1", user=user, text=f"<@{first.bot_user_id}> hi")
+        # A turn the previous run started and never closed (the process died mid-answer).
+        await first.service.store.start_turn(
+            team_id="T1",
+            channel_id="C1",
+            thread_ts=root,
+            user_id=user,
+            user_ts=root,
+            event_id=None,
+            model="test-model",
+        )
+        roots[user] = root
+    await first.service.stop()
+
+    second = await start_bot()
+    for user, expected in (("UJA", INTERRUPTED["ja"]), ("UDE", INTERRUPTED["de"])):
+        texts = await second.slack.wait_for(
+            lambda user=user: (
+                [shown(m) for m in second.slack.bot_replies("C1", roots[user])] or None
+            ),
+            timeout=10,
+        )
+        assert texts == [expected]
+
+
+INTERRUPTED = {
+    language: translations(language).gettext(INTERRUPTED_NOTICE) for language in ("ja", "de")
+}
