@@ -13,7 +13,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channel_settings import WORKSPACE_DEFAULTS, Actor
+from bot.channel_settings import WORKSPACE_DEFAULTS, Actor, Layer
 from bot.slack.language import speaking_to
 from bot.slack.listeners.deps import Ack, ListenerDeps
 from bot.slack.listeners.settings_form import open_settings_form
@@ -73,14 +73,9 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
             return
         if not await deps.membership.is_member(user_id, channel_id, team_id=team_id):
             return
-        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
-            await open_settings_form(
-                deps,
-                client,
-                trigger_id=str(body.get("trigger_id") or ""),
-                team_id=team_id,
-                channel_id=channel_id,
-            )
+        await _open_form(
+            deps, client, body, team_id=team_id, user_id=user_id, channel_id=channel_id
+        )
 
     @app.action(EDIT_DEFAULTS_ACTION)
     async def on_edit_defaults(ack: Ack, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -91,12 +86,35 @@ def register(app: AsyncApp, deps: ListenerDeps) -> None:
         team_id = str((body.get("team") or {}).get("id") or deps.default_team)
         if not await deps.editor.may_edit(Actor.slack(user_id), team_id=team_id):
             return
-        async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
-            await open_settings_form(
-                deps,
-                client,
-                trigger_id=str(body.get("trigger_id") or ""),
-                team_id=team_id,
-                channel_id=WORKSPACE_DEFAULTS,
-                layer="workspace",
-            )
+        await _open_form(
+            deps,
+            client,
+            body,
+            team_id=team_id,
+            user_id=user_id,
+            channel_id=WORKSPACE_DEFAULTS,
+            layer="workspace",
+        )
+
+
+async def _open_form(
+    deps: ListenerDeps,
+    client: AsyncWebClient,
+    body: dict[str, Any],
+    *,
+    team_id: str,
+    user_id: str,
+    channel_id: str,
+    layer: Layer = "channel",
+) -> None:
+    """The settings form for ``channel_id`` (or the workspace defaults), in the language of the
+    admin who pressed the button; the language may take at most 1 s of the trigger's 3."""
+    async with speaking_to(deps.languages, team_id=team_id, user_id=user_id, within=1.0):
+        await open_settings_form(
+            deps,
+            client,
+            trigger_id=str(body.get("trigger_id") or ""),
+            team_id=team_id,
+            channel_id=channel_id,
+            layer=layer,
+        )
