@@ -134,6 +134,11 @@ class LiveReplySink:
             live = self._draft.live
             if self._stopped.is_set() or self._draft.final is not None:
                 continue
+            if self._error is not None:
+                # Slack refused this answer already: asking again would start the pump anew.
+                # The turn learns of the failure from its next call to the sink.
+                await self._stopped.wait()
+                return
             if live is not None and live.native and self._steps.touch_running():
                 self._changed.set()
                 self._ensure_pump(indicate=False)
